@@ -1,0 +1,28 @@
+// hllm — the single runner. Each subcommand lives in its own tools/cmd_*.hpp and registers itself
+// here; the library never prints, this file and the commands do.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cmd_generate.hpp"
+#include "cmd_logits.hpp"
+#include "hllm/core/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"hllm: a Llama-3 inference engine (CPU reference and CUDA)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "hllm 0.1.0");
+  hllm::tools::add_logits_command(app);
+  hllm::tools::add_generate_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const hllm::Error& e) {
+    std::fprintf(stderr, "hllm: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hllm: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
