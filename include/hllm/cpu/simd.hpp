@@ -1,0 +1,101 @@
+// SIMD building blocks for the CPU backend, with runtime dispatch: an AVX2 + FMA + F16C path (any
+// x86-64 from 2013 on) and a portable scalar path used elsewhere. The vector paths are compiled with
+// per-function target attributes, so the library needs no -march flag and runs on any x86-64 CPU.
+//
+// load8_f32(p) widens 8 consecutive weights of any storage dtype to fp32 lanes:
+//   bf16 -> zero-extend to 32 bits and shift left 16 (bf16 is the top half of an fp32)
+//   f16  -> vcvtph2ps (F16C)
+//   f32  -> plain load
+#pragma once
+
+#include <cstdint>
+
+#include "hllm/core/dtype.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define HLLM_X86_SIMD 1
+#define HLLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+namespace hllm::cpu {
+
+inline float to_f32(float x) { return x; }
+inline float to_f32(bf16 x) { return bf16_to_f32(x); }
+inline float to_f32(f16 x) { return f16_to_f32(x); }
+
+// True when the AVX2 paths may run on this CPU (checked once).
+inline bool cpu_has_avx2() {
+#if defined(HLLM_X86_SIMD)
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+#if defined(HLLM_X86_SIMD)
+namespace avx2 {
+
+HLLM_TARGET_AVX2 inline __m256 load8_f32(const float* p) { return _mm256_loadu_ps(p); }
+HLLM_TARGET_AVX2 inline __m256 load8_f32(const bf16* p) {
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+HLLM_TARGET_AVX2 inline __m256 load8_f32(const f16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+HLLM_TARGET_AVX2 inline float hsum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+template <typename T>
+HLLM_TARGET_AVX2 inline float dot(const float* a, const T* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_f32(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8_f32(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_f32(b + i), acc0);
+  float sum = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) sum += a[i] * to_f32(b[i]);
+  return sum;
+}
+
+// y += alpha * x
+HLLM_TARGET_AVX2 inline void axpy(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace avx2
+#endif
+
+// sum_i a[i] * b[i], accumulated in fp32.
+template <typename T>
+inline float dot(const float* a, const T* b, int64_t n) {
+#if defined(HLLM_X86_SIMD)
+  if (cpu_has_avx2()) return avx2::dot(a, b, n);
+#endif
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * to_f32(b[i]);
+  return sum;
+}
+
+// y += alpha * x
+inline void axpy(float alpha, const float* x, float* y, int64_t n) {
+#if defined(HLLM_X86_SIMD)
+  if (cpu_has_avx2()) return avx2::axpy(alpha, x, y, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace hllm::cpu

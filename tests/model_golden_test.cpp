@@ -1,0 +1,99 @@
+// The CPU forward pass against the Hugging Face reference (../shared/fixtures, copied to tests/data):
+// for every RoPE variant, logits at all 200 positions within 2e-3 * max|golden| with the same argmax,
+// and the 48-token greedy continuation reproduced exactly through the KV cache.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "hllm/cpu/backend.hpp"
+#include "hllm/io/safetensors.hpp"
+#include "hllm/model/llama.hpp"
+#include "hllm/model/load.hpp"
+
+namespace {
+
+const std::filesystem::path MODEL_DIR = std::filesystem::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
+
+std::vector<int32_t> int64_ids(const hllm::Tensor& t) {
+  EXPECT_EQ(t.dtype, hllm::DType::i64);
+  std::vector<int32_t> ids(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) ids[i] = static_cast<int32_t>(t.as<int64_t>()[i]);
+  return ids;
+}
+
+class GoldenTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string variant = GetParam();
+    folder_ = std::make_unique<hllm::ModelFolder>(
+        hllm::open_model_folder(MODEL_DIR, MODEL_DIR / ("config." + variant + ".json")));
+    golden_ = std::make_unique<hllm::SafetensorsFile>(MODEL_DIR / ("golden." + variant + ".safetensors"));
+    model_ = std::make_unique<hllm::LlamaModel>(folder_->config, folder_->weights, backend_);
+  }
+
+  hllm::CpuBackend backend_;
+  std::unique_ptr<hllm::ModelFolder> folder_;
+  std::unique_ptr<hllm::SafetensorsFile> golden_;
+  std::unique_ptr<hllm::LlamaModel> model_;
+};
+
+TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
+  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const hllm::Tensor expected = golden_->tensor("logits");
+  const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
+  ASSERT_EQ(n, 200);
+  ASSERT_EQ(expected.shape, (hllm::Shape{n, vocab}));
+
+  hllm::KvCache cache = model_->new_cache(n);
+  std::vector<float> logits(static_cast<size_t>(n * vocab));
+  model_->forward(ids, cache, logits, /*all_logits=*/true);
+
+  const float* golden = expected.as<float>();
+  float max_golden = 0.0f, max_error = 0.0f;
+  for (int64_t i = 0; i < n * vocab; ++i) {
+    max_golden = std::max(max_golden, std::fabs(golden[i]));
+    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
+  }
+  EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
+  std::printf("%s: max |logits - golden| = %.3g = %.3g of max |golden|\n", GetParam().c_str(), max_error,
+              max_error / max_golden);
+  for (int64_t t = 0; t < n; ++t) {
+    const auto row = logits.begin() + t * vocab;
+    const int64_t ours = std::max_element(row, row + vocab) - row;
+    const int64_t theirs = std::max_element(golden + t * vocab, golden + (t + 1) * vocab) - (golden + t * vocab);
+    EXPECT_EQ(ours, theirs) << "argmax differs at position " << t;
+  }
+}
+
+// HF re-bases dynamic NTK with the running length, so only its one-pass forward has a golden.
+using GenerationTest = GoldenTest;
+
+TEST_P(GenerationTest, GreedyContinuationThroughKvCache) {
+  const std::vector<int32_t> prompt = int64_ids(golden_->tensor("gen_prompt"));
+  const std::vector<int32_t> expected = int64_ids(golden_->tensor("gen_ids"));
+  const int64_t vocab = folder_->config.vocab_size;
+
+  hllm::KvCache cache = model_->new_cache(static_cast<int64_t>(prompt.size() + expected.size()));
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  model_->forward(prompt, cache, logits, false);
+  std::vector<int32_t> generated;
+  while (generated.size() < expected.size()) {
+    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    generated.push_back(next);
+    model_->forward({&next, 1}, cache, logits, false);
+  }
+  EXPECT_EQ(generated, expected);
+}
+
+std::string variant_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
+
+INSTANTIATE_TEST_SUITE_P(RopeVariants, GoldenTest,
+                         testing::Values("base", "linear", "llama3", "yarn", "dynamic"), variant_name);
+INSTANTIATE_TEST_SUITE_P(RopeVariants, GenerationTest, testing::Values("base", "linear", "llama3", "yarn"),
+                         variant_name);
+
+}  // namespace

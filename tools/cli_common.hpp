@@ -1,0 +1,70 @@
+// Pieces the runner's subcommands share: parsing "--ids 1,2,3" and the model-folder options.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <memory>
+#include <optional>
+
+#include "hllm/core/error.hpp"
+#include "hllm/cpu/backend.hpp"
+#include "hllm/model/llama.hpp"
+#include "hllm/model/load.hpp"
+
+namespace hllm::tools {
+
+// "1, 2,3" -> {1, 2, 3}; anything else is an error naming the bad item.
+inline std::vector<int32_t> parse_id_list(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    std::string item = text.substr(pos, comma - pos);
+    const size_t first = item.find_first_not_of(' '), last = item.find_last_not_of(' ');
+    item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
+    int32_t id = 0;
+    const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), id);
+    if (item.empty() || error != std::errc() || end != item.data() + item.size() || id < 0)
+      fail("--ids: \"", item, "\" is not a token id (expected comma-separated non-negative integers)");
+    ids.push_back(id);
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+struct ModelOptions {
+  std::string model_dir;
+  std::string config_override;
+  int threads = 0;
+};
+
+inline void add_model_options(CLI::App& command, ModelOptions& options) {
+  command.add_option("-m,--model", options.model_dir, "HF model folder (config.json + *.safetensors)")->required();
+  command.add_option("--config", options.config_override, "config.json to use instead of the folder's");
+  command.add_option("-t,--threads", options.threads, "CPU threads (default: all hardware threads)");
+}
+
+// A model folder opened and ready to run on the CPU backend. Held by pointer: the model keeps
+// references to the backend and to the folder's mapped weights.
+struct LoadedModel {
+  ModelFolder folder;
+  CpuBackend backend;
+  LlamaModel model;
+
+  explicit LoadedModel(const ModelOptions& options)
+      : folder(open_model_folder(options.model_dir, options.config_override.empty()
+                                                        ? std::nullopt
+                                                        : std::optional<std::filesystem::path>(options.config_override))),
+        backend(options.threads),
+        model(folder.config, folder.weights, backend) {}
+};
+
+inline std::unique_ptr<LoadedModel> load_model(const ModelOptions& options) {
+  return std::make_unique<LoadedModel>(options);
+}
+
+}  // namespace hllm::tools
