@@ -67,7 +67,8 @@ void BM_Matmul_bf16(benchmark::State& state) {
   const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<std::vector<hllm::bf16>> weights(copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
+  std::vector<std::vector<hllm::bf16>> weights(
+      copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
   for (auto& w : weights)
     for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));
   std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
@@ -88,7 +89,8 @@ void BM_Matmul_bf16(benchmark::State& state) {
   const double gbps = weight_bytes / per_call / 1e9;
   state.counters["weight_GB/s"] = gbps;
   state.counters["GFLOP/s"] = 2.0 * n * in * out / per_call / 1e9;
-  if (measured_read_gbps() > 0) state.counters["%_of_read_bw"] = 100.0 * gbps / measured_read_gbps();
+  if (measured_read_gbps() > 0)
+    state.counters["%_of_read_bw"] = 100.0 * gbps / measured_read_gbps();
   state.counters["simd"] = hllm::cpu::cpu_has_avx2() ? 1 : 0;
 }
 

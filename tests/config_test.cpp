@@ -1,11 +1,13 @@
-// config.json -> LlamaConfig: every rope_scaling spelling (transformers 4.x `type` / `rope_type`, 5.x
-// `rope_parameters`), defaults, and a one-line error for missing fields and unsupported values.
+// config.json -> LlamaConfig: every rope_scaling spelling (transformers 4.x `type` /
+// `rope_type`, 5.x `rope_parameters`), defaults, and a one-line error for missing fields and
+// unsupported values.
+#include "hllm/model/config.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
-#include "hllm/model/config.hpp"
 #include "hllm/model/rope.hpp"
 
 namespace {
@@ -67,10 +69,12 @@ TEST(Config, RopeScalingSpellings) {
       {R"({"type": "linear", "factor": 2.0})", hllm::RopeType::linear},
       {R"({"rope_type": "linear", "factor": 2.0})", hllm::RopeType::linear},
       {R"({"type": "dynamic", "rope_type": "dynamic", "factor": 2.0})", hllm::RopeType::dynamic},
-      {R"({"type": "su", "rope_type": "yarn", "factor": 4.0})", hllm::RopeType::yarn},  // rope_type wins
+      {R"({"type": "su", "rope_type": "yarn", "factor": 4.0})",
+       hllm::RopeType::yarn},  // rope_type wins
       {R"({"rope_type": "default"})", hllm::RopeType::none},
       {R"({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-           "original_max_position_embeddings": 8192, "rope_type": "llama3"})", hllm::RopeType::llama3},
+           "original_max_position_embeddings": 8192, "rope_type": "llama3"})",
+       hllm::RopeType::llama3},
   };
   for (const auto& c : cases) {
     json j = llama3_8b();
@@ -85,7 +89,8 @@ TEST(Config, Transformers5RopeParameters) {
   j.erase("rope_scaling");
   j.erase("torch_dtype");
   j["dtype"] = "float16";
-  j["rope_parameters"] = json::parse(R"({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+  j["rope_parameters"] =
+      json::parse(R"({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
       "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
   const hllm::LlamaConfig c = hllm::parse_llama_config(j, "config.json");
   EXPECT_EQ(c.rope_theta, 500000.0);
@@ -110,19 +115,25 @@ TEST(Config, ErrorsNameTheFieldAndWhatIsSupported) {
       {"hidden_act", "gelu", "hidden_act \"gelu\" is not supported"},
       {"attention_bias", true, "attention_bias"},
       {"torch_dtype", "float64", "dtype \"float64\" is not supported"},
-      {"rope_scaling", json::parse(R"({"type": "longrope", "factor": 4})"), "\"longrope\" is not supported"},
+      {"rope_scaling", json::parse(R"({"type": "longrope", "factor": 4})"),
+       "\"longrope\" is not supported"},
       {"rope_scaling", json::parse(R"({"type": "linear"})"), "\"factor\" must be a number"},
-      {"rope_scaling", json::parse(R"({"type": "linear", "factor": 0.5})"), "\"factor\" must be a number >= 1"},
-      {"rope_scaling", json::parse(R"({"rope_type": "llama3", "factor": 8})"), "\"low_freq_factor\""},
+      {"rope_scaling", json::parse(R"({"type": "linear", "factor": 0.5})"),
+       "\"factor\" must be a number >= 1"},
+      {"rope_scaling", json::parse(R"({"rope_type": "llama3", "factor": 8})"),
+       "\"low_freq_factor\""},
       {"rope_scaling", "linear", "\"rope_scaling\" must be an object"},
       {"eos_token_id", "eos", "\"eos_token_id\" must be an integer or a list of integers"},
       {"rms_norm_eps", -1, "\"rms_norm_eps\" must be a positive number"},
-      {"quantization_config", json::parse(R"({"quant_method": "gptq", "bits": 4})"), "not supported yet"},
+      {"quantization_config", json::parse(R"({"quant_method": "gptq", "bits": 4})"),
+       "not supported yet"},
   };
   for (const auto& c : cases) {
     json j = llama3_8b();
-    if (c.value.is_null()) j.erase(c.key);
-    else j[c.key] = c.value;
+    if (c.value.is_null())
+      j.erase(c.key);
+    else
+      j[c.key] = c.value;
     const std::string message = error_of(j);
     EXPECT_NE(message.find(c.message), std::string::npos) << c.key << ": got \"" << message << "\"";
     EXPECT_EQ(message.rfind("config.json", 0), 0u) << message;
@@ -140,7 +151,8 @@ TEST(RopeTable, ScalingTypesFollowTheirDefinitions) {
   c.rope_scaling = {};
   c.rope_scaling.type = hllm::RopeType::linear;
   c.rope_scaling.factor = 4.0;
-  for (size_t i = 0; i < base.size(); ++i) EXPECT_FLOAT_EQ(hllm::rope_table(c).inv_freq[i], base[i] / 4.0f);
+  for (size_t i = 0; i < base.size(); ++i)
+    EXPECT_FLOAT_EQ(hllm::rope_table(c).inv_freq[i], base[i] / 4.0f);
 
   // Llama 3.1: short wavelengths kept, long ones divided by the factor.
   c.rope_scaling.type = hllm::RopeType::llama3;

@@ -69,8 +69,8 @@ TEST_P(MatmulTest, MatchesDoubleReference) {
   StoredWeights w = store(random_floats(c.out * c.in, rng, 0.05f), c.dtype);
   std::vector<float> y(c.n * c.out, std::nanf(""));  // poisoned: every element must be written
   hllm::ThreadPool pool(c.threads);
-  hllm::cpu::matmul(Tensor(const_cast<float*>(x.data()), DType::f32, {c.n, c.in}), w.view(c.dtype, c.out, c.in),
-                    Tensor(y.data(), DType::f32, {c.n, c.out}), pool);
+  hllm::cpu::matmul(Tensor(const_cast<float*>(x.data()), DType::f32, {c.n, c.in}),
+                    w.view(c.dtype, c.out, c.in), Tensor(y.data(), DType::f32, {c.n, c.out}), pool);
   for (int64_t t = 0; t < c.n; ++t) {
     for (int64_t r = 0; r < c.out; ++r) {
       double ref = 0.0, magnitude = 0.0;
@@ -93,9 +93,10 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(MatmulErrors, ShapeMismatchIsAnError) {
   std::vector<float> x(6), w(6), y(4);
   hllm::ThreadPool pool(1);
-  EXPECT_THROW(hllm::cpu::matmul(Tensor(x.data(), DType::f32, {2, 3}), Tensor(w.data(), DType::f32, {3, 2}),
-                                 Tensor(y.data(), DType::f32, {2, 2}), pool),
-               hllm::Error);
+  EXPECT_THROW(
+      hllm::cpu::matmul(Tensor(x.data(), DType::f32, {2, 3}), Tensor(w.data(), DType::f32, {3, 2}),
+                        Tensor(y.data(), DType::f32, {2, 2}), pool),
+      hllm::Error);
 }
 
 TEST(RmsNorm, MatchesDoubleReference) {
@@ -105,11 +106,13 @@ TEST(RmsNorm, MatchesDoubleReference) {
   StoredWeights w = store(random_floats(dim, rng), DType::bf16);
   std::vector<float> out(n * dim, std::nanf(""));
   hllm::ThreadPool pool(2);
-  hllm::cpu::rmsnorm(Tensor(const_cast<float*>(x.data()), DType::f32, {n, dim}), w.view(DType::bf16, 1, dim).reshape({dim}),
-                     1e-5f, Tensor(out.data(), DType::f32, {n, dim}), pool);
+  hllm::cpu::rmsnorm(Tensor(const_cast<float*>(x.data()), DType::f32, {n, dim}),
+                     w.view(DType::bf16, 1, dim).reshape({dim}), 1e-5f,
+                     Tensor(out.data(), DType::f32, {n, dim}), pool);
   for (int64_t t = 0; t < n; ++t) {
     double mean_square = 0.0;
-    for (int64_t i = 0; i < dim; ++i) mean_square += static_cast<double>(x[t * dim + i]) * x[t * dim + i];
+    for (int64_t i = 0; i < dim; ++i)
+      mean_square += static_cast<double>(x[t * dim + i]) * x[t * dim + i];
     const double inv_rms = 1.0 / std::sqrt(mean_square / dim + 1e-5);
     for (int64_t i = 0; i < dim; ++i)
       ASSERT_NEAR(out[t * dim + i], w.represented[i] * x[t * dim + i] * inv_rms, 1e-5);
@@ -122,8 +125,8 @@ TEST(SwiGlu, MatchesDefinition) {
   std::vector<float> out(33, std::nanf(""));
   hllm::ThreadPool pool(2);
   hllm::cpu::swiglu(Tensor(const_cast<float*>(gate.data()), DType::f32, {3, 11}),
-                    Tensor(const_cast<float*>(up.data()), DType::f32, {3, 11}), Tensor(out.data(), DType::f32, {3, 11}),
-                    pool);
+                    Tensor(const_cast<float*>(up.data()), DType::f32, {3, 11}),
+                    Tensor(out.data(), DType::f32, {3, 11}), pool);
   for (size_t i = 0; i < out.size(); ++i) {
     const double g = gate[i];
     ASSERT_NEAR(out[i], g / (1.0 + std::exp(-g)) * up[i], 1e-5 * (1.0 + std::fabs(g * up[i])));
@@ -146,10 +149,11 @@ TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
   std::vector<float> out(q.size(), std::nanf(""));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   hllm::ThreadPool pool(2);
-  hllm::cpu::attention_causal(Tensor(const_cast<float*>(q.data()), DType::f32, {c.n, c.n_heads, c.head_dim}),
-                              Tensor(const_cast<float*>(k.data()), DType::f32, {capacity, c.n_kv_heads, c.head_dim}),
-                              Tensor(const_cast<float*>(v.data()), DType::f32, {capacity, c.n_kv_heads, c.head_dim}),
-                              c.start, scale, Tensor(out.data(), DType::f32, {c.n, c.n_heads, c.head_dim}), pool);
+  hllm::cpu::attention_causal(
+      Tensor(const_cast<float*>(q.data()), DType::f32, {c.n, c.n_heads, c.head_dim}),
+      Tensor(const_cast<float*>(k.data()), DType::f32, {capacity, c.n_kv_heads, c.head_dim}),
+      Tensor(const_cast<float*>(v.data()), DType::f32, {capacity, c.n_kv_heads, c.head_dim}),
+      c.start, scale, Tensor(out.data(), DType::f32, {c.n, c.n_heads, c.head_dim}), pool);
   const int64_t group = c.n_heads / c.n_kv_heads;
   for (int64_t t = 0; t < c.n; ++t) {
     for (int64_t h = 0; h < c.n_heads; ++h) {
@@ -159,23 +163,28 @@ TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
       for (int64_t j = 0; j < visible; ++j) {
         double s = 0.0;
         for (int64_t d = 0; d < c.head_dim; ++d)
-          s += static_cast<double>(q[(t * c.n_heads + h) * c.head_dim + d]) * k[(j * c.n_kv_heads + kvh) * c.head_dim + d];
+          s += static_cast<double>(q[(t * c.n_heads + h) * c.head_dim + d]) *
+               k[(j * c.n_kv_heads + kvh) * c.head_dim + d];
         p[j] = s * scale;
         max_score = std::max(max_score, p[j]);
       }
       for (double& x : p) sum += (x = std::exp(x - max_score));
       for (int64_t d = 0; d < c.head_dim; ++d) {
         double ref = 0.0;
-        for (int64_t j = 0; j < visible; ++j) ref += p[j] / sum * v[(j * c.n_kv_heads + kvh) * c.head_dim + d];
-        ASSERT_NEAR(out[(t * c.n_heads + h) * c.head_dim + d], ref, 2e-5) << "t " << t << " h " << h << " d " << d;
+        for (int64_t j = 0; j < visible; ++j)
+          ref += p[j] / sum * v[(j * c.n_kv_heads + kvh) * c.head_dim + d];
+        ASSERT_NEAR(out[(t * c.n_heads + h) * c.head_dim + d], ref, 2e-5)
+            << "t " << t << " h " << h << " d " << d;
       }
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
-                         testing::Values(AttentionCase{1, 0, 4, 1, 128}, AttentionCase{17, 0, 4, 2, 64},
-                                         AttentionCase{3, 29, 2, 2, 12}, AttentionCase{1, 100, 8, 2, 128},
+                         testing::Values(AttentionCase{1, 0, 4, 1, 128},
+                                         AttentionCase{17, 0, 4, 2, 64},
+                                         AttentionCase{3, 29, 2, 2, 12},
+                                         AttentionCase{1, 100, 8, 2, 128},
                                          AttentionCase{9, 5, 4, 4, 7}));
 
 }  // namespace

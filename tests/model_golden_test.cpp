@@ -1,11 +1,11 @@
-// The CPU forward pass against the Hugging Face reference (../shared/fixtures, copied to tests/data):
-// for every RoPE variant, logits at all 200 positions within 2e-3 * max|golden| with the same argmax,
-// and the 48-token greedy continuation reproduced exactly through the KV cache.
+// The CPU forward pass against the Hugging Face reference (../shared/fixtures, copied to
+// tests/data): for every RoPE variant, logits at all 200 positions within 2e-3 * max|golden| with
+// the same argmax, and the 48-token greedy continuation reproduced exactly through the KV cache.
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -16,7 +16,8 @@
 
 namespace {
 
-const std::filesystem::path MODEL_DIR = std::filesystem::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
+const std::filesystem::path MODEL_DIR =
+    std::filesystem::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
 
 std::vector<int32_t> int64_ids(const hllm::Tensor& t) {
   EXPECT_EQ(t.dtype, hllm::DType::i64);
@@ -31,7 +32,8 @@ class GoldenTest : public testing::TestWithParam<std::string> {
     const std::string variant = GetParam();
     folder_ = std::make_unique<hllm::ModelFolder>(
         hllm::open_model_folder(MODEL_DIR, MODEL_DIR / ("config." + variant + ".json")));
-    golden_ = std::make_unique<hllm::SafetensorsFile>(MODEL_DIR / ("golden." + variant + ".safetensors"));
+    golden_ =
+        std::make_unique<hllm::SafetensorsFile>(MODEL_DIR / ("golden." + variant + ".safetensors"));
     model_ = std::make_unique<hllm::LlamaModel>(folder_->config, folder_->weights, backend_);
   }
 
@@ -59,12 +61,13 @@ TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
     max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
   }
   EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
-  std::printf("%s: max |logits - golden| = %.3g = %.3g of max |golden|\n", GetParam().c_str(), max_error,
-              max_error / max_golden);
+  std::printf("%s: max |logits - golden| = %.3g = %.3g of max |golden|\n", GetParam().c_str(),
+              max_error, max_error / max_golden);
   for (int64_t t = 0; t < n; ++t) {
     const auto row = logits.begin() + t * vocab;
     const int64_t ours = std::max_element(row, row + vocab) - row;
-    const int64_t theirs = std::max_element(golden + t * vocab, golden + (t + 1) * vocab) - (golden + t * vocab);
+    const int64_t theirs =
+        std::max_element(golden + t * vocab, golden + (t + 1) * vocab) - (golden + t * vocab);
     EXPECT_EQ(ours, theirs) << "argmax differs at position " << t;
   }
 }
@@ -82,7 +85,8 @@ TEST_P(GenerationTest, GreedyContinuationThroughKvCache) {
   model_->forward(prompt, cache, logits, false);
   std::vector<int32_t> generated;
   while (generated.size() < expected.size()) {
-    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const int32_t next =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     generated.push_back(next);
     model_->forward({&next, 1}, cache, logits, false);
   }
@@ -92,8 +96,9 @@ TEST_P(GenerationTest, GreedyContinuationThroughKvCache) {
 std::string variant_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
 
 INSTANTIATE_TEST_SUITE_P(RopeVariants, GoldenTest,
-                         testing::Values("base", "linear", "llama3", "yarn", "dynamic"), variant_name);
-INSTANTIATE_TEST_SUITE_P(RopeVariants, GenerationTest, testing::Values("base", "linear", "llama3", "yarn"),
+                         testing::Values("base", "linear", "llama3", "yarn", "dynamic"),
                          variant_name);
+INSTANTIATE_TEST_SUITE_P(RopeVariants, GenerationTest,
+                         testing::Values("base", "linear", "llama3", "yarn"), variant_name);
 
 }  // namespace

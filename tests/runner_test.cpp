@@ -1,13 +1,14 @@
-// The runner binary as users and scripts call it: `hllm logits` and `hllm generate` with their exact
-// flags reproduce the HF goldens, and bad input ends in one clear error line and a non-zero exit.
+// The runner binary as users and scripts call it: `hllm logits` and `hllm generate` with their
+// exact flags reproduce the HF goldens, and bad input ends in one clear error line and a non-zero
+// exit.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
-#include <sys/wait.h>
 
 #include "hllm/io/safetensors.hpp"
 
@@ -53,17 +54,20 @@ std::string id_list(const hllm::Tensor& ids) {
 
 TEST(Runner, GenerateReproducesGreedyGolden) {
   const hllm::SafetensorsFile golden(MODEL_DIR / "golden.llama3.safetensors");
-  const std::string out = stdout_of("generate -m " + MODEL_DIR.string() + " --config " +
-                                    (MODEL_DIR / "config.llama3.json").string() + " --ids " +
-                                    id_list(golden.tensor("gen_prompt")) + " -n 48 --greedy --ignore-eos");
+  const std::string out =
+      stdout_of("generate -m " + MODEL_DIR.string() + " --config " +
+                (MODEL_DIR / "config.llama3.json").string() + " --ids " +
+                id_list(golden.tensor("gen_prompt")) + " -n 48 --greedy --ignore-eos");
   EXPECT_EQ(out, id_list(golden.tensor("gen_ids")) + "\n");
 }
 
 TEST(Runner, LogitsWritesEveryPosition) {
   const hllm::SafetensorsFile golden(MODEL_DIR / "golden.yarn.safetensors");
-  const fs::path output = fs::temp_directory_path() / ("hllm_runner_test_" + std::to_string(getpid()) + ".safetensors");
-  stdout_of("logits -m " + MODEL_DIR.string() + " --config " + (MODEL_DIR / "config.yarn.json").string() +
-            " --ids " + id_list(golden.tensor("input_ids")) + " -o " + output.string());
+  const fs::path output =
+      fs::temp_directory_path() / ("hllm_runner_test_" + std::to_string(getpid()) + ".safetensors");
+  stdout_of("logits -m " + MODEL_DIR.string() + " --config " +
+            (MODEL_DIR / "config.yarn.json").string() + " --ids " +
+            id_list(golden.tensor("input_ids")) + " -o " + output.string());
   {
     const hllm::SafetensorsFile written(output);
     const hllm::Tensor logits = written.tensor("logits"), expected = golden.tensor("logits");
@@ -90,7 +94,8 @@ TEST(Runner, BadInputGivesOneClearError) {
       {"generate" + model + " --ids 1,99999 -n 2 --greedy", "outside the vocabulary"},
       {"generate" + model + " --ids 1,2 -n 2", "pass --greedy"},
       {"generate" + model + " --config /nonexistent.json --ids 1 -n 2 --greedy", "not found"},
-      {"logits" + model + " --ids 1 -o /nonexistent/dir/out.safetensors", "/nonexistent/dir/out.safetensors"},
+      {"logits" + model + " --ids 1 -o /nonexistent/dir/out.safetensors",
+       "/nonexistent/dir/out.safetensors"},
   };
   for (const auto& c : cases) {
     const Result r = run(c.args);

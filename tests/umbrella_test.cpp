@@ -4,7 +4,8 @@
 #include <hllm/hllm.hpp>
 
 TEST(Umbrella, ReadmeSnippetRuns) {
-  hllm::ModelFolder folder = hllm::open_model_folder(std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512");
+  hllm::ModelFolder folder =
+      hllm::open_model_folder(std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512");
   hllm::CpuBackend backend;
   hllm::LlamaModel model(folder.config, folder.weights, backend);
   hllm::KvCache cache = model.new_cache(/*capacity=*/64);

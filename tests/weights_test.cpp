@@ -1,7 +1,8 @@
 // Loading model folders: sharded and single-file checkpoints give the same model, tied embeddings
-// work with and without a stored lm_head, and missing / misshapen / wrongly typed tensors are errors
-// that name the tensor and the expected shape.
+// work with and without a stored lm_head, and missing / misshapen / wrongly typed tensors are
+// errors that name the tensor and the expected shape.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -9,7 +10,6 @@
 #include <map>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "hllm/cpu/backend.hpp"
@@ -23,8 +23,8 @@ namespace fs = std::filesystem;
 using hllm::DType;
 using hllm::Tensor;
 
-// A random tiny Llama (2 layers, hidden 16, 4 heads / 2 KV heads, head_dim 4, vocab 40) whose tensors
-// can be written out in any arrangement.
+// A random tiny Llama (2 layers, hidden 16, 4 heads / 2 KV heads, head_dim 4, vocab 40) whose
+// tensors can be written out in any arrangement.
 class TinyModel {
  public:
   TinyModel() {
@@ -61,7 +61,8 @@ class TinyModel {
   }
 
   static std::string config(bool tied) {
-    return std::string(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16,
+    return std::string(
+               R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16,
       "intermediate_size": 24, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
       "vocab_size": 40, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
       "torch_dtype": "bfloat16", "eos_token_id": 2, "tie_word_embeddings": )") +
@@ -81,7 +82,8 @@ class WeightsTest : public testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  fs::path folder(const std::string& name, bool tied, const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  fs::path folder(const std::string& name, bool tied,
+                  const std::vector<std::pair<std::string, Tensor>>& tensors) {
     const fs::path dir = root_ / name;
     fs::create_directories(dir);
     std::ofstream(dir / "config.json") << TinyModel::config(tied);
@@ -120,19 +122,23 @@ TEST_F(WeightsTest, ShardedEqualsSingleFile) {
   fs::create_directories(sharded);
   std::ofstream(sharded / "config.json") << TinyModel::config(false);
   auto all = model_.tensors();
-  const std::vector<std::pair<std::string, Tensor>> first(all.begin(), all.begin() + 9), second(all.begin() + 9, all.end());
+  const std::vector<std::pair<std::string, Tensor>> first(all.begin(), all.begin() + 9),
+      second(all.begin() + 9, all.end());
   hllm::write_safetensors(sharded / "model-00001-of-00002.safetensors", first);
   hllm::write_safetensors(sharded / "model-00002-of-00002.safetensors", second);
   hllm::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", hllm::json::object()}};
-  for (const auto& [name, t] : first) index["weight_map"][name] = "model-00001-of-00002.safetensors";
-  for (const auto& [name, t] : second) index["weight_map"][name] = "model-00002-of-00002.safetensors";
+  for (const auto& [name, t] : first)
+    index["weight_map"][name] = "model-00001-of-00002.safetensors";
+  for (const auto& [name, t] : second)
+    index["weight_map"][name] = "model-00002-of-00002.safetensors";
   std::ofstream(sharded / "model.safetensors.index.json") << index.dump();
 
   EXPECT_EQ(logits_of(sharded), single);
 }
 
 TEST_F(WeightsTest, TiedEmbeddingsWithAndWithoutStoredLmHead) {
-  // Tied: lm_head is embed_tokens. Storing embed_tokens' values as lm_head must give the same logits.
+  // Tied: lm_head is embed_tokens. Storing embed_tokens' values as lm_head must give the same
+  // logits.
   auto tied_tensors = model_.tensors({"lm_head.weight"});
   const std::vector<float> tied = logits_of(folder("tied", true, tied_tensors));
   auto untied_tensors = model_.tensors({"lm_head.weight"});
@@ -142,11 +148,14 @@ TEST_F(WeightsTest, TiedEmbeddingsWithAndWithoutStoredLmHead) {
 }
 
 TEST_F(WeightsTest, MissingTensorIsNamed) {
-  const std::string message = load_error(folder("missing", false, model_.tensors({"model.layers.1.mlp.up_proj.weight"})));
-  EXPECT_NE(message.find("\"model.layers.1.mlp.up_proj.weight\" is missing (expected shape [24, 16])"),
-            std::string::npos)
+  const std::string message =
+      load_error(folder("missing", false, model_.tensors({"model.layers.1.mlp.up_proj.weight"})));
+  EXPECT_NE(
+      message.find("\"model.layers.1.mlp.up_proj.weight\" is missing (expected shape [24, 16])"),
+      std::string::npos)
       << message;
-  EXPECT_NE(load_error(folder("no_lm_head", false, model_.tensors({"lm_head.weight"}))).find("lm_head.weight"),
+  EXPECT_NE(load_error(folder("no_lm_head", false, model_.tensors({"lm_head.weight"})))
+                .find("lm_head.weight"),
             std::string::npos);
 }
 
@@ -155,7 +164,8 @@ TEST_F(WeightsTest, WrongShapeAndDtypeAreNamed) {
   for (auto& [name, t] : tensors)
     if (name == "model.layers.0.self_attn.k_proj.weight") t = t.reshape({16, 8});
   std::string message = load_error(folder("shape", false, tensors));
-  EXPECT_NE(message.find("\"model.layers.0.self_attn.k_proj.weight\" has shape [16, 8], expected [8, 16]"),
+  EXPECT_NE(message.find(
+                "\"model.layers.0.self_attn.k_proj.weight\" has shape [16, 8], expected [8, 16]"),
             std::string::npos)
       << message;
 

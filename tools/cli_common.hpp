@@ -4,11 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdint>
-#include <string>
-#include <vector>
-
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "hllm/core/error.hpp"
 #include "hllm/cpu/backend.hpp"
@@ -29,7 +28,8 @@ inline std::vector<int32_t> parse_id_list(const std::string& text) {
     int32_t id = 0;
     const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), id);
     if (item.empty() || error != std::errc() || end != item.data() + item.size() || id < 0)
-      fail("--ids: \"", item, "\" is not a token id (expected comma-separated non-negative integers)");
+      fail("--ids: \"", item,
+           "\" is not a token id (expected comma-separated non-negative integers)");
     ids.push_back(id);
     pos = comma + 1;
   }
@@ -43,9 +43,13 @@ struct ModelOptions {
 };
 
 inline void add_model_options(CLI::App& command, ModelOptions& options) {
-  command.add_option("-m,--model", options.model_dir, "HF model folder (config.json + *.safetensors)")->required();
-  command.add_option("--config", options.config_override, "config.json to use instead of the folder's");
-  command.add_option("-t,--threads", options.threads, "CPU threads (default: all hardware threads)");
+  command
+      .add_option("-m,--model", options.model_dir, "HF model folder (config.json + *.safetensors)")
+      ->required();
+  command.add_option("--config", options.config_override,
+                     "config.json to use instead of the folder's");
+  command.add_option("-t,--threads", options.threads,
+                     "CPU threads (default: all hardware threads)");
 }
 
 // A model folder opened and ready to run on the CPU backend. Held by pointer: the model keeps
@@ -58,7 +62,8 @@ struct LoadedModel {
   explicit LoadedModel(const ModelOptions& options)
       : folder(open_model_folder(options.model_dir, options.config_override.empty()
                                                         ? std::nullopt
-                                                        : std::optional<std::filesystem::path>(options.config_override))),
+                                                        : std::optional<std::filesystem::path>(
+                                                              options.config_override))),
         backend(options.threads),
         model(folder.config, folder.weights, backend) {}
 };

@@ -28,12 +28,14 @@ inline void add_generate_command(CLI::App& app) {
     bool ignore_eos = false;
   };
   auto options = std::make_shared<Options>();
-  CLI::App* command = app.add_subcommand("generate", "Continue a list of token ids (greedy), print the new ids");
+  CLI::App* command =
+      app.add_subcommand("generate", "Continue a list of token ids (greedy), print the new ids");
   add_model_options(*command, options->model);
   command->add_option("--ids", options->ids, "comma-separated prompt token ids")->required();
   command->add_option("-n,--max-new-tokens", options->max_new_tokens, "tokens to generate")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  command->add_flag("--greedy", options->greedy, "pick the most likely token (the only mode of this command)");
+  command->add_flag("--greedy", options->greedy,
+                    "pick the most likely token (the only mode of this command)");
   command->add_flag("--ignore-eos", options->ignore_eos, "keep going past end-of-sequence tokens");
   command->callback([options] {
     if (!options->greedy) fail("generate: pass --greedy (sampled generation is `hllm run`'s job)");
@@ -43,9 +45,12 @@ inline void add_generate_command(CLI::App& app) {
     const std::vector<int64_t>& eos = loaded->folder.eos_ids;
     const int64_t n_prompt = static_cast<int64_t>(prompt.size());
     const int64_t context = model.config().max_position_embeddings;
-    if (n_prompt + options->max_new_tokens > context && model.config().rope_scaling.type != RopeType::dynamic)
-      std::fprintf(stderr, "hllm: warning: %lld tokens exceed max_position_embeddings %lld of this config\n",
-                   static_cast<long long>(n_prompt + options->max_new_tokens), static_cast<long long>(context));
+    if (n_prompt + options->max_new_tokens > context &&
+        model.config().rope_scaling.type != RopeType::dynamic)
+      std::fprintf(
+          stderr, "hllm: warning: %lld tokens exceed max_position_embeddings %lld of this config\n",
+          static_cast<long long>(n_prompt + options->max_new_tokens),
+          static_cast<long long>(context));
 
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
@@ -59,7 +64,8 @@ inline void add_generate_command(CLI::App& app) {
       const int32_t next = argmax(logits);
       generated.push_back(next);
       if (!options->ignore_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) break;
-      if (step + 1 < options->max_new_tokens) model.forward({&next, 1}, cache, logits, /*all_logits=*/false);
+      if (step + 1 < options->max_new_tokens)
+        model.forward({&next, 1}, cache, logits, /*all_logits=*/false);
     }
     const auto done = clock::now();
 
@@ -68,10 +74,12 @@ inline void add_generate_command(CLI::App& app) {
     const double prefill_s = std::chrono::duration<double>(prefilled - start).count();
     const double decode_s = std::chrono::duration<double>(done - prefilled).count();
     const double decode_steps = static_cast<double>(std::max<size_t>(generated.size(), 1) - 1);
-    std::fprintf(stderr, "hllm: prefill %lld tokens in %.1f ms (%.1f tok/s); decode %zu tokens, %.1f tok/s (%s, %d threads)\n",
-                 static_cast<long long>(n_prompt), prefill_s * 1e3, n_prompt / prefill_s, generated.size(),
-                 decode_steps > 0 ? decode_steps / decode_s : 0.0, loaded->backend.name().c_str(),
-                 loaded->backend.n_threads());
+    std::fprintf(stderr,
+                 "hllm: prefill %lld tokens in %.1f ms (%.1f tok/s); decode %zu tokens, %.1f tok/s "
+                 "(%s, %d threads)\n",
+                 static_cast<long long>(n_prompt), prefill_s * 1e3, n_prompt / prefill_s,
+                 generated.size(), decode_steps > 0 ? decode_steps / decode_s : 0.0,
+                 loaded->backend.name().c_str(), loaded->backend.n_threads());
   });
 }
 

@@ -19,10 +19,13 @@ inline void add_logits_command(CLI::App& app) {
     std::string output;
   };
   auto options = std::make_shared<Options>();
-  CLI::App* command = app.add_subcommand("logits", "Run one forward pass and save the logits of every position");
+  CLI::App* command =
+      app.add_subcommand("logits", "Run one forward pass and save the logits of every position");
   add_model_options(*command, options->model);
   command->add_option("--ids", options->ids, "comma-separated token ids")->required();
-  command->add_option("-o,--output", options->output, "output .safetensors file (tensor \"logits\")")->required();
+  command
+      ->add_option("-o,--output", options->output, "output .safetensors file (tensor \"logits\")")
+      ->required();
   command->callback([options] {
     const std::vector<int32_t> ids = parse_id_list(options->ids);
     auto loaded = load_model(options->model);

@@ -1,5 +1,6 @@
-// hllm — umbrella include: everything a host program needs to load and run a Llama-3 model on the CPU.
-// CUDA parts live under kernels/hllm/cuda/ and are included separately by CUDA translation units.
+// hllm — umbrella include: everything a host program needs to load and run a Llama-3 model on the
+// CPU. CUDA parts live under kernels/hllm/cuda/ and are included separately by CUDA translation
+// units.
 #pragma once
 
 #include "hllm/core/dtype.hpp"

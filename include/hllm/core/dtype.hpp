@@ -1,7 +1,7 @@
 // Element types of tensors as stored in checkpoints, and the bf16 / fp16 <-> fp32 conversions.
 //
-// The conversions are `__host__ __device__` (HLLM_HOST_DEVICE) so the CPU reference, the weight loader
-// and the CUDA kernels share one definition of each format.
+// The conversions are `__host__ __device__` (HLLM_HOST_DEVICE) so the CPU reference, the weight
+// loader and the CUDA kernels share one definition of each format.
 //
 //   bf16:  s eeeeeeee mmmmmmm            = the top 16 bits of an IEEE fp32
 //   fp16:  s eeeee mmmmmmmmmm            IEEE binary16 (bias 15, subnormals, inf, nan)
@@ -25,11 +25,16 @@ enum class DType : uint8_t { f32, f16, bf16, i32, i64 };
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::f16: return 2;
-    case DType::bf16: return 2;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
+    case DType::f32:
+      return 4;
+    case DType::f16:
+      return 2;
+    case DType::bf16:
+      return 2;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
   }
   return 0;
 }
@@ -37,11 +42,16 @@ constexpr size_t dtype_size(DType t) {
 // Spelling used by safetensors headers ("F32", "BF16", ...).
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "F32";
-    case DType::f16: return "F16";
-    case DType::bf16: return "BF16";
-    case DType::i32: return "I32";
-    case DType::i64: return "I64";
+    case DType::f32:
+      return "F32";
+    case DType::f16:
+      return "F16";
+    case DType::bf16:
+      return "BF16";
+    case DType::i32:
+      return "I32";
+    case DType::i64:
+      return "I64";
   }
   return "?";
 }
@@ -108,7 +118,7 @@ HLLM_HOST_DEVICE f16 f32_to_f16(float f) {
   const uint32_t bits = f32_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs_bits = bits & 0x7fffffffu;
-  if (abs_bits > 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7e00u)};  // nan
+  if (abs_bits > 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7e00u)};   // nan
   if (abs_bits >= 0x477ff000u) return f16{static_cast<uint16_t>(sign | 0x7c00u)};  // >= 65520: inf
   if (abs_bits < 0x38800000u) {
     // Below the smallest normal (2^-14): scale so the fp16 subnormal unit (2^-24) becomes 1.0 and

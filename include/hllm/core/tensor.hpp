@@ -91,7 +91,8 @@ struct Tensor {
   Tensor rows(int64_t begin, int64_t end) const {
     Tensor view = *this;
     view.shape.dims[0] = end - begin;
-    view.data = static_cast<char*>(data) + begin * strides[0] * static_cast<int64_t>(dtype_size(dtype));
+    view.data =
+        static_cast<char*>(data) + begin * strides[0] * static_cast<int64_t>(dtype_size(dtype));
     return view;
   }
 

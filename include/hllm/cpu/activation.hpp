@@ -12,7 +12,8 @@ namespace hllm::cpu {
 // gate, up, out: same shape, fp32 (out may alias gate).
 inline void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out, ThreadPool& pool) {
   if (!(gate.shape == up.shape) || out.numel() != gate.numel())
-    fail("swiglu: gate ", gate.shape.str(), ", up ", up.shape.str(), ", out ", out.shape.str(), " do not match");
+    fail("swiglu: gate ", gate.shape.str(), ", up ", up.shape.str(), ", out ", out.shape.str(),
+         " do not match");
   const int64_t n = gate.dim(0), width = gate.numel() / n;
   pool.parallel_for(n, [&](int64_t t) {
     const float* g = gate.as<float>() + t * width;

@@ -31,10 +31,12 @@ class CpuBackend final : public Backend {
 
   Buffer allocate(DType dtype, Shape shape) override {
     constexpr size_t ALIGNMENT = 64;  // one cache line; also what AVX-512 loads like
-    const size_t bytes = std::max<size_t>(static_cast<size_t>(shape.numel()) * dtype_size(dtype), 1);
-    void* memory = ::operator new(bytes, std::align_val_t{ALIGNMENT});
+    const size_t bytes =
+        std::max<size_t>(static_cast<size_t>(shape.numel()) * dtype_size(dtype), 1);
+    void* memory = ::operator new (bytes, std::align_val_t{ALIGNMENT});
     Buffer buffer;
-    buffer.memory.reset(memory, [](void* p) { ::operator delete(p, std::align_val_t{ALIGNMENT}); });
+    buffer.memory.reset(memory,
+                        [](void* p) { ::operator delete (p, std::align_val_t{ALIGNMENT}); });
     buffer.tensor = Tensor(memory, dtype, shape);
     return buffer;
   }
@@ -53,9 +55,12 @@ class CpuBackend final : public Backend {
       float* dst = out.as<float>() + t * dim;
       const int64_t row = ids[t] * dim;
       switch (table.dtype) {
-        case DType::bf16: return widen_row(table.as<bf16>() + row, dst, dim);
-        case DType::f16: return widen_row(table.as<f16>() + row, dst, dim);
-        default: return widen_row(table.as<float>() + row, dst, dim);
+        case DType::bf16:
+          return widen_row(table.as<bf16>() + row, dst, dim);
+        case DType::f16:
+          return widen_row(table.as<f16>() + row, dst, dim);
+        default:
+          return widen_row(table.as<float>() + row, dst, dim);
       }
     });
   }
@@ -69,9 +74,11 @@ class CpuBackend final : public Backend {
   void rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table) override {
     cpu::apply_rope(x, positions, table, pool_);
   }
-  void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache, int64_t start_pos) override {
+  void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache,
+                int64_t start_pos) override {
     if (start_pos < 0 || start_pos + k.dim(0) > cache.k.dim(0))
-      fail("store_kv: positions ", start_pos, "..", start_pos + k.dim(0), " exceed the cache of ", cache.k.dim(0));
+      fail("store_kv: positions ", start_pos, "..", start_pos + k.dim(0), " exceed the cache of ",
+           cache.k.dim(0));
     const size_t row_bytes = static_cast<size_t>(k.numel() / k.dim(0)) * sizeof(float);
     std::memcpy(cache.k.rows(start_pos, start_pos + k.dim(0)).data, k.data, k.dim(0) * row_bytes);
     std::memcpy(cache.v.rows(start_pos, start_pos + v.dim(0)).data, v.data, v.dim(0) * row_bytes);

@@ -1,5 +1,5 @@
-// CPU matmul against a weight matrix: y[n, out] = x[n, in] · W[out, in]ᵀ (nn.Linear), fp32 activations,
-// weights in bf16 / f16 / f32 converted on the fly, fp32 accumulation.
+// CPU matmul against a weight matrix: y[n, out] = x[n, in] · W[out, in]ᵀ (nn.Linear), fp32
+// activations, weights in bf16 / f16 / f32 converted on the fly, fp32 accumulation.
 //
 // Work split: the output is cut into tiles of ROW_TILE weight rows × TOKEN_TILE tokens, one task
 // each. Inside a tile the micro-kernel computes 4 weight rows × 2 tokens at a time: every weight
@@ -32,8 +32,8 @@ inline constexpr int64_t TOKEN_TILE = 64;  // tokens per task: bounds the activa
 
 // Portable micro-kernel: one weight row against one token.
 template <typename W>
-void matmul_tile_scalar(const float* x, const W* w, float* y, int64_t in, int64_t out, int64_t row_begin,
-                        int64_t row_end, int64_t tok_begin, int64_t tok_end) {
+void matmul_tile_scalar(const float* x, const W* w, float* y, int64_t in, int64_t out,
+                        int64_t row_begin, int64_t row_end, int64_t tok_begin, int64_t tok_end) {
   for (int64_t t = tok_begin; t < tok_end; ++t)
     for (int64_t r = row_begin; r < row_end; ++r) y[t * out + r] = dot(x + t * in, w + r * in, in);
 }
@@ -41,8 +41,8 @@ void matmul_tile_scalar(const float* x, const W* w, float* y, int64_t in, int64_
 #if defined(HLLM_X86_SIMD)
 // ROWS weight rows × TOKENS tokens; `in` tail (in % 8) done in scalar.
 template <int ROWS, int TOKENS, typename W>
-HLLM_TARGET_AVX2 inline void matmul_micro_avx2(const float* x, const W* w, float* y, int64_t in, int64_t out,
-                                               int64_t row, int64_t tok) {
+HLLM_TARGET_AVX2 inline void matmul_micro_avx2(const float* x, const W* w, float* y, int64_t in,
+                                               int64_t out, int64_t row, int64_t tok) {
   __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r)
@@ -63,15 +63,17 @@ HLLM_TARGET_AVX2 inline void matmul_micro_avx2(const float* x, const W* w, float
   for (int r = 0; r < ROWS; ++r) {
     for (int t = 0; t < TOKENS; ++t) {
       float sum = avx2::hsum(acc[r][t]);
-      for (int64_t kk = k; kk < in; ++kk) sum += x[(tok + t) * in + kk] * to_f32(w[(row + r) * in + kk]);
+      for (int64_t kk = k; kk < in; ++kk)
+        sum += x[(tok + t) * in + kk] * to_f32(w[(row + r) * in + kk]);
       y[(tok + t) * out + row + r] = sum;
     }
   }
 }
 
 template <typename W>
-HLLM_TARGET_AVX2 void matmul_tile_avx2(const float* x, const W* w, float* y, int64_t in, int64_t out,
-                                       int64_t row_begin, int64_t row_end, int64_t tok_begin, int64_t tok_end) {
+HLLM_TARGET_AVX2 void matmul_tile_avx2(const float* x, const W* w, float* y, int64_t in,
+                                       int64_t out, int64_t row_begin, int64_t row_end,
+                                       int64_t tok_begin, int64_t tok_end) {
   int64_t t = tok_begin;
   for (; t + 2 <= tok_end; t += 2) {
     int64_t r = row_begin;
@@ -87,7 +89,8 @@ HLLM_TARGET_AVX2 void matmul_tile_avx2(const float* x, const W* w, float* y, int
 #endif
 
 template <typename W>
-void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, int64_t out, ThreadPool& pool) {
+void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, int64_t out,
+                  ThreadPool& pool) {
   const int64_t row_tiles = (out + ROW_TILE - 1) / ROW_TILE;
   const int64_t token_tiles = (n + TOKEN_TILE - 1) / TOKEN_TILE;
   const bool vector_path = cpu_has_avx2();
@@ -97,7 +100,8 @@ void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, i
     const int64_t row_end = std::min(out, row_begin + ROW_TILE);
     const int64_t tok_end = std::min(n, tok_begin + TOKEN_TILE);
 #if defined(HLLM_X86_SIMD)
-    if (vector_path) return matmul_tile_avx2(x, w, y, in, out, row_begin, row_end, tok_begin, tok_end);
+    if (vector_path)
+      return matmul_tile_avx2(x, w, y, in, out, row_begin, row_end, tok_begin, tok_end);
 #endif
     (void)vector_path;
     matmul_tile_scalar(x, w, y, in, out, row_begin, row_end, tok_begin, tok_end);
@@ -108,17 +112,23 @@ void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, i
 
 // y[n, out] = x[n, in] · w[out, in]ᵀ. x and y fp32 contiguous; w contiguous bf16 / f16 / f32.
 inline void matmul(const Tensor& x, const Tensor& w, const Tensor& y, ThreadPool& pool) {
-  if (x.rank() != 2 || w.rank() != 2 || y.rank() != 2 || x.dim(1) != w.dim(1) || y.dim(0) != x.dim(0) ||
-      y.dim(1) != w.dim(0))
-    fail("matmul: shapes x ", x.shape.str(), " · w ", w.shape.str(), "ᵀ -> y ", y.shape.str(), " do not match");
+  if (x.rank() != 2 || w.rank() != 2 || y.rank() != 2 || x.dim(1) != w.dim(1) ||
+      y.dim(0) != x.dim(0) || y.dim(1) != w.dim(0))
+    fail("matmul: shapes x ", x.shape.str(), " · w ", w.shape.str(), "ᵀ -> y ", y.shape.str(),
+         " do not match");
   if (x.dtype != DType::f32 || y.dtype != DType::f32) fail("matmul: activations must be f32");
-  if (!x.is_contiguous() || !w.is_contiguous() || !y.is_contiguous()) fail("matmul: tensors must be contiguous");
+  if (!x.is_contiguous() || !w.is_contiguous() || !y.is_contiguous())
+    fail("matmul: tensors must be contiguous");
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
   switch (w.dtype) {
-    case DType::bf16: return detail::matmul_typed(x.as<float>(), w.as<bf16>(), y.as<float>(), n, in, out, pool);
-    case DType::f16: return detail::matmul_typed(x.as<float>(), w.as<f16>(), y.as<float>(), n, in, out, pool);
-    case DType::f32: return detail::matmul_typed(x.as<float>(), w.as<float>(), y.as<float>(), n, in, out, pool);
-    default: fail("matmul: weight dtype ", dtype_name(w.dtype), " is not supported (BF16, F16, F32)");
+    case DType::bf16:
+      return detail::matmul_typed(x.as<float>(), w.as<bf16>(), y.as<float>(), n, in, out, pool);
+    case DType::f16:
+      return detail::matmul_typed(x.as<float>(), w.as<f16>(), y.as<float>(), n, in, out, pool);
+    case DType::f32:
+      return detail::matmul_typed(x.as<float>(), w.as<float>(), y.as<float>(), n, in, out, pool);
+    default:
+      fail("matmul: weight dtype ", dtype_name(w.dtype), " is not supported (BF16, F16, F32)");
   }
 }
 

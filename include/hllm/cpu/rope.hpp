@@ -1,5 +1,5 @@
-// Applies RoPE in place on the CPU to q or k laid out [n_tokens, n_heads, head_dim] (fp32), token t at
-// positions[t]. The pairing and the formulas are model/rope.hpp's.
+// Applies RoPE in place on the CPU to q or k laid out [n_tokens, n_heads, head_dim] (fp32), token t
+// at positions[t]. The pairing and the formulas are model/rope.hpp's.
 #pragma once
 
 #include <cmath>
@@ -15,8 +15,10 @@ namespace hllm::cpu {
 inline void apply_rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table,
                        ThreadPool& pool) {
   const int64_t n = x.dim(0), n_heads = x.dim(1), head_dim = x.dim(2), half = head_dim / 2;
-  if (static_cast<int64_t>(positions.size()) != n || static_cast<int64_t>(table.inv_freq.size()) != half)
-    fail("rope: ", positions.size(), " positions / ", table.inv_freq.size(), " frequencies for x ", x.shape.str());
+  if (static_cast<int64_t>(positions.size()) != n ||
+      static_cast<int64_t>(table.inv_freq.size()) != half)
+    fail("rope: ", positions.size(), " positions / ", table.inv_freq.size(), " frequencies for x ",
+         x.shape.str());
   pool.parallel_for(n, [&](int64_t t) {
     float cos_a[512], sin_a[512];  // half <= 512: head_dim is bounded in LlamaWeights
     for (int64_t i = 0; i < half; ++i) {
@@ -26,7 +28,8 @@ inline void apply_rope(const Tensor& x, std::span<const int64_t> positions, cons
     }
     for (int64_t h = 0; h < n_heads; ++h) {
       float* head = x.as<float>() + (t * n_heads + h) * head_dim;
-      for (int64_t i = 0; i < half; ++i) rope_rotate_pair(head[i], head[i + half], cos_a[i], sin_a[i]);
+      for (int64_t i = 0; i < half; ++i)
+        rope_rotate_pair(head[i], head[i + half], cos_a[i], sin_a[i]);
     }
   });
 }

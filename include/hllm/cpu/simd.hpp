@@ -1,6 +1,7 @@
 // SIMD building blocks for the CPU backend, with runtime dispatch: an AVX2 + FMA + F16C path (any
-// x86-64 from 2013 on) and a portable scalar path used elsewhere. The vector paths are compiled with
-// per-function target attributes, so the library needs no -march flag and runs on any x86-64 CPU.
+// x86-64 from 2013 on) and a portable scalar path used elsewhere. The vector paths are compiled
+// with per-function target attributes, so the library needs no -march flag and runs on any x86-64
+// CPU.
 //
 // load8_f32(p) widens 8 consecutive weights of any storage dtype to fp32 lanes:
 //   bf16 -> zero-extend to 32 bits and shift left 16 (bf16 is the top half of an fp32)
@@ -27,8 +28,8 @@ inline float to_f32(f16 x) { return f16_to_f32(x); }
 // True when the AVX2 paths may run on this CPU (checked once).
 inline bool cpu_has_avx2() {
 #if defined(HLLM_X86_SIMD)
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                                __builtin_cpu_supports("f16c");
   return supported;
 #else
   return false;
@@ -72,7 +73,8 @@ HLLM_TARGET_AVX2 inline float dot(const float* a, const T* b, int64_t n) {
 HLLM_TARGET_AVX2 inline void axpy(float alpha, const float* x, float* y, int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 

@@ -52,7 +52,9 @@ struct JsonFields {
     if (!has(key) || !object.at(key).is_number()) wrong(key, "a number");
     return object.at(key).get<double>();
   }
-  double number_or(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
+  double number_or(const char* key, double fallback) const {
+    return has(key) ? number(key) : fallback;
+  }
   std::optional<double> optional_number(const char* key) const {
     if (!has(key)) return std::nullopt;
     return number(key);

@@ -1,10 +1,12 @@
 // Backend: the small set of operations the Llama forward pass (model/llama.hpp) is written against.
-// The CPU backend (cpu/backend.hpp) is the fp32 reference; the CUDA backend implements the same calls.
+// The CPU backend (cpu/backend.hpp) is the fp32 reference; the CUDA backend implements the same
+// calls.
 //
 // Conventions for every op:
 //   - activations are 2-D/3-D row-major tensors of activation_dtype() on device(), token-major:
 //     [n_tokens, width] or [n_tokens, n_heads, head_dim];
-//   - weights are nn.Linear layout [out_features, in_features], as HF stores them, after upload_weight();
+//   - weights are nn.Linear layout [out_features, in_features], as HF stores them, after
+//   upload_weight();
 //   - ops do not allocate; the caller passes outputs created by allocate().
 #pragma once
 
@@ -24,8 +26,8 @@ struct Buffer {
   std::shared_ptr<void> memory;
 };
 
-// One layer's slice of the KV cache: rows are positions, [capacity, n_kv_heads, head_dim]; K is stored
-// after RoPE.
+// One layer's slice of the KV cache: rows are positions, [capacity, n_kv_heads, head_dim]; K is
+// stored after RoPE.
 struct KvLayer {
   Tensor k;
   Tensor v;
@@ -53,10 +55,13 @@ class Backend {
   // out[n, out_features] = x[n, in_features] · weightᵀ
   virtual void matmul(const Tensor& x, const Tensor& weight, const Tensor& out) = 0;
   // Rotates x [n, heads, head_dim] in place; token t is at positions[t].
-  virtual void rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table) = 0;
+  virtual void rope(const Tensor& x, std::span<const int64_t> positions,
+                    const RopeTable& table) = 0;
   // Writes k, v [n, n_kv_heads, head_dim] into cache rows start_pos .. start_pos + n - 1.
-  virtual void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache, int64_t start_pos) = 0;
-  // Causal attention of q [n, n_heads, head_dim] (positions start_pos ..) over cache rows 0 .. start_pos + t.
+  virtual void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache,
+                        int64_t start_pos) = 0;
+  // Causal attention of q [n, n_heads, head_dim] (positions start_pos ..) over cache rows 0 ..
+  // start_pos + t.
   virtual void attention(const Tensor& q, const KvLayer& cache, int64_t start_pos, float scale,
                          const Tensor& out) = 0;
   // out = silu(gate) * up (out may alias gate).

@@ -1,9 +1,9 @@
 // LlamaConfig: the architecture of a Llama-3 / 3.1 / 3.2 checkpoint, read from HF's config.json.
 //
 // Accepts both config spellings in the wild: transformers 4.x (`rope_theta` + `rope_scaling` with
-// `type` or `rope_type`, `torch_dtype`) and 5.x (`rope_parameters` holding rope_theta and the scaling,
-// `dtype`). Anything the engine cannot run exactly is refused with a one-line error saying what is
-// supported, never approximated.
+// `type` or `rope_type`, `torch_dtype`) and 5.x (`rope_parameters` holding rope_theta and the
+// scaling, `dtype`). Anything the engine cannot run exactly is refused with a one-line error saying
+// what is supported, never approximated.
 #pragma once
 
 #include <cmath>
@@ -23,11 +23,16 @@ enum class RopeType { none, linear, dynamic, llama3, yarn };
 
 inline const char* rope_type_name(RopeType t) {
   switch (t) {
-    case RopeType::none: return "none";
-    case RopeType::linear: return "linear";
-    case RopeType::dynamic: return "dynamic";
-    case RopeType::llama3: return "llama3";
-    case RopeType::yarn: return "yarn";
+    case RopeType::none:
+      return "none";
+    case RopeType::linear:
+      return "linear";
+    case RopeType::dynamic:
+      return "dynamic";
+    case RopeType::llama3:
+      return "llama3";
+    case RopeType::yarn:
+      return "yarn";
   }
   return "?";
 }
@@ -35,33 +40,34 @@ inline const char* rope_type_name(RopeType t) {
 // rope_scaling fields; which ones matter depends on `type` (see model/rope.hpp for the math).
 struct RopeScaling {
   RopeType type = RopeType::none;
-  double factor = 1.0;                       // context extension factor (all scaled types)
-  double low_freq_factor = 1.0;              // llama3: wavelengths above orig_ctx/low are scaled fully
-  double high_freq_factor = 4.0;             // llama3: wavelengths below orig_ctx/high are kept
-  int64_t original_max_position_embeddings = 0;  // llama3, yarn: the pre-training context (0 = unset)
-  double beta_fast = 32.0;                   // yarn: rotations/period where interpolation starts
-  double beta_slow = 1.0;                    // yarn: ... and where it is complete
-  std::optional<double> attention_factor;    // yarn: overrides the 0.1 ln(s) + 1 temperature
-  std::optional<double> mscale;              // yarn (DeepSeek style): attention factor numerator
-  std::optional<double> mscale_all_dim;      // yarn (DeepSeek style): attention factor denominator
-  bool truncate = true;                      // yarn: round the ramp bounds to whole dimensions
+  double factor = 1.0;            // context extension factor (all scaled types)
+  double low_freq_factor = 1.0;   // llama3: wavelengths above orig_ctx/low are scaled fully
+  double high_freq_factor = 4.0;  // llama3: wavelengths below orig_ctx/high are kept
+  int64_t original_max_position_embeddings =
+      0;                                   // llama3, yarn: the pre-training context (0 = unset)
+  double beta_fast = 32.0;                 // yarn: rotations/period where interpolation starts
+  double beta_slow = 1.0;                  // yarn: ... and where it is complete
+  std::optional<double> attention_factor;  // yarn: overrides the 0.1 ln(s) + 1 temperature
+  std::optional<double> mscale;            // yarn (DeepSeek style): attention factor numerator
+  std::optional<double> mscale_all_dim;    // yarn (DeepSeek style): attention factor denominator
+  bool truncate = true;                    // yarn: round the ramp bounds to whole dimensions
 };
 
 struct LlamaConfig {
-  int64_t hidden_size = 0;               // model width (4096 for 8B)
-  int64_t n_layers = 0;                  // decoder blocks
-  int64_t n_heads = 0;                   // query heads
-  int64_t n_kv_heads = 0;                // key/value heads (GQA: n_heads is a multiple)
-  int64_t head_dim = 0;                  // per-head width (hidden_size / n_heads unless given)
-  int64_t intermediate_size = 0;         // SwiGLU hidden width
-  int64_t vocab_size = 0;                // rows of embed_tokens and lm_head
-  double rms_norm_eps = 1e-5;            // RMSNorm epsilon
-  double rope_theta = 10000.0;           // RoPE base
-  int64_t max_position_embeddings = 0;   // the context the config declares
-  bool tie_word_embeddings = false;      // lm_head shares embed_tokens
-  int64_t bos_token_id = -1;             // -1 = none given
-  std::vector<int64_t> eos_token_ids;    // any of these ends generation
-  DType dtype = DType::bf16;             // storage dtype the checkpoint declares
+  int64_t hidden_size = 0;              // model width (4096 for 8B)
+  int64_t n_layers = 0;                 // decoder blocks
+  int64_t n_heads = 0;                  // query heads
+  int64_t n_kv_heads = 0;               // key/value heads (GQA: n_heads is a multiple)
+  int64_t head_dim = 0;                 // per-head width (hidden_size / n_heads unless given)
+  int64_t intermediate_size = 0;        // SwiGLU hidden width
+  int64_t vocab_size = 0;               // rows of embed_tokens and lm_head
+  double rms_norm_eps = 1e-5;           // RMSNorm epsilon
+  double rope_theta = 10000.0;          // RoPE base
+  int64_t max_position_embeddings = 0;  // the context the config declares
+  bool tie_word_embeddings = false;     // lm_head shares embed_tokens
+  int64_t bos_token_id = -1;            // -1 = none given
+  std::vector<int64_t> eos_token_ids;   // any of these ends generation
+  DType dtype = DType::bf16;            // storage dtype the checkpoint declares
   RopeScaling rope_scaling;
 
   int64_t group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
@@ -101,24 +107,32 @@ inline RopeScaling parse_rope_scaling(const json& object, const std::string& whe
   // HF reads `rope_type` first and falls back to the legacy `type`.
   const std::string type = fields.string_or("rope_type", fields.string_or("type", "default"));
   if (type == "default" || type == "none") return s;
-  if (type == "linear") s.type = RopeType::linear;
-  else if (type == "dynamic") s.type = RopeType::dynamic;
-  else if (type == "llama3") s.type = RopeType::llama3;
-  else if (type == "yarn") s.type = RopeType::yarn;
-  else fail(where, ": rope_scaling type \"", type, "\" is not supported (supported: default, linear, dynamic, llama3, yarn)");
+  if (type == "linear")
+    s.type = RopeType::linear;
+  else if (type == "dynamic")
+    s.type = RopeType::dynamic;
+  else if (type == "llama3")
+    s.type = RopeType::llama3;
+  else if (type == "yarn")
+    s.type = RopeType::yarn;
+  else
+    fail(where, ": rope_scaling type \"", type,
+         "\" is not supported (supported: default, linear, dynamic, llama3, yarn)");
 
   s.factor = fields.number("factor");
   if (!(s.factor >= 1.0)) fields.wrong("factor", "a number >= 1");
   if (s.type == RopeType::llama3) {
     s.low_freq_factor = fields.number("low_freq_factor");
     s.high_freq_factor = fields.number("high_freq_factor");
-    s.original_max_position_embeddings = fields.positive_integer("original_max_position_embeddings");
+    s.original_max_position_embeddings =
+        fields.positive_integer("original_max_position_embeddings");
     if (!(s.high_freq_factor > s.low_freq_factor))
       fail(where, ": rope_scaling high_freq_factor must be greater than low_freq_factor");
   }
   if (s.type == RopeType::yarn) {
     if (fields.has("original_max_position_embeddings"))
-      s.original_max_position_embeddings = fields.positive_integer("original_max_position_embeddings");
+      s.original_max_position_embeddings =
+          fields.positive_integer("original_max_position_embeddings");
     s.beta_fast = fields.number_or("beta_fast", 32.0);
     s.beta_slow = fields.number_or("beta_slow", 1.0);
     s.attention_factor = fields.optional_number("attention_factor");
@@ -138,20 +152,24 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
 
   const std::string model_type = fields.string_or("model_type", "");
   if (model_type != "llama")
-    fail(where, ": model_type \"", model_type, "\" is not supported (supported: llama — Llama-3, 3.1, 3.2)");
+    fail(where, ": model_type \"", model_type,
+         "\" is not supported (supported: llama — Llama-3, 3.1, 3.2)");
   if (fields.has("architectures")) {
     const json& archs = config.at("architectures");
     if (!archs.is_array() || archs.size() != 1 || archs[0] != "LlamaForCausalLM")
-      fail(where, ": architectures ", archs.dump(), " is not supported (supported: [\"LlamaForCausalLM\"])");
+      fail(where, ": architectures ", archs.dump(),
+           " is not supported (supported: [\"LlamaForCausalLM\"])");
   }
   if (fields.has("quantization_config")) {
     const json& q = config.at("quantization_config");
-    const std::string method = q.is_object() && q.contains("quant_method") ? q["quant_method"].dump() : q.dump();
+    const std::string method =
+        q.is_object() && q.contains("quant_method") ? q["quant_method"].dump() : q.dump();
     fail(where, ": quantized checkpoints (quantization_config ", method,
          ") are not supported yet; use a bf16/fp16 checkpoint");
   }
   if (fields.string_or("hidden_act", "silu") != "silu")
-    fail(where, ": hidden_act \"", fields.string_or("hidden_act", ""), "\" is not supported (supported: silu)");
+    fail(where, ": hidden_act \"", fields.string_or("hidden_act", ""),
+         "\" is not supported (supported: silu)");
   if (fields.boolean_or("attention_bias", false) || fields.boolean_or("mlp_bias", false))
     fail(where, ": attention_bias / mlp_bias are not supported (Llama has none)");
   if (fields.number_or("pretraining_tp", 1) != 1)
@@ -161,7 +179,8 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
   c.hidden_size = fields.positive_integer("hidden_size");
   c.n_layers = fields.positive_integer("num_hidden_layers");
   c.n_heads = fields.positive_integer("num_attention_heads");
-  c.n_kv_heads = fields.has("num_key_value_heads") ? fields.positive_integer("num_key_value_heads") : c.n_heads;
+  c.n_kv_heads = fields.has("num_key_value_heads") ? fields.positive_integer("num_key_value_heads")
+                                                   : c.n_heads;
   c.intermediate_size = fields.positive_integer("intermediate_size");
   c.vocab_size = fields.positive_integer("vocab_size");
   c.max_position_embeddings = fields.positive_integer("max_position_embeddings");
@@ -171,11 +190,13 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
     c.head_dim = fields.positive_integer("head_dim");
   } else {
     if (c.hidden_size % c.n_heads != 0)
-      fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ", c.n_heads);
+      fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ",
+           c.n_heads);
     c.head_dim = c.hidden_size / c.n_heads;
   }
   if (c.n_heads % c.n_kv_heads != 0)
-    fail(where, ": num_attention_heads ", c.n_heads, " is not a multiple of num_key_value_heads ", c.n_kv_heads);
+    fail(where, ": num_attention_heads ", c.n_heads, " is not a multiple of num_key_value_heads ",
+         c.n_kv_heads);
   if (c.head_dim % 2 != 0) fail(where, ": head_dim ", c.head_dim, " must be even for RoPE");
   if (!(c.rms_norm_eps > 0)) fields.wrong("rms_norm_eps", "a positive number");
 

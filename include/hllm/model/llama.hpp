@@ -33,12 +33,13 @@ class LlamaModel {
     const auto upload = [&](const Tensor& t) { return backend_.upload_weight(t); };
     weights_.embed = upload(host_weights.embed);
     for (const LayerWeights& hw : host_weights.layers)
-      weights_.layers.push_back(LayerWeights{upload(hw.attn_norm), upload(hw.wq), upload(hw.wk), upload(hw.wv),
-                                             upload(hw.wo), upload(hw.mlp_norm), upload(hw.w_gate),
-                                             upload(hw.w_up), upload(hw.w_down)});
+      weights_.layers.push_back(LayerWeights{
+          upload(hw.attn_norm), upload(hw.wq), upload(hw.wk), upload(hw.wv), upload(hw.wo),
+          upload(hw.mlp_norm), upload(hw.w_gate), upload(hw.w_up), upload(hw.w_down)});
     weights_.final_norm = upload(host_weights.final_norm);
-    weights_.lm_head = host_weights.lm_head.data == host_weights.embed.data ? weights_.embed
-                                                                            : upload(host_weights.lm_head);
+    weights_.lm_head = host_weights.lm_head.data == host_weights.embed.data
+                           ? weights_.embed
+                           : upload(host_weights.lm_head);
   }
 
   const LlamaConfig& config() const { return config_; }
@@ -47,8 +48,10 @@ class LlamaModel {
   KvCache new_cache(int64_t capacity) { return KvCache(backend_, config_, capacity); }
 
   // Runs `ids` as the next tokens of the sequence in `cache` and appends them to it. Writes the
-  // logits of every new token ([n, vocab], when all_logits) or of the last one ([vocab]) to `logits`.
-  void forward(std::span<const int32_t> ids, KvCache& cache, std::span<float> logits, bool all_logits) {
+  // logits of every new token ([n, vocab], when all_logits) or of the last one ([vocab]) to
+  // `logits`.
+  void forward(std::span<const int32_t> ids, KvCache& cache, std::span<float> logits,
+               bool all_logits) {
     const int64_t n = static_cast<int64_t>(ids.size());
     const int64_t start = cache.length();
     const LlamaConfig& c = config_;
@@ -56,22 +59,26 @@ class LlamaModel {
     if (start + n > cache.capacity())
       fail("forward: ", start + n, " tokens do not fit the KV cache of ", cache.capacity());
     for (int32_t id : ids)
-      if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+      if (id < 0 || id >= c.vocab_size)
+        fail("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
     const int64_t n_logits = all_logits ? n : 1;
     if (static_cast<int64_t>(logits.size()) != n_logits * c.vocab_size)
-      fail("forward: logits buffer holds ", logits.size(), " floats, need ", n_logits * c.vocab_size);
+      fail("forward: logits buffer holds ", logits.size(), " floats, need ",
+           n_logits * c.vocab_size);
 
     std::vector<int64_t> positions(n);
     for (int64_t t = 0; t < n; ++t) positions[t] = start + t;
     // Dynamic NTK re-bases theta with the sequence length, as HF does at every forward.
-    const RopeTable dynamic_rope = c.rope_scaling.type == RopeType::dynamic ? rope_table(c, start + n) : RopeTable{};
+    const RopeTable dynamic_rope =
+        c.rope_scaling.type == RopeType::dynamic ? rope_table(c, start + n) : RopeTable{};
     const RopeTable& rope = c.rope_scaling.type == RopeType::dynamic ? dynamic_rope : rope_;
     const float scale = attention_scale(c);
 
     Workspace& ws = workspace(n);
     const Tensor x = ws.x.tensor.rows(0, n), h = ws.h.tensor.rows(0, n);
     const Tensor q = ws.q.tensor.rows(0, n), k = ws.k.tensor.rows(0, n), v = ws.v.tensor.rows(0, n);
-    const Tensor attn = ws.attn.tensor.rows(0, n), gate = ws.gate.tensor.rows(0, n), up = ws.up.tensor.rows(0, n);
+    const Tensor attn = ws.attn.tensor.rows(0, n), gate = ws.gate.tensor.rows(0, n),
+                 up = ws.up.tensor.rows(0, n);
     const Tensor q_heads = q.reshape({n, c.n_heads, c.head_dim});
     const Tensor k_heads = k.reshape({n, c.n_kv_heads, c.head_dim});
     const Tensor v_heads = v.reshape({n, c.n_kv_heads, c.head_dim});

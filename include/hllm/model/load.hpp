@@ -1,5 +1,6 @@
 // Opening a model folder as people download it from the Hugging Face hub:
-//   config.json, generation_config.json (optional), model.safetensors or sharded model-*.safetensors.
+//   config.json, generation_config.json (optional), model.safetensors or sharded
+//   model-*.safetensors.
 #pragma once
 
 #include <filesystem>
@@ -17,17 +18,21 @@ namespace hllm {
 struct ModelFolder {
   std::filesystem::path dir;
   LlamaConfig config;
-  Checkpoint checkpoint;         // owns the mmap'd weights the views below point into
-  LlamaWeights weights;          // host views, validated against config
-  std::vector<int64_t> eos_ids;  // generation_config.json's eos_token_id if present, else config.json's
+  Checkpoint checkpoint;  // owns the mmap'd weights the views below point into
+  LlamaWeights weights;   // host views, validated against config
+  std::vector<int64_t>
+      eos_ids;  // generation_config.json's eos_token_id if present, else config.json's
 };
 
 // config_override: a config.json to use instead of the folder's (e.g. a RoPE-scaled variant).
-inline ModelFolder open_model_folder(const std::filesystem::path& dir,
-                                     const std::optional<std::filesystem::path>& config_override = {}) {
-  if (!std::filesystem::is_directory(dir)) fail("model folder ", dir.string(), " does not exist or is not a folder");
+inline ModelFolder open_model_folder(
+    const std::filesystem::path& dir,
+    const std::optional<std::filesystem::path>& config_override = {}) {
+  if (!std::filesystem::is_directory(dir))
+    fail("model folder ", dir.string(), " does not exist or is not a folder");
   const std::filesystem::path config_path = config_override.value_or(dir / "config.json");
-  if (!std::filesystem::exists(config_path)) fail(config_path.string(), " not found (a HF model folder has one)");
+  if (!std::filesystem::exists(config_path))
+    fail(config_path.string(), " not found (a HF model folder has one)");
 
   ModelFolder model{dir, load_llama_config(config_path), Checkpoint::open(dir), {}, {}};
   model.weights = load_llama_weights(model.checkpoint, model.config);
@@ -36,7 +41,8 @@ inline ModelFolder open_model_folder(const std::filesystem::path& dir,
   if (std::filesystem::exists(generation_config)) {
     const json g = read_json_file(generation_config);
     if (!g.is_object()) fail(generation_config.string(), ": expected a JSON object");
-    const auto ids = detail::parse_token_ids(JsonFields{g, generation_config.string()}, "eos_token_id");
+    const auto ids =
+        detail::parse_token_ids(JsonFields{g, generation_config.string()}, "eos_token_id");
     if (!ids.empty()) model.eos_ids = ids;
   }
   return model;

@@ -1,8 +1,9 @@
-// RoPE: the inverse frequencies for every scaling type and the attention scale — the ONE place these
-// formulas live. CPU ops and CUDA kernels both rotate with rope_rotate_pair() below.
+// RoPE: the inverse frequencies for every scaling type and the attention scale — the ONE place
+// these formulas live. CPU ops and CUDA kernels both rotate with rope_rotate_pair() below.
 //
-// Layout (HF "rotate half", what HF checkpoints store in q_proj/k_proj rows): within a head of width
-// d, element i pairs with element i + d/2 and rotates by angle position * inv_freq[i], i < d/2:
+// Layout (HF "rotate half", what HF checkpoints store in q_proj/k_proj rows): within a head of
+// width d, element i pairs with element i + d/2 and rotates by angle position * inv_freq[i], i <
+// d/2:
 //
 //   head:  [ x0 x1 ... x(d/2-1) | x(d/2) ... x(d-1) ]
 //            \____ pair (i, i+d/2) rotated by theta_i = pos * inv_freq[i] ____/
@@ -10,14 +11,17 @@
 //   y[i]       = x[i] cos - x[i+d/2] sin          (cos and sin multiplied by attention_factor)
 //   y[i+d/2]   = x[i+d/2] cos + x[i] sin
 //
-// inv_freq[i] = theta^(-2i/d), then per scaling type (as transformers' modeling_rope_utils computes):
+// inv_freq[i] = theta^(-2i/d), then per scaling type (as transformers' modeling_rope_utils
+// computes):
 //   linear  : inv_freq / factor                                  (position interpolation)
-//   dynamic : theta' = theta * (factor * L / max_pos - (factor - 1))^(d / (d - 2)), L = max(seq_len, max_pos)
-//   llama3  : wavelengths 2π/inv_freq above orig/low_freq_factor are divided by factor, below
+//   dynamic : theta' = theta * (factor * L / max_pos - (factor - 1))^(d / (d - 2)), L =
+//   max(seq_len, max_pos) llama3  : wavelengths 2π/inv_freq above orig/low_freq_factor are divided
+//   by factor, below
 //             orig/high_freq_factor kept, and blended linearly in between
-//   yarn    : per-dimension blend of interpolated (inv_freq / factor) and original frequencies with a
-//             linear ramp between the dims that make beta_fast and beta_slow rotations over orig ctx;
-//             cos and sin are scaled by attention_factor (default 0.1 ln(factor) + 1).
+//   yarn    : per-dimension blend of interpolated (inv_freq / factor) and original frequencies with
+//   a
+//             linear ramp between the dims that make beta_fast and beta_slow rotations over orig
+//             ctx; cos and sin are scaled by attention_factor (default 0.1 ln(factor) + 1).
 #pragma once
 
 #include <algorithm>
@@ -36,7 +40,8 @@ struct RopeTable {
   float attention_factor = 1.0f;  // multiplies cos and sin (yarn's temperature; 1 otherwise)
 };
 
-// HF multiplies fp32 positions by fp32 inv_freq; doing the same keeps long-context angles identical.
+// HF multiplies fp32 positions by fp32 inv_freq; doing the same keeps long-context angles
+// identical.
 HLLM_HOST_DEVICE float rope_angle(int64_t position, float inv_freq) {
   return static_cast<float>(position) * inv_freq;
 }
@@ -70,7 +75,8 @@ inline void apply_llama3_scaling(std::vector<double>& inv_freq, const RopeScalin
     if (wavelen > low_freq_wavelen) {
       f /= s.factor;
     } else if (wavelen >= high_freq_wavelen) {
-      const double smooth = (orig_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      const double smooth =
+          (orig_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
       f = (1.0 - smooth) * f / s.factor + smooth * f;
     }
   }
@@ -81,7 +87,8 @@ inline double yarn_mscale(double scale, double mscale) {
 }
 
 // Returns the attention factor; rewrites inv_freq in place.
-inline double apply_yarn_scaling(std::vector<double>& inv_freq, const RopeScaling& s, const LlamaConfig& c) {
+inline double apply_yarn_scaling(std::vector<double>& inv_freq, const RopeScaling& s,
+                                 const LlamaConfig& c) {
   const double dim = static_cast<double>(c.head_dim);
   double factor = s.factor;
   int64_t orig_ctx = c.max_position_embeddings;
@@ -91,10 +98,12 @@ inline double apply_yarn_scaling(std::vector<double>& inv_freq, const RopeScalin
     factor = static_cast<double>(c.max_position_embeddings) / static_cast<double>(orig_ctx);
   }
   double attention_factor;
-  if (s.attention_factor) attention_factor = *s.attention_factor;
+  if (s.attention_factor)
+    attention_factor = *s.attention_factor;
   else if (s.mscale && s.mscale_all_dim && *s.mscale != 0 && *s.mscale_all_dim != 0)
     attention_factor = yarn_mscale(factor, *s.mscale) / yarn_mscale(factor, *s.mscale_all_dim);
-  else attention_factor = yarn_mscale(factor, 1.0);
+  else
+    attention_factor = yarn_mscale(factor, 1.0);
 
   // Dimension index at which a frequency makes `rotations` full turns over the original context.
   const auto correction_dim = [&](double rotations) {
@@ -121,7 +130,8 @@ inline double apply_yarn_scaling(std::vector<double>& inv_freq, const RopeScalin
 }  // namespace detail
 
 // The table for a sequence whose longest position is seq_len - 1. seq_len only matters for dynamic
-// NTK, which re-bases theta once the sequence outgrows max_position_embeddings (as HF does per forward).
+// NTK, which re-bases theta once the sequence outgrows max_position_embeddings (as HF does per
+// forward).
 inline RopeTable rope_table(const LlamaConfig& c, int64_t seq_len = 0) {
   const RopeScaling& s = c.rope_scaling;
   double theta = c.rope_theta;
@@ -135,12 +145,17 @@ inline RopeTable rope_table(const LlamaConfig& c, int64_t seq_len = 0) {
   double attention_factor = 1.0;
   switch (s.type) {
     case RopeType::none:
-    case RopeType::dynamic: break;
+    case RopeType::dynamic:
+      break;
     case RopeType::linear:
       for (double& f : inv_freq) f /= s.factor;
       break;
-    case RopeType::llama3: detail::apply_llama3_scaling(inv_freq, s); break;
-    case RopeType::yarn: attention_factor = detail::apply_yarn_scaling(inv_freq, s, c); break;
+    case RopeType::llama3:
+      detail::apply_llama3_scaling(inv_freq, s);
+      break;
+    case RopeType::yarn:
+      attention_factor = detail::apply_yarn_scaling(inv_freq, s, c);
+      break;
   }
   RopeTable table;
   table.inv_freq.assign(inv_freq.begin(), inv_freq.end());

@@ -1,7 +1,8 @@
 // LlamaWeights: views of every tensor of a Llama checkpoint, validated against the config.
 //
 // Names and layouts are HF's (LlamaForCausalLM): linear weights are [out_features, in_features];
-// q_proj/k_proj rows are in HF's rotate-half order (see model/rope.hpp), so no permutation is needed.
+// q_proj/k_proj rows are in HF's rotate-half order (see model/rope.hpp), so no permutation is
+// needed.
 //
 //   model.embed_tokens.weight                  [vocab, hidden]
 //   model.layers.N.input_layernorm.weight      [hidden]
@@ -38,7 +39,7 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
-  Tensor embed;       // [vocab, hidden]
+  Tensor embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor lm_head;     // [vocab, hidden]; the same view as embed when tied
@@ -46,13 +47,15 @@ struct LlamaWeights {
 
 namespace detail {
 
-inline Tensor checked_weight(const Checkpoint& checkpoint, const std::string& name, Shape expected) {
+inline Tensor checked_weight(const Checkpoint& checkpoint, const std::string& name,
+                             Shape expected) {
   if (!checkpoint.contains(name))
-    fail(checkpoint.dir().string(), ": tensor \"", name, "\" is missing (expected shape ", expected.str(), ")");
+    fail(checkpoint.dir().string(), ": tensor \"", name, "\" is missing (expected shape ",
+         expected.str(), ")");
   Tensor t = checkpoint.tensor(name);
   if (!(t.shape == expected))
-    fail(checkpoint.dir().string(), ": tensor \"", name, "\" has shape ", t.shape.str(), ", expected ",
-         expected.str());
+    fail(checkpoint.dir().string(), ": tensor \"", name, "\" has shape ", t.shape.str(),
+         ", expected ", expected.str());
   if (t.dtype != DType::bf16 && t.dtype != DType::f16 && t.dtype != DType::f32)
     fail(checkpoint.dir().string(), ": tensor \"", name, "\" has dtype ", dtype_name(t.dtype),
          " (weights must be BF16, F16 or F32)");
@@ -63,8 +66,11 @@ inline Tensor checked_weight(const Checkpoint& checkpoint, const std::string& na
 
 inline LlamaWeights load_llama_weights(const Checkpoint& checkpoint, const LlamaConfig& c) {
   constexpr int64_t MAX_HEAD_DIM = 1024;  // cpu/rope.hpp keeps head_dim / 2 angles on the stack
-  if (c.head_dim > MAX_HEAD_DIM) fail("head_dim ", c.head_dim, " is larger than supported (", MAX_HEAD_DIM, ")");
-  const auto get = [&](const std::string& name, Shape shape) { return detail::checked_weight(checkpoint, name, shape); };
+  if (c.head_dim > MAX_HEAD_DIM)
+    fail("head_dim ", c.head_dim, " is larger than supported (", MAX_HEAD_DIM, ")");
+  const auto get = [&](const std::string& name, Shape shape) {
+    return detail::checked_weight(checkpoint, name, shape);
+  };
   LlamaWeights w;
   w.embed = get("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.n_layers; ++l) {
