@@ -1,0 +1,154 @@
+// Sampler: turns one row of logits into the next token id. Shared by every path (CPU, GPU, server).
+//
+// Order of operations (vLLM's and HF generate()'s order):
+//   1. repetition penalty (HF/CTRL) over prompt + generated tokens: logit > 0 ? logit / r : logit * r
+//   2. presence / frequency penalties (OpenAI) over generated tokens: logit -= presence · [count > 0]
+//                                                                              + frequency · count
+//   3. temperature: logits / T; T == 0 means greedy (argmax, lowest id on ties) and skips 4–6
+//   4. top-k: keep the k largest logits
+//   5. top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p
+//   6. min-p: drop tokens whose probability is below min_p × the largest probability
+//   7. draw from the renormalized distribution with a seeded RNG (same seed + same logits = same ids)
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "hllm/core/error.hpp"
+
+namespace hllm {
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0 = greedy
+  int64_t top_k = 0;                // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
+  float repetition_penalty = 1.0f;  // 1 = off
+  float presence_penalty = 0.0f;    // 0 = off
+  float frequency_penalty = 0.0f;   // 0 = off
+  uint64_t seed = 0;
+
+  // Throws hllm::Error naming the first out-of-range value.
+  void validate() const {
+    if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+      fail("temperature must be >= 0 (got ", temperature, ")");
+    if (top_k < 0) fail("top_k must be >= 0 (got ", top_k, "; 0 disables it)");
+    if (!(top_p > 0.0f && top_p <= 1.0f)) fail("top_p must be in (0, 1] (got ", top_p, ")");
+    if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("min_p must be in [0, 1] (got ", min_p, ")");
+    if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+      fail("repetition_penalty must be > 0 (got ", repetition_penalty, ")");
+    if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+      fail("presence_penalty must be in [-2, 2] (got ", presence_penalty, ")");
+    if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+      fail("frequency_penalty must be in [-2, 2] (got ", frequency_penalty, ")");
+  }
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+    params.validate();
+  }
+
+  const SamplingParams& params() const { return params_; }
+
+  // Chooses the next id. `logits` is modified (penalties, temperature, masks). `context` holds the
+  // prompt followed by the tokens generated so far, of which the last `n_generated` are generated.
+  int32_t sample(std::span<float> logits, std::span<const int32_t> context, size_t n_generated) {
+    apply_penalties(logits, context, n_generated);
+    if (params_.temperature == 0.0f) return argmax(logits);
+    filter_candidates(logits);
+    std::uniform_real_distribution<double> uniform(0.0, 1.0);
+    double draw = uniform(rng_);
+    for (const auto& [id, p] : candidates_) {
+      draw -= p;
+      if (draw < 0.0) return id;
+    }
+    return candidates_.back().first;  // rounding left a sliver: the least likely kept token
+  }
+
+  // The distribution step 7 draws from, as (id, probability) sorted by probability (for tests).
+  std::span<const std::pair<int32_t, double>> last_candidates() const { return candidates_; }
+
+  static int32_t argmax(std::span<const float> logits) {
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+
+ private:
+  void apply_penalties(std::span<float> logits, std::span<const int32_t> context,
+                       size_t n_generated) const {
+    const auto vocab = static_cast<int64_t>(logits.size());
+    if (params_.repetition_penalty != 1.0f) {
+      std::vector<bool> seen(logits.size(), false);
+      for (int32_t id : context) {
+        if (id < 0 || id >= vocab || seen[id]) continue;
+        seen[id] = true;
+        float& l = logits[id];
+        l = l > 0.0f ? l / params_.repetition_penalty : l * params_.repetition_penalty;
+      }
+    }
+    if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+      std::unordered_map<int32_t, int> counts;
+      for (int32_t id : context.last(std::min(n_generated, context.size())))
+        if (id >= 0 && id < vocab) ++counts[id];
+      for (const auto& [id, count] : counts)
+        logits[id] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+    }
+  }
+
+  // Steps 3–6; fills candidates_ with the kept tokens and their renormalized probabilities.
+  void filter_candidates(std::span<const float> logits) {
+    const double inv_t = 1.0 / params_.temperature;
+    const double max_logit = *std::max_element(logits.begin(), logits.end());
+    // Tokens more than 50 nats below the best carry < e^-50 each (< 1e-16 for 128k of them, below
+    // double's resolution of the total), so leaving them out before sorting changes nothing.
+    constexpr double NEGLIGIBLE_NATS = 50.0;
+    std::vector<int32_t> order;
+    for (size_t id = 0; id < logits.size(); ++id)
+      if ((logits[id] - max_logit) * inv_t > -NEGLIGIBLE_NATS) order.push_back(static_cast<int32_t>(id));
+    const auto more_likely = [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    size_t kept = order.size();
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) {
+      kept = static_cast<size_t>(params_.top_k);
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(kept), order.end(),
+                        more_likely);
+    } else {
+      std::sort(order.begin(), order.end(), more_likely);
+    }
+    // Softmax over the kept tokens, in double, shifted by the max.
+    std::vector<double> p(kept);
+    double sum = 0.0;
+    for (size_t i = 0; i < kept; ++i) sum += (p[i] = std::exp((logits[order[i]] - max_logit) * inv_t));
+    for (double& x : p) x /= sum;
+    if (params_.top_p < 1.0f) {
+      double cumulative = 0.0;
+      size_t i = 0;
+      while (i < kept && cumulative < params_.top_p) cumulative += p[i++];
+      kept = std::max<size_t>(i, 1);
+    }
+    if (params_.min_p > 0.0f) {
+      const double threshold = params_.min_p * p[0];
+      size_t i = 1;
+      while (i < kept && p[i] >= threshold) ++i;
+      kept = i;
+    }
+    double kept_sum = 0.0;
+    for (size_t i = 0; i < kept; ++i) kept_sum += p[i];
+    candidates_.clear();
+    for (size_t i = 0; i < kept; ++i) candidates_.emplace_back(order[i], p[i] / kept_sum);
+  }
+
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<int32_t, double>> candidates_;
+};
+
+}  // namespace hllm

@@ -1,0 +1,173 @@
+// Sampler: each filter on crafted distributions, penalties, seeded determinism, and a chi-square test
+// that sampled frequencies follow the renormalized distribution.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "hllm/engine/sampler.hpp"
+
+namespace {
+
+using hllm::Sampler;
+using hllm::SamplingParams;
+
+// Logits whose softmax (temperature 1) is exactly `probs`.
+std::vector<float> logits_for(const std::vector<double>& probs) {
+  std::vector<float> logits;
+  for (double p : probs) logits.push_back(static_cast<float>(std::log(p)));
+  return logits;
+}
+
+std::vector<int32_t> kept_ids(const Sampler& s) {
+  std::vector<int32_t> ids;
+  for (const auto& [id, p] : s.last_candidates()) ids.push_back(id);
+  return ids;
+}
+
+std::vector<int32_t> kept_after(SamplingParams params, std::vector<float> logits) {
+  Sampler s(params);
+  s.sample(logits, {}, 0);
+  return kept_ids(s);
+}
+
+const std::vector<double> PROBS = {0.05, 0.5, 0.15, 0.3};  // sorted: ids 1, 3, 2, 0
+
+TEST(Sampler, TemperatureZeroIsArgmax) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  Sampler s(p);
+  std::vector<float> logits = {0.1f, 3.0f, 3.0f, -1.0f};
+  EXPECT_EQ(s.sample(logits, {}, 0), 1);  // ties go to the lowest id
+}
+
+TEST(Sampler, TopKKeepsTheKLargest) {
+  SamplingParams p;
+  p.top_k = 2;
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3}));
+  p.top_k = 10;  // more than the vocabulary: no-op
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2, 0}));
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  SamplingParams p;
+  p.top_p = 0.75f;  // 0.5 < 0.75 <= 0.5 + 0.3
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3}));
+  p.top_p = 0.85f;  // needs 0.5 + 0.3 + 0.15
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2}));
+  p.top_p = 0.1f;  // always at least one
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1}));
+}
+
+TEST(Sampler, MinPIsRelativeToTheTopProbability) {
+  SamplingParams p;
+  p.min_p = 0.2f;  // threshold 0.1: drops 0.05
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2}));
+  p.min_p = 0.7f;  // threshold 0.35: keeps only 0.5
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1}));
+}
+
+TEST(Sampler, FiltersComposeInOrderAndRenormalize) {
+  SamplingParams p;
+  p.top_k = 3;      // {1, 3, 2} renormalized: 0.5/0.95, 0.3/0.95, 0.15/0.95
+  p.top_p = 0.84f;  // 0.526 + 0.316 = 0.842 >= 0.84 -> {1, 3}
+  Sampler s(p);
+  std::vector<float> logits = logits_for(PROBS);
+  s.sample(logits, {}, 0);
+  ASSERT_EQ(kept_ids(s), (std::vector<int32_t>{1, 3}));
+  EXPECT_NEAR(s.last_candidates()[0].second, 0.5 / 0.8, 1e-6);
+  EXPECT_NEAR(s.last_candidates()[1].second, 0.3 / 0.8, 1e-6);
+}
+
+TEST(Sampler, TemperatureSharpensAndFlattens) {
+  SamplingParams p;
+  p.temperature = 0.5f;  // p_i ∝ p_i^2
+  Sampler s(p);
+  std::vector<float> logits = logits_for(PROBS);
+  s.sample(logits, {}, 0);
+  double norm = 0.0;
+  for (double q : PROBS) norm += q * q;
+  EXPECT_NEAR(s.last_candidates()[0].second, 0.25 / norm, 1e-6);
+}
+
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 2.0f;
+  Sampler s(p);
+  std::vector<float> logits = {2.0f, -2.0f, 1.5f};
+  const std::vector<int32_t> context = {0, 1, 0};  // counted once each
+  EXPECT_EQ(s.sample(logits, context, 0), 2);
+  EXPECT_FLOAT_EQ(logits[0], 1.0f);
+  EXPECT_FLOAT_EQ(logits[1], -4.0f);
+  EXPECT_FLOAT_EQ(logits[2], 1.5f);
+}
+
+TEST(Sampler, PresenceAndFrequencyPenalizeGeneratedTokensOnly) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  Sampler s(p);
+  std::vector<float> logits = {1.0f, 1.0f, 1.0f};
+  const std::vector<int32_t> context = {2, 2, 0, 0, 1};  // prompt {2, 2}, generated {0, 0, 1}
+  s.sample(logits, context, 3);
+  EXPECT_FLOAT_EQ(logits[0], 1.0f - 0.5f - 0.5f);
+  EXPECT_FLOAT_EQ(logits[1], 1.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(logits[2], 1.0f);
+}
+
+TEST(Sampler, SameSeedSameTokens) {
+  const auto draw = [](uint64_t seed) {
+    SamplingParams p;
+    p.seed = seed;
+    Sampler s(p);
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 64; ++i) {
+      std::vector<float> logits = logits_for(PROBS);
+      ids.push_back(s.sample(logits, {}, 0));
+    }
+    return ids;
+  };
+  EXPECT_EQ(draw(42), draw(42));
+  EXPECT_NE(draw(42), draw(43));
+}
+
+TEST(Sampler, FrequenciesFollowTheDistribution) {
+  SamplingParams p;
+  p.seed = 7;
+  p.top_k = 3;  // sample from {0.5, 0.3, 0.15} / 0.95
+  Sampler s(p);
+  const int n = 100000;
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> logits = logits_for(PROBS);
+    ++counts[s.sample(logits, {}, 0)];
+  }
+  EXPECT_EQ(counts.count(0), 0u);  // filtered out: never drawn
+  double chi_square = 0.0;
+  for (const auto& [id, expected_p] : std::map<int32_t, double>{{1, 0.5}, {3, 0.3}, {2, 0.15}}) {
+    const double expected = n * expected_p / 0.95;
+    chi_square += (counts[id] - expected) * (counts[id] - expected) / expected;
+  }
+  EXPECT_LT(chi_square, 13.82);  // chi-square, 2 degrees of freedom, p = 0.001
+}
+
+TEST(Sampler, InvalidParametersAreErrors) {
+  const auto invalid = [](auto change) {
+    SamplingParams p;
+    change(p);
+    EXPECT_THROW(Sampler{p}, hllm::Error);
+  };
+  invalid([](SamplingParams& p) { p.temperature = -1.0f; });
+  invalid([](SamplingParams& p) { p.temperature = NAN; });
+  invalid([](SamplingParams& p) { p.top_k = -1; });
+  invalid([](SamplingParams& p) { p.top_p = 0.0f; });
+  invalid([](SamplingParams& p) { p.top_p = 1.5f; });
+  invalid([](SamplingParams& p) { p.min_p = -0.1f; });
+  invalid([](SamplingParams& p) { p.repetition_penalty = 0.0f; });
+  invalid([](SamplingParams& p) { p.presence_penalty = 3.0f; });
+}
+
+}  // namespace
