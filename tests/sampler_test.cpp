@@ -1,12 +1,12 @@
-// Sampler: each filter on crafted distributions, penalties, seeded determinism, and a chi-square test
-// that sampled frequencies follow the renormalized distribution.
+// Sampler: each filter on crafted distributions, penalties, seeded determinism, and a chi-square
+// test that sampled frequencies follow the renormalized distribution.
+#include "hllm/engine/sampler.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
 #include <vector>
-
-#include "hllm/engine/sampler.hpp"
 
 namespace {
 

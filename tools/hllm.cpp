@@ -3,16 +3,24 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "cmd_chat.hpp"
 #include "cmd_generate.hpp"
+#include "cmd_info.hpp"
 #include "cmd_logits.hpp"
+#include "cmd_run.hpp"
+#include "cmd_tokenize.hpp"
 #include "hllm/core/error.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"hllm: a Llama-3 inference engine (CPU reference and CUDA)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hllm 0.1.0");
+  hllm::tools::add_run_command(app);
+  hllm::tools::add_chat_command(app);
+  hllm::tools::add_info_command(app);
   hllm::tools::add_logits_command(app);
   hllm::tools::add_generate_command(app);
+  hllm::tools::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,6 +34,12 @@ class KvCache {
   // Called by the model after it wrote n more positions.
   void advance(int64_t n) { length_ += n; }
   void clear() { length_ = 0; }
+  // Forgets every position from `length` on (e.g. to re-use a shared prefix of a new prompt).
+  void truncate(int64_t length) {
+    if (length < 0 || length > length_)
+      fail("KV cache truncate to ", length, " of ", length_, " positions");
+    length_ = length;
+  }
 
  private:
   int64_t capacity_;

@@ -1,14 +1,17 @@
 // Sampler: turns one row of logits into the next token id. Shared by every path (CPU, GPU, server).
 //
 // Order of operations (vLLM's and HF generate()'s order):
-//   1. repetition penalty (HF/CTRL) over prompt + generated tokens: logit > 0 ? logit / r : logit * r
-//   2. presence / frequency penalties (OpenAI) over generated tokens: logit -= presence · [count > 0]
+//   1. repetition penalty (HF/CTRL) over prompt + generated tokens: logit > 0 ? logit / r : logit *
+//   r
+//   2. presence / frequency penalties (OpenAI) over generated tokens: logit -= presence · [count >
+//   0]
 //                                                                              + frequency · count
 //   3. temperature: logits / T; T == 0 means greedy (argmax, lowest id on ties) and skips 4–6
 //   4. top-k: keep the k largest logits
 //   5. top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p
 //   6. min-p: drop tokens whose probability is below min_p × the largest probability
-//   7. draw from the renormalized distribution with a seeded RNG (same seed + same logits = same ids)
+//   7. draw from the renormalized distribution with a seeded RNG (same seed + same logits = same
+//   ids)
 #pragma once
 
 #include <algorithm>
@@ -98,7 +101,8 @@ class Sampler {
       for (int32_t id : context.last(std::min(n_generated, context.size())))
         if (id >= 0 && id < vocab) ++counts[id];
       for (const auto& [id, count] : counts)
-        logits[id] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+        logits[id] -=
+            params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
     }
   }
 
@@ -111,22 +115,24 @@ class Sampler {
     constexpr double NEGLIGIBLE_NATS = 50.0;
     std::vector<int32_t> order;
     for (size_t id = 0; id < logits.size(); ++id)
-      if ((logits[id] - max_logit) * inv_t > -NEGLIGIBLE_NATS) order.push_back(static_cast<int32_t>(id));
+      if ((logits[id] - max_logit) * inv_t > -NEGLIGIBLE_NATS)
+        order.push_back(static_cast<int32_t>(id));
     const auto more_likely = [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     };
     size_t kept = order.size();
     if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) {
       kept = static_cast<size_t>(params_.top_k);
-      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(kept), order.end(),
-                        more_likely);
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(kept),
+                        order.end(), more_likely);
     } else {
       std::sort(order.begin(), order.end(), more_likely);
     }
     // Softmax over the kept tokens, in double, shifted by the max.
     std::vector<double> p(kept);
     double sum = 0.0;
-    for (size_t i = 0; i < kept; ++i) sum += (p[i] = std::exp((logits[order[i]] - max_logit) * inv_t));
+    for (size_t i = 0; i < kept; ++i)
+      sum += (p[i] = std::exp((logits[order[i]] - max_logit) * inv_t));
     for (double& x : p) x /= sum;
     if (params_.top_p < 1.0f) {
       double cumulative = 0.0;

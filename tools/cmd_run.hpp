@@ -1,0 +1,91 @@
+// `hllm run [-m MODEL_DIR] -p "prompt" [--system "..."] [-n MAX_TOKENS] [sampling flags] [--raw]`
+// One answer, streamed to stdout as it is generated; stdout carries exactly the generated text and
+// one newline. A timing summary goes to stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hllm/engine/generate.hpp"
+#include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/stream.hpp"
+#include "interrupt.hpp"
+#include "text_model.hpp"
+
+namespace hllm::tools {
+
+inline void print_generation_summary(const GenerationResult& r, const TextModel& m) {
+  const double decode_rate =
+      r.ids.size() > 1 ? static_cast<double>(r.ids.size() - 1) / r.decode_seconds : 0.0;
+  std::fprintf(
+      stderr,
+      "hllm: prompt %lld tokens, first token after %.1f ms (%.1f tok/s prefill); %zu tokens "
+      "at %.2f tok/s; finish: %s (%s, %d threads, seed %llu)\n",
+      static_cast<long long>(r.prompt_tokens), r.prefill_seconds * 1e3,
+      static_cast<double>(r.prompt_tokens) / r.prefill_seconds, r.ids.size(), decode_rate,
+      finish_reason_name(r.finish), m.loaded->backend.name().c_str(), m.loaded->backend.n_threads(),
+      static_cast<unsigned long long>(m.sampling.seed));
+}
+
+inline void add_run_command(CLI::App& app) {
+  struct Options {
+    TextModelOptions model;
+    std::string prompt;
+    std::string system;
+    int64_t max_new_tokens = 256;
+    bool raw = false;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* command = app.add_subcommand("run", "Answer one prompt, streaming the text to stdout");
+  add_text_model_options(*command, options->model);
+  command->add_option("-p,--prompt", options->prompt, "the user message (or the text, with --raw)")
+      ->required();
+  command->add_option("--system", options->system, "a system message");
+  command->add_option("-n,--max-tokens", options->max_new_tokens, "most tokens to generate")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  command->add_flag("--raw", options->raw, "plain completion of the text, no chat format");
+  command->callback([options] {
+    if (options->raw && !options->system.empty()) fail("--system has no meaning with --raw");
+    TextModel m = load_text_model(options->model);
+    std::vector<int32_t> prompt;
+    if (options->raw) {
+      if (m.tokenizer.bos_id() >= 0) prompt.push_back(m.tokenizer.bos_id());
+      const std::vector<int32_t> text = m.tokenizer.encode(options->prompt, false);
+      prompt.insert(prompt.end(), text.begin(), text.end());
+    } else {
+      std::vector<ChatMessage> messages;
+      if (!options->system.empty()) messages.push_back({"system", options->system});
+      messages.push_back({"user", options->prompt});
+      prompt = encode_chat(m.tokenizer, messages, /*add_generation_prompt=*/true);
+    }
+    const int64_t budget =
+        std::min(options->max_new_tokens, m.context - static_cast<int64_t>(prompt.size()));
+    if (budget <= 0)
+      fail("the prompt is ", prompt.size(), " tokens; the context is ", m.context,
+           " (raise --ctx up to ", m.loaded->folder.config.max_position_embeddings, ")");
+
+    install_interrupt_handler();
+    KvCache cache = m.loaded->model.new_cache(static_cast<int64_t>(prompt.size()) + budget);
+    std::vector<int32_t> cached;
+    Sampler sampler(m.sampling);
+    StreamDecoder text(m.tokenizer);
+    const GenerationOptions generation{budget, m.stop_ids, options->model.ignore_eos};
+    const GenerationResult result =
+        generate(m.loaded->model, cache, prompt, cached, sampler, generation, [&](int32_t id) {
+          const std::string piece = text.push(id);
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+          std::fflush(stdout);
+          return interrupted == 0;
+        });
+    const std::string rest = text.finish();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    print_generation_summary(result, m);
+  });
+}
+
+}  // namespace hllm::tools
