@@ -71,20 +71,25 @@ inline void add_chat_command(CLI::App& app) {
       if (line.empty()) continue;
       history.push_back({"user", line});
 
+      // Room for the answer: the token budget, but at most a quarter of the context.
+      const int64_t reserve =
+          std::min(options->max_new_tokens, std::max<int64_t>(m.context / 4, 1));
       std::vector<int32_t> prompt = encode_chat(m.tokenizer, history);
-      while (static_cast<int64_t>(prompt.size()) >= m.context &&
+      while (static_cast<int64_t>(prompt.size()) + reserve > m.context &&
              history.size() > first_exchange + 1) {
+        const size_t drop_end =
+            std::min(first_exchange + 2, history.size() - 1);  // keep the new message
         history.erase(history.begin() + static_cast<std::ptrdiff_t>(first_exchange),
-                      history.begin() + static_cast<std::ptrdiff_t>(
-                                            std::min(first_exchange + 2, history.size() - 1)));
+                      history.begin() + static_cast<std::ptrdiff_t>(drop_end));
         std::fprintf(stderr, "hllm: context full, dropped the oldest exchange\n");
         prompt = encode_chat(m.tokenizer, history);
       }
-      if (static_cast<int64_t>(prompt.size()) >= m.context) {
-        std::fprintf(stderr,
-                     "hllm: this message needs %zu tokens with the chat format; the context is "
-                     "%lld (--ctx)\n",
-                     prompt.size(), static_cast<long long>(m.context));
+      if (static_cast<int64_t>(prompt.size()) + reserve > m.context) {
+        std::fprintf(
+            stderr,
+            "hllm: this message needs %zu tokens with the chat format and %lld for the answer; "
+            "the context is %lld (--ctx)\n",
+            prompt.size(), static_cast<long long>(reserve), static_cast<long long>(m.context));
         history.pop_back();
         continue;
       }

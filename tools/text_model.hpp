@@ -108,6 +108,8 @@ inline TextModel load_text_model(const TextModelOptions& o) {
         "hllm: no model given (-m DIR or HLLM_MODEL): running the bundled tiny demo model. Its "
         "weights are random, so the text is nonsense; the pipeline around it is real.\n");
   }
+  if (!std::filesystem::is_directory(dir))
+    fail("model folder ", dir, " does not exist or is not a folder");
   TextModel m{is_demo, Tokenizer::load(o.tokenizer.empty() ? dir : o.tokenizer), nullptr, {}, {},
               0};
   ModelOptions model_options;
