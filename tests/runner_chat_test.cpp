@@ -172,9 +172,9 @@ TEST_F(RunnerChat, RunErrorsAreOneClearLine) {
   }
 }
 
-// Reads from `fd` until `needle` shows up in `seen` or `ms` pass.
-bool read_until(int fd, std::string& seen, const std::string& needle, int ms) {
-  for (int waited = 0; waited < ms && seen.find(needle) == std::string::npos; waited += 50) {
+// Reads from `fd` into `seen` until `needle` shows up at or after `from`, or `ms` pass.
+bool read_until(int fd, std::string& seen, const std::string& needle, int ms, size_t from = 0) {
+  for (int waited = 0; waited < ms && seen.find(needle, from) == std::string::npos; waited += 50) {
     pollfd p{fd, POLLIN, 0};
     if (poll(&p, 1, 50) > 0) {
       std::array<char, 4096> buffer;
@@ -183,7 +183,7 @@ bool read_until(int fd, std::string& seen, const std::string& needle, int ms) {
       seen.append(buffer.data(), static_cast<size_t>(n));
     }
   }
-  return seen.find(needle) != std::string::npos;
+  return seen.find(needle, from) != std::string::npos;
 }
 
 TEST_F(RunnerChat, CtrlCStopsTheAnswerNotTheProgram) {
@@ -214,8 +214,9 @@ TEST_F(RunnerChat, CtrlCStopsTheAnswerNotTheProgram) {
   ASSERT_TRUE(read_until(master, seen, "tell tell tell", 20000)) << seen;
   ASSERT_EQ(write(master, "\x03", 1), 1);  // Ctrl-C: the terminal sends SIGINT
   EXPECT_TRUE(read_until(master, seen, "answer stopped", 20000)) << seen;
-  seen.clear();
-  EXPECT_TRUE(read_until(master, seen, "> ", 20000)) << seen;  // still running, asking again
+  const size_t stopped_at = seen.find("answer stopped");
+  EXPECT_TRUE(read_until(master, seen, "> ", 20000, stopped_at))
+      << seen;  // still running, asking again
   ASSERT_EQ(write(master, "/exit\n", 6), 6);
   int status = 0;
   for (int i = 0; i < 200 && waitpid(child, &status, WNOHANG) == 0; ++i) usleep(50000);
