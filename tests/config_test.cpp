@@ -125,8 +125,8 @@ TEST(Config, ErrorsNameTheFieldAndWhatIsSupported) {
       {"rope_scaling", "linear", "\"rope_scaling\" must be an object"},
       {"eos_token_id", "eos", "\"eos_token_id\" must be an integer or a list of integers"},
       {"rms_norm_eps", -1, "\"rms_norm_eps\" must be a positive number"},
-      {"quantization_config", json::parse(R"({"quant_method": "gptq", "bits": 4})"),
-       "not supported yet"},
+      {"quantization_config", json::parse(R"({"quant_method": "awq", "bits": 4})"),
+       "quantization method \"awq\" is not supported"},
   };
   for (const auto& c : cases) {
     json j = llama3_8b();

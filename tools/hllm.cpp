@@ -7,6 +7,7 @@
 #include "cmd_generate.hpp"
 #include "cmd_info.hpp"
 #include "cmd_logits.hpp"
+#include "cmd_quantize.hpp"
 #include "cmd_run.hpp"
 #include "cmd_tokenize.hpp"
 #include "hllm/core/error.hpp"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   hllm::tools::add_info_command(app);
   hllm::tools::add_logits_command(app);
   hllm::tools::add_generate_command(app);
+  hllm::tools::add_quantize_command(app);
   hllm::tools::add_tokenize_command(app);
   try {
     app.parse(argc, argv);

@@ -1,16 +1,19 @@
 // CpuBackend: the fp32 reference implementation of the Backend interface, vectorized (cpu/simd.hpp)
 // and threaded over one ThreadPool. Weights stay where they are (the mmap'd checkpoint) in their
-// stored dtype and are widened to fp32 as they are read.
+// stored dtype and are widened to fp32 as they are read; INT4 weights (quant/int4.hpp) are
+// dequantized on the fly by cpu/int4_matmul.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/activation.hpp"
 #include "hllm/cpu/attention.hpp"
+#include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/rope.hpp"
@@ -42,6 +45,7 @@ class CpuBackend final : public Backend {
   }
 
   Tensor upload_weight(const Tensor& host) override { return host; }
+  Linear upload_linear(const Linear& host) override { return host; }
 
   void to_host_f32(const Tensor& x, std::span<float> out) override {
     if (x.dtype != DType::f32 || static_cast<int64_t>(out.size()) != x.numel())
@@ -68,8 +72,9 @@ class CpuBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
     cpu::rmsnorm(x, weight, eps, out, pool_);
   }
-  void matmul(const Tensor& x, const Tensor& weight, const Tensor& out) override {
-    cpu::matmul(x, weight, out, pool_);
+  void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
+    if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
+    cpu::matmul(x, weight.dense, out, pool_);
   }
   void rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table) override {
     cpu::apply_rope(x, positions, table, pool_);
@@ -104,6 +109,7 @@ class CpuBackend final : public Backend {
   }
 
   ThreadPool pool_;
+  std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
 };
 
 }  // namespace hllm

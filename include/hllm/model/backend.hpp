@@ -6,7 +6,8 @@
 //   - activations are 2-D/3-D row-major tensors of activation_dtype() on device(), token-major:
 //     [n_tokens, width] or [n_tokens, n_heads, head_dim];
 //   - weights are nn.Linear layout [out_features, in_features], as HF stores them, after
-//   upload_weight();
+//   upload_weight(); linear layers are a Linear (model/linear.hpp): a dense tensor or INT4 tiles
+//   (quant/int4.hpp) whose act-order input permutation the backend applies inside matmul;
 //   - ops do not allocate; the caller passes outputs created by allocate().
 #pragma once
 
@@ -16,6 +17,7 @@
 #include <string>
 
 #include "hllm/core/tensor.hpp"
+#include "hllm/model/linear.hpp"
 #include "hllm/model/rope.hpp"
 
 namespace hllm {
@@ -45,6 +47,8 @@ class Backend {
   // A view of the host weight that this backend's ops can read (CPU: the same memory; a GPU backend
   // copies it to the device and keeps it alive as long as the backend lives).
   virtual Tensor upload_weight(const Tensor& host) = 0;
+  // The same for a linear layer's weight, dense or INT4; the returned Linear keeps any copy alive.
+  virtual Linear upload_linear(const Linear& host) = 0;
   // Copies an activation tensor to host memory as fp32.
   virtual void to_host_f32(const Tensor& x, std::span<float> out) = 0;
 
@@ -52,8 +56,8 @@ class Backend {
   virtual void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) = 0;
   // out = weight * x / rms(x) per row (out may alias x).
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
-  // out[n, out_features] = x[n, in_features] · weightᵀ
-  virtual void matmul(const Tensor& x, const Tensor& weight, const Tensor& out) = 0;
+  // out[n, out_features] = x[n, in_features] · weightᵀ (dense or INT4, dequantized on the fly)
+  virtual void matmul(const Tensor& x, const Linear& weight, const Tensor& out) = 0;
   // Rotates x [n, heads, head_dim] in place; token t is at positions[t].
   virtual void rope(const Tensor& x, std::span<const int64_t> positions,
                     const RopeTable& table) = 0;

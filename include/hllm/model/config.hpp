@@ -3,7 +3,8 @@
 // Accepts both config spellings in the wild: transformers 4.x (`rope_theta` + `rope_scaling` with
 // `type` or `rope_type`, `torch_dtype`) and 5.x (`rope_parameters` holding rope_theta and the
 // scaling, `dtype`). Anything the engine cannot run exactly is refused with a one-line error saying
-// what is supported, never approximated.
+// what is supported, never approximated. GPTQ `quantization_config` is parsed by
+// quant/gptq_config.hpp.
 #pragma once
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
 #include "hllm/io/json.hpp"
+#include "hllm/quant/gptq_config.hpp"
 
 namespace hllm {
 
@@ -69,6 +71,7 @@ struct LlamaConfig {
   std::vector<int64_t> eos_token_ids;   // any of these ends generation
   DType dtype = DType::bf16;            // storage dtype the checkpoint declares
   RopeScaling rope_scaling;
+  QuantConfig quant;  // linear weights: dense, or GPTQ int4 (quantization_config)
 
   int64_t group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
   int64_t q_dim() const { return n_heads * head_dim; }
@@ -160,13 +163,6 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
       fail(where, ": architectures ", archs.dump(),
            " is not supported (supported: [\"LlamaForCausalLM\"])");
   }
-  if (fields.has("quantization_config")) {
-    const json& q = config.at("quantization_config");
-    const std::string method =
-        q.is_object() && q.contains("quant_method") ? q["quant_method"].dump() : q.dump();
-    fail(where, ": quantized checkpoints (quantization_config ", method,
-         ") are not supported yet; use a bf16/fp16 checkpoint");
-  }
   if (fields.string_or("hidden_act", "silu") != "silu")
     fail(where, ": hidden_act \"", fields.string_or("hidden_act", ""),
          "\" is not supported (supported: silu)");
@@ -205,6 +201,8 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
 
   c.bos_token_id = fields.has("bos_token_id") ? fields.integer("bos_token_id") : -1;
   c.eos_token_ids = detail::parse_token_ids(fields, "eos_token_id");
+  if (fields.has("quantization_config"))
+    c.quant = parse_quant_config(config.at("quantization_config"), where);
 
   // transformers 5.x folds theta and scaling into `rope_parameters`; 4.x has them at the top level.
   if (fields.has("rope_parameters")) {

@@ -1,6 +1,7 @@
 // Opening a model folder as people download it from the Hugging Face hub:
 //   config.json, generation_config.json (optional), model.safetensors or sharded
-//   model-*.safetensors.
+//   model-*.safetensors; for GPTQ checkpoints the quantization_config in config.json or, when that
+//   is absent, AutoGPTQ's quantize_config.json.
 #pragma once
 
 #include <filesystem>
@@ -18,8 +19,9 @@ namespace hllm {
 struct ModelFolder {
   std::filesystem::path dir;
   LlamaConfig config;
-  Checkpoint checkpoint;  // owns the mmap'd weights the views below point into
-  LlamaWeights weights;   // host views, validated against config
+  Checkpoint checkpoint;  // owns the mmap'd weights the dense views below point into
+  LlamaWeights weights;   // host views, validated against config; INT4 projections own their
+                          // repacked tiles (Linear::owner)
   std::vector<int64_t>
       eos_ids;  // generation_config.json's eos_token_id if present, else config.json's
 };
@@ -35,6 +37,10 @@ inline ModelFolder open_model_folder(
     fail(config_path.string(), " not found (a HF model folder has one)");
 
   ModelFolder model{dir, load_llama_config(config_path), Checkpoint::open(dir), {}, {}};
+  const std::filesystem::path quantize_config = dir / "quantize_config.json";
+  if (!model.config.quant.quantized() && std::filesystem::exists(quantize_config))
+    model.config.quant = parse_quant_config(read_json_file(quantize_config),
+                                            quantize_config.string(), /*assume_gptq=*/true);
   model.weights = load_llama_weights(model.checkpoint, model.config);
   model.eos_ids = model.config.eos_token_ids;
   const std::filesystem::path generation_config = dir / "generation_config.json";

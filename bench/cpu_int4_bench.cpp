@@ -1,0 +1,171 @@
+// CPU INT4 matmul benchmarks (cpu/int4_matmul.hpp, W4A32) beside the bf16 matmul on the same
+// Llama-3-8B shapes: decode GEMV (n = 1, bound by reading the weights once) and small batches.
+// Reported: weight_GB/s (tile bytes incl. scales and zeros: 272 B per 4 x 128 weights) and % of
+// this machine's read bandwidth, measured first by BM_MemoryReadBandwidth (a threaded streaming
+// sum over 512 MiB); Gweights/s compares the two formats in work done (what tokens/s follows).
+// Weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
+//
+//   ./build/bench/cpu_int4_bench
+//   ./build/bench/cpu_int4_bench --benchmark_filter='tokens:1/' --benchmark_repetitions=5
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "hllm/core/threads.hpp"
+#include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/cpu/matmul.hpp"
+#include "hllm/cpu/simd.hpp"
+#include "hllm/quant/int4.hpp"
+
+namespace {
+
+constexpr size_t ROTATION_BYTES = size_t{256} << 20;  // far beyond the 32 MiB L3 of the dev machine
+
+hllm::ThreadPool& pool() {
+  static hllm::ThreadPool instance(0);
+  return instance;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double& measured_read_gbps() {
+  static double value = 0.0;
+  return value;
+}
+
+void BM_MemoryReadBandwidth(benchmark::State& state) {
+  const size_t n = (size_t{512} << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> data(n);
+  std::iota(data.begin(), data.end(), uint64_t{0});
+  const int64_t chunks = 256;
+  std::vector<uint64_t> partial(chunks);
+  double best = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    pool().parallel_for(chunks, [&](int64_t c) {
+      uint64_t acc = 0;
+      for (size_t i = n / chunks * c, end = n / chunks * (c + 1); i < end; ++i) acc ^= data[i];
+      partial[c] = acc;
+    });
+    benchmark::DoNotOptimize(partial.data());
+    best = std::max(best, n * sizeof(uint64_t) / seconds_since(start) / 1e9);
+  }
+  measured_read_gbps() = std::max(measured_read_gbps(), best);
+  state.counters["GB/s"] = best;
+  state.counters["threads"] = pool().size();
+}
+BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)->UseRealTime();
+
+void report(benchmark::State& state, double total_seconds, size_t weight_bytes, int64_t n,
+            int64_t in, int64_t out) {
+  const double per_call = total_seconds / static_cast<double>(state.iterations());
+  const double gbps = static_cast<double>(weight_bytes) / per_call / 1e9;
+  state.counters["weight_GB/s"] = gbps;
+  state.counters["Gweights/s"] = static_cast<double>(in * out) / per_call / 1e9;
+  state.counters["GFLOP/s"] = 2.0 * n * in * out / per_call / 1e9;
+  if (measured_read_gbps() > 0)
+    state.counters["%_of_read_bw"] = 100.0 * gbps / measured_read_gbps();
+  state.counters["simd"] = hllm::cpu::cpu_has_avx2() ? 1 : 0;
+}
+
+// Random tiles (codes, fp16 scales, zeros); act_order adds a packed-input permutation so the
+// per-call activation gather is included.
+hllm::Int4Matrix random_int4(int64_t in, int64_t out, bool act_order, std::mt19937& rng) {
+  std::vector<int32_t> index;
+  if (act_order) {
+    index.resize(static_cast<size_t>(in));
+    std::iota(index.begin(), index.end(), 0);
+    std::shuffle(index.begin(), index.end(), rng);
+  }
+  hllm::Int4Matrix m(in, out, in / hllm::INT4_TILE_K, std::move(index));
+  std::uniform_int_distribution<int> byte(0, 255), zero(6, 10);
+  std::uniform_real_distribution<float> scale(0.001f, 0.01f);
+  for (int64_t t = 0; t < m.view().n_tiles(); ++t) {
+    hllm::int4_tile& tile = m.tiles()[t];
+    for (int r = 0; r < hllm::INT4_TILE_ROWS; ++r) {
+      tile.scale[r] = hllm::f32_to_f16(scale(rng));
+      tile.zero[r] = hllm::f32_to_f16(static_cast<float>(zero(rng)));
+      for (auto& b : tile.q[r]) b = static_cast<uint8_t>(byte(rng));
+    }
+  }
+  return m;
+}
+
+// args: tokens, in_features, out_features, act_order
+void BM_Matmul_int4(benchmark::State& state) {
+  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
+  const bool act_order = state.range(3) != 0;
+  std::mt19937 rng(1);
+  const size_t weight_bytes = static_cast<size_t>((out + 3) / 4 * (in / 128)) * 272;
+  const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
+  std::vector<hllm::Int4Matrix> weights;
+  for (size_t c = 0; c < copies; ++c) weights.push_back(random_int4(in, out, act_order, rng));
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out)), scratch;
+  for (float& v : x) v = dist(rng);
+  size_t next = 0;
+  double total_seconds = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    hllm::cpu::matmul_int4(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}), weights[next].view(),
+                           hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool(), scratch);
+    total_seconds += seconds_since(start);
+    next = (next + 1) % copies;
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(state, total_seconds, weight_bytes, n, in, out);
+}
+
+// The same shapes with bf16 weights (cpu/matmul.hpp), for the side-by-side comparison.
+void BM_Matmul_bf16(benchmark::State& state) {
+  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
+  const size_t weight_bytes = static_cast<size_t>(in * out) * sizeof(hllm::bf16);
+  const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  std::vector<std::vector<hllm::bf16>> weights(
+      copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
+  for (auto& w : weights)
+    for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));
+  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
+  for (float& v : x) v = dist(rng);
+  size_t next = 0;
+  double total_seconds = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    hllm::cpu::matmul(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}),
+                      hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}),
+                      hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool());
+    total_seconds += seconds_since(start);
+    next = (next + 1) % copies;
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(state, total_seconds, weight_bytes, n, in, out);
+}
+
+// Llama-3-8B per layer: qkv fused 4096 -> 6144, o 4096 -> 4096, gate_up fused 4096 -> 28672,
+// down 14336 -> 4096.
+void llama3_8b_shapes(benchmark::internal::Benchmark* b, bool with_act_order) {
+  b->ArgNames({"tokens", "in", "out", "act_order"});
+  for (const int64_t tokens : {1, 4, 64})
+    for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{
+             {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}}) {
+      if (tokens == 64 && out == 28672) continue;  // keeps the run short on 2 cores
+      b->Args({tokens, in, out, 0});
+      if (with_act_order && tokens == 1) b->Args({tokens, in, out, 1});
+    }
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(BM_Matmul_int4)->Apply([](auto* b) { llama3_8b_shapes(b, true); });
+BENCHMARK(BM_Matmul_bf16)->Apply([](auto* b) { llama3_8b_shapes(b, false); });
+
+}  // namespace
+
+BENCHMARK_MAIN();
