@@ -1,5 +1,8 @@
 // Tokenizer speed: load time of the real 9 MB tokenizer.json, and encode / decode MB/s on a ~1 MB
 // mixed corpus (English and Chinese prose, code, numbers, many scripts, emoji), one thread.
+// Encode is measured twice: "cold" is the first pass of a freshly loaded tokenizer (empty piece
+// cache: what a prompt of new text costs, and the number the >= 20 MB/s goal is about); "warm"
+// re-encodes the same corpus with the cache filled by earlier passes (an upper bound).
 // The corpus is the texts of tests/data/tokenizer/encode.jsonl, each line once per round with
 // the round number appended (so repeats are not all cache hits), until it passes 1 MB;
 // tests/tokenizer_diff/bench.mjs builds the same corpus for the JavaScript reference.
@@ -11,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,10 +52,29 @@ void BM_tokenizer_load(benchmark::State& state) {
   state.SetLabel("real Llama-3 tokenizer.json, 9 MB");
 }
 
-void BM_tokenizer_encode(benchmark::State& state) {
+// Each iteration encodes with a tokenizer that has never encoded anything; loading it is not timed.
+void BM_tokenizer_encode_cold(benchmark::State& state) {
+  const std::string text = corpus();
+  const std::string path = tokenizer_path();
+  size_t n_tokens = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::optional<hllm::Tokenizer> tok;
+    tok.emplace(hllm::Tokenizer::load(path));
+    state.ResumeTiming();
+    n_tokens = tok->encode(text).size();
+    state.PauseTiming();
+    tok.reset();  // freeing its tables is not encode time either
+    state.ResumeTiming();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+  state.counters["tokens"] = static_cast<double>(n_tokens);
+}
+
+void BM_tokenizer_encode_warm(benchmark::State& state) {
   const std::string text = corpus();
   const hllm::Tokenizer& tok = tokenizer();
-  size_t n_tokens = 0;
+  size_t n_tokens = tok.encode(text).size();  // fills the piece cache
   for (auto _ : state) n_tokens = tok.encode(text).size();
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
   state.counters["tokens"] = static_cast<double>(n_tokens);
@@ -66,7 +89,8 @@ void BM_tokenizer_decode(benchmark::State& state) {
 }
 
 BENCHMARK(BM_tokenizer_load)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-BENCHMARK(BM_tokenizer_encode)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_tokenizer_encode_cold)->Unit(benchmark::kMillisecond)->Iterations(20);
+BENCHMARK(BM_tokenizer_encode_warm)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_tokenizer_decode)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "hllm/engine/memory.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/config.hpp"
+#include "hllm/quant/gptq_config.hpp"
 
 namespace hllm::tools {
 
@@ -38,7 +39,11 @@ inline void add_info_command(CLI::App& app) {
     const std::filesystem::path dir = options->model_dir;
     if (!std::filesystem::is_directory(dir))
       fail("model folder ", dir.string(), " does not exist or is not a folder");
-    const LlamaConfig c = load_llama_config(dir / "config.json");
+    LlamaConfig c = load_llama_config(dir / "config.json");
+    const std::filesystem::path quantize_config =
+        dir / "quantize_config.json";  // AutoGPTQ's side file
+    if (!c.quant.quantized() && std::filesystem::exists(quantize_config))
+      c.quant = parse_quant_config(read_json_file(quantize_config), quantize_config.string(), true);
     const Checkpoint checkpoint = Checkpoint::open(dir);
     const int64_t ctx = options->context > 0 ? options->context : c.max_position_embeddings;
 
@@ -69,6 +74,13 @@ inline void add_info_command(CLI::App& app) {
     std::printf("parameters     %.3f B\n", static_cast<double>(parameter_count(c)) / 1e9);
     std::printf("weights        %s (config dtype %s)\n", storage.c_str(),
                 std::string(dtype_name(c.dtype)).c_str());
+    if (c.quant.quantized())
+      std::printf(
+          "quantization   GPTQ int4, group %lld, %s, %s, %s zeros (repacked to hllm's INT4 tiles "
+          "at load)\n",
+          static_cast<long long>(c.quant.group_size),
+          c.quant.desc_act ? "act-order" : "no act-order", c.quant.sym ? "sym" : "asym",
+          c.quant.zeros_minus_one ? "v1" : "v2");
     std::printf(
         "memory (cpu)   at ctx %lld: weights %s (mmap'd) + KV cache %s (fp32) + activations %s "
         "(per 512 prompt tokens) = %s\n",

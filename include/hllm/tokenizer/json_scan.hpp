@@ -68,6 +68,14 @@ class JsonScanner {
     if (utf8_error_offset(out) != std::string_view::npos) error("string is not valid UTF-8");
   }
 
+  // Raw access for a caller's own fast path over a common case (falling back to string() and
+  // friends otherwise): the text from the next non-blank byte on, and moving past what it read.
+  std::string_view rest() {
+    skip_ws();
+    return text_.substr(pos_);
+  }
+  void consume(size_t n) { pos_ += n; }
+
   int64_t integer() {
     skip_ws();
     const size_t start = pos_;
@@ -93,16 +101,23 @@ class JsonScanner {
   // Calls on_member(key) for each member; on_member must consume the value.
   template <typename OnMember>
   void object(OnMember&& on_member) {
-    expect('{');
     std::string key;
+    object([&] { string(key); }, [&] { on_member(key); });
+  }
+
+  // For big objects whose keys the caller decodes itself: for each member, read_key() must
+  // consume the key string, then on_value() the value.
+  template <typename ReadKey, typename OnValue>
+  void object(ReadKey&& read_key, OnValue&& on_value) {
+    expect('{');
     if (peek() == '}') {
       ++pos_;
       return;
     }
     while (true) {
-      string(key);
+      read_key();
       expect(':');
-      on_member(key);
+      on_value();
       const char c = peek();
       ++pos_;
       if (c == '}') return;

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -29,7 +30,9 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/core/mmap.hpp"
 #include "hllm/tokenizer/bpe.hpp"
+#include "hllm/tokenizer/bpe_load.hpp"
 #include "hllm/tokenizer/json_scan.hpp"
 #include "hllm/tokenizer/pretokenize.hpp"
 
@@ -55,14 +58,6 @@ inline std::string read_text_file(const std::filesystem::path& path) {
   return data;
 }
 
-inline nlohmann::json parse_json(std::string_view text, const std::string& source) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(source, ": invalid JSON: ", e.what());
-  }
-}
-
 // The state encode() mutates: the merge cache and scratch buffers, behind one lock per call.
 struct EncodeState {
   std::mutex mutex;
@@ -83,7 +78,11 @@ class Tokenizer {
       fail(json_path.string(),
            ": not found (expected a tokenizer.json or a model folder with one)");
     }
-    Tokenizer tok = from_json(detail::read_text_file(json_path), json_path.string());
+    Tokenizer tok = [&] {
+      const MappedFile file(json_path);  // read in place: no 9 MB copy
+      return from_json(std::string_view(reinterpret_cast<const char*>(file.data()), file.size()),
+                       json_path.string());
+    }();
     const std::filesystem::path dir = json_path.parent_path();
     for (const char* name : {"tokenizer_config.json", "generation_config.json"}) {
       const std::filesystem::path p = dir / name;
@@ -176,6 +175,11 @@ class Tokenizer {
     std::lock_guard lock(state_->mutex);
     size_t plain_start = 0;
     for (size_t i = 0; match_special && i < text.size(); ++i) {
+      if (added_one_first_byte_ >= 0) {  // all added tokens start alike ('<'): memchr to the next
+        const void* next = std::memchr(text.data() + i, added_one_first_byte_, text.size() - i);
+        if (next == nullptr) break;
+        i = static_cast<size_t>(static_cast<const char*>(next) - text.data());
+      }
       if (!added_first_byte_[static_cast<unsigned char>(text[i])]) continue;
       for (const size_t len : added_lengths_) {  // longest first
         if (len > text.size() - i) continue;
@@ -209,15 +213,15 @@ class Tokenizer {
   void append_bytes(TokenId id, std::string& out) const {
     if (find_added_by_id(id) != nullptr) {
       out += added_bytes_[static_cast<size_t>(added_index_[static_cast<size_t>(id)])];
-    } else if (vocab_.contains(id)) {
-      out += vocab_.bytes(id);
+    } else if (model_.vocab.contains(id)) {
+      out += model_.vocab.bytes(id);
     } else {
       fail("tokenizer: token id ", id, " is not in the vocabulary (size ", vocab_size(), ")");
     }
   }
 
   // 1 + the largest token id (128256 for Llama-3).
-  size_t vocab_size() const { return std::max(vocab_.id_limit(), added_index_.size()); }
+  size_t vocab_size() const { return std::max(model_.vocab.id_limit(), added_index_.size()); }
   bool is_special(TokenId id) const {
     const AddedToken* t = find_added_by_id(id);
     return t != nullptr && t->special;
@@ -245,8 +249,8 @@ class Tokenizer {
   }
   // tokenizer_config.json's chat_template ("" when absent). chat.hpp renders the Llama-3 format.
   const std::string& chat_template() const { return chat_template_; }
-  bool ignore_merges() const { return ignore_merges_; }
-  size_t n_merges() const { return merges_.size(); }
+  bool ignore_merges() const { return model_.ignore_merges; }
+  size_t n_merges() const { return model_.merges.size(); }
 
  private:
   Tokenizer() = default;
@@ -270,33 +274,31 @@ class Tokenizer {
   // Pre-tokenizes and BPE-encodes text with no added tokens in it. Holds state_->mutex.
   void encode_plain(std::string_view text, std::vector<TokenId>& out) const {
     split_llama3(text, [&](std::string_view piece) {
-      if (ignore_merges_) {
-        if (const TokenId id = vocab_.find(piece); id >= 0) {
+      const uint64_t hash = detail::hash_bytes(piece);  // for both the vocab and the cache
+      if (model_.ignore_merges) {
+        if (const TokenId id = model_.vocab.find(piece, hash); id >= 0) {
           out.push_back(id);
           return;
         }
       }
-      if (state_->cache.lookup(piece, out)) return;
+      if (state_->cache.lookup(piece, hash, out)) return;
       const size_t before = out.size();
-      detail::bpe_merge(merges_, byte_ids_, piece, state_->scratch, out);
-      state_->cache.store(piece, out.data() + before, out.size() - before);
+      detail::bpe_merge(model_, piece, state_->scratch, out);
+      state_->cache.store(piece, hash, out.data() + before, out.size() - before);
     });
   }
 
   void parse_tokenizer_json(std::string_view json, const std::string& source);
-  void parse_model(detail::JsonScanner& scan, const std::string& source);
   void parse_added_tokens(std::string_view json, const std::string& source);
   static void check_pipeline(const nlohmann::json& sections, const std::string& source);
 
-  detail::VocabBytes vocab_;              // model.vocab as raw bytes
-  detail::MergeTable merges_;             // model.merges
-  std::array<TokenId, 256> byte_ids_{};   // the single-byte tokens, BPE's starting point
-  bool ignore_merges_ = false;            // model.ignore_merges
+  detail::BpeModel model_;                // vocab, merges (bpe_load.hpp)
   std::vector<AddedToken> added_;         // added_tokens, in file order
   std::vector<std::string> added_bytes_;  // (added_) what each decodes to
   std::vector<int32_t> added_index_;      // (vocab_size) id -> index in added_, or -1
   std::unordered_map<std::string_view, TokenId> added_by_content_;  // views into added_
   std::array<bool, 256> added_first_byte_{};  // bytes that start some added token
+  int added_one_first_byte_ = -1;             // the only such byte, if just one (-1: none/many)
   std::vector<size_t> added_lengths_;         // distinct content lengths, longest first
   TokenId bos_id_ = -1;
   std::string bos_token_;
@@ -314,7 +316,7 @@ inline void Tokenizer::parse_tokenizer_json(std::string_view json, const std::st
   bool have_model = false;
   scan.object([&](const std::string& key) {
     if (key == "model") {
-      parse_model(scan, source);
+      detail::parse_bpe_model(scan, source, model_);
       have_model = true;
     } else if (key == "added_tokens") {
       parse_added_tokens(scan.raw_value(), source);
@@ -327,141 +329,6 @@ inline void Tokenizer::parse_tokenizer_json(std::string_view json, const std::st
   if (!scan.at_end()) scan.error("trailing characters after the top-level object");
   if (!have_model) fail(source, ": no \"model\" section");
   check_pipeline(sections, source);
-}
-
-// model: {"type": "BPE", "ignore_merges": true, "vocab": {...}, "merges": [...], ...}
-inline void Tokenizer::parse_model(detail::JsonScanner& scan, const std::string& source) {
-  std::string key_text, bytes, left, right;
-  // Merges are resolved to ids once the vocab is known (it comes first in HF's files, but JSON
-  // objects are unordered): keep them as byte strings until then.
-  // The vocab is collected first too, so that its hash table is sized once.
-  std::string vocab_bytes;                                  // every token's bytes, back to back
-  std::vector<std::pair<TokenId, uint32_t>> vocab_entries;  // (n_tokens) id, end in vocab_bytes
-  std::string merge_bytes;           // left and right bytes of every merge, back to back
-  std::vector<uint32_t> merge_ends;  // (2 * n_merges) end offsets in merge_bytes
-  bool have_vocab = false, have_merges = false;
-  const auto to_bytes = [&](const std::string& token, std::string& out, const char* where) {
-    if (!detail::byte_level_to_bytes(token, out)) {
-      fail(source, ": ", where, " token \"", token, "\" is not in the byte-level alphabet");
-    }
-  };
-  scan.object([&](const std::string& key) {
-    if (key == "vocab") {
-      have_vocab = true;
-      scan.object([&](const std::string& token) {
-        const int64_t id = scan.integer();
-        if (id < 0 || id >= (int64_t{1} << 24)) {
-          fail(source, ": model.vocab[\"", token, "\"] = ", id, " is not a valid id");
-        }
-        to_bytes(token, bytes, "model.vocab");
-        vocab_bytes += bytes;
-        vocab_entries.push_back(
-            {static_cast<TokenId>(id), static_cast<uint32_t>(vocab_bytes.size())});
-      });
-    } else if (key == "merges") {
-      have_merges = true;
-      scan.array([&] {
-        const size_t index = merge_ends.size() / 2;
-        if (scan.peek() == '[') {  // newer files: ["a", "b"]
-          size_t n_parts = 0;
-          scan.array([&] { scan.string(n_parts++ == 0 ? left : right); });
-          if (n_parts != 2) fail(source, ": model.merges[", index, "] must have 2 tokens");
-        } else {  // "a b": exactly one space (byte-level tokens never contain U+0020)
-          scan.string(key_text);
-          const size_t space = key_text.find(' ');
-          if (space == std::string::npos || key_text.find(' ', space + 1) != std::string::npos) {
-            fail(source, ": model.merges[", index, "] \"", key_text, "\" is not \"a b\"");
-          }
-          left = key_text.substr(0, space);
-          right = key_text.substr(space + 1);
-        }
-        to_bytes(left, bytes, "model.merges");
-        merge_bytes += bytes;
-        merge_ends.push_back(static_cast<uint32_t>(merge_bytes.size()));
-        to_bytes(right, bytes, "model.merges");
-        merge_bytes += bytes;
-        merge_ends.push_back(static_cast<uint32_t>(merge_bytes.size()));
-      });
-    } else if (key == "type") {
-      scan.string(key_text);
-      if (key_text != "BPE")
-        fail(source, ": model.type is \"", key_text, "\"; only BPE is supported");
-    } else if (key == "ignore_merges") {
-      const auto v = scan.raw_value();
-      if (v != "true" && v != "false") fail(source, ": model.ignore_merges must be true or false");
-      ignore_merges_ = v == "true";
-    } else {
-      const nlohmann::json v = detail::parse_json(scan.raw_value(), source);
-      const bool unset = v.is_null() || v == false || v == "";
-      if (!unset && (key == "byte_fallback" || key == "dropout" ||
-                     key == "continuing_subword_prefix" || key == "end_of_word_suffix")) {
-        fail(source, ": model.", key, " = ", v.dump(), " is not supported (byte-level BPE only)");
-      }
-    }
-  });
-  if (!have_vocab || !have_merges) fail(source, ": model needs both \"vocab\" and \"merges\"");
-  // Lookups go in blocks: hash and prefetch a block's keys, then probe (see VocabBytes).
-  constexpr size_t BLOCK = 32;
-  std::array<uint64_t, 3 * BLOCK> hashes{};
-  vocab_.reserve(vocab_entries.size());
-  for (size_t first = 0, start = 0; first < vocab_entries.size(); first += BLOCK) {
-    const size_t count = std::min(BLOCK, vocab_entries.size() - first);
-    for (size_t k = 0, begin = start; k < count; ++k) {
-      const uint32_t end = vocab_entries[first + k].second;
-      hashes[k] = detail::hash_bytes(std::string_view(vocab_bytes).substr(begin, end - begin));
-      vocab_.prefetch(hashes[k]);
-      begin = end;
-    }
-    for (size_t k = 0; k < count; ++k) {
-      const auto [id, end] = vocab_entries[first + k];
-      const std::string_view token = std::string_view(vocab_bytes).substr(start, end - start);
-      start = end;
-      if (!vocab_.add(id, token, hashes[k])) {
-        fail(source, ": model.vocab has the token of id ", id, " or the id itself twice");
-      }
-    }
-  }
-  for (int b = 0; b < 256; ++b) {
-    byte_ids_[b] = vocab_.find(std::string(1, static_cast<char>(b)));
-    if (byte_ids_[b] < 0) fail(source, ": model.vocab lacks the single-byte token for byte ", b);
-  }
-  const std::string_view all(merge_bytes);
-  const size_t n_merges = merge_ends.size() / 2;
-  merges_.reserve(n_merges);
-  std::array<std::string, BLOCK> merged;  // left + right bytes of each merge in the block
-  for (size_t first = 0; first < n_merges; first += BLOCK) {
-    const size_t count = std::min(BLOCK, n_merges - first);
-    const auto part = [&](size_t m, int side) {  // side 0: left, 1: right
-      const size_t i = 2 * m + side;
-      const size_t begin = i == 0 ? 0 : merge_ends[i - 1];
-      return all.substr(begin, merge_ends[i] - begin);
-    };
-    for (size_t k = 0; k < count; ++k) {
-      const size_t m = first + k;
-      merged[k].assign(part(m, 0)).append(part(m, 1));
-      hashes[3 * k] = detail::hash_bytes(part(m, 0));
-      hashes[3 * k + 1] = detail::hash_bytes(part(m, 1));
-      hashes[3 * k + 2] = detail::hash_bytes(merged[k]);
-      for (int j = 0; j < 3; ++j) vocab_.prefetch(hashes[3 * k + j]);
-    }
-    std::array<std::array<TokenId, 3>, BLOCK> ids;  // left, right, merged
-    for (size_t k = 0; k < count; ++k) {
-      const size_t m = first + k;
-      ids[k] = {vocab_.find(part(m, 0), hashes[3 * k]), vocab_.find(part(m, 1), hashes[3 * k + 1]),
-                vocab_.find(merged[k], hashes[3 * k + 2])};
-      if (ids[k][0] < 0 || ids[k][1] < 0 || ids[k][2] < 0) {
-        fail(source, ": model.merges[", m, "]: ",
-             ids[k][0] < 0   ? "left"
-             : ids[k][1] < 0 ? "right"
-                             : "merged",
-             " token is not in model.vocab");
-      }
-      merges_.prefetch(ids[k][0], ids[k][1]);
-    }
-    for (size_t k = 0; k < count; ++k) {
-      merges_.set(ids[k][0], ids[k][1], {static_cast<uint32_t>(first + k), ids[k][2]});
-    }
-  }
 }
 
 // added_tokens: [{"id": 128000, "content": "<|begin_of_text|>", "special": true, ...}, ...]
@@ -502,6 +369,11 @@ inline void Tokenizer::parse_added_tokens(std::string_view json, const std::stri
     }
   }
   std::sort(added_lengths_.rbegin(), added_lengths_.rend());
+  if (std::count(added_first_byte_.begin(), added_first_byte_.end(), true) == 1) {
+    added_one_first_byte_ =
+        static_cast<int>(std::find(added_first_byte_.begin(), added_first_byte_.end(), true) -
+                         added_first_byte_.begin());
+  }
 }
 
 // normalizer none, the Llama-3 split + ByteLevel pre-tokenizer, a ByteLevel decoder: the pipeline

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -23,6 +24,7 @@ enum class CharClass : uint8_t { other = 0, letter = 1, number = 2, space = 3 };
 struct CharClassTable {
   std::array<uint16_t, 0x110000 / 256> stage1{};  // (block) -> index of its 256 classes in stage2
   std::vector<uint8_t> stage2;                    // (n_unique_blocks * 256) CharClass values
+  std::array<CharClass, 0x80> ascii{};            // the classes of U+0000..U+007F
 
   CharClassTable() {
     std::vector<uint8_t> flat(0x110000, 0);
@@ -38,9 +40,11 @@ struct CharClassTable {
       if (inserted) stage2.insert(stage2.end(), contents.begin(), contents.end());
       stage1[block] = it->second;
     }
+    for (size_t cp = 0; cp < ascii.size(); ++cp) ascii[cp] = static_cast<CharClass>(flat[cp]);
   }
 
   CharClass operator()(char32_t cp) const {
+    if (cp < 0x80) return ascii[cp];  // one load instead of two for the common case
     return static_cast<CharClass>(stage2[size_t{stage1[cp >> 8]} * 256 + (cp & 255)]);
   }
 };
@@ -134,6 +138,14 @@ inline size_t utf8_error_offset(std::string_view text) {
   const size_t n = text.size();
   size_t i = 0;
   while (i < n) {
+    if (i + 8 <= n) {  // most text is ASCII: 8 bytes at a time while none has its top bit set
+      uint64_t word;
+      std::memcpy(&word, s + i, 8);
+      if ((word & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     if (s[i] < 0x80) {
       ++i;
       continue;
