@@ -15,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "cpu_bench_common.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
@@ -23,43 +24,6 @@
 
 namespace {
 
-constexpr size_t ROTATION_BYTES = size_t{256} << 20;  // far beyond the 32 MiB L3 of the dev machine
-
-hllm::ThreadPool& pool() {
-  static hllm::ThreadPool instance(0);
-  return instance;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double& measured_read_gbps() {
-  static double value = 0.0;
-  return value;
-}
-
-void BM_MemoryReadBandwidth(benchmark::State& state) {
-  const size_t n = (size_t{512} << 20) / sizeof(uint64_t);
-  std::vector<uint64_t> data(n);
-  std::iota(data.begin(), data.end(), uint64_t{0});
-  const int64_t chunks = 256;
-  std::vector<uint64_t> partial(chunks);
-  double best = 0.0;
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    pool().parallel_for(chunks, [&](int64_t c) {
-      uint64_t acc = 0;
-      for (size_t i = n / chunks * c, end = n / chunks * (c + 1); i < end; ++i) acc ^= data[i];
-      partial[c] = acc;
-    });
-    benchmark::DoNotOptimize(partial.data());
-    best = std::max(best, n * sizeof(uint64_t) / seconds_since(start) / 1e9);
-  }
-  measured_read_gbps() = std::max(measured_read_gbps(), best);
-  state.counters["GB/s"] = best;
-  state.counters["threads"] = pool().size();
-}
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)->UseRealTime();
 
 void report(benchmark::State& state, double total_seconds, size_t weight_bytes, int64_t n,
