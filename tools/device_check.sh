@@ -42,7 +42,7 @@ say() { printf '\n==== %s [%ds]\n' "$*" "$SECONDS"; }
 
 # Unpacks the carried .deb files into a private prefix (never into /) and prints that prefix.
 unpack_deps() {
-  local prefix=/tmp/hllm-deps deb tmp
+  local prefix="$root/$DEPS_DIR/unpacked" deb tmp
   rm -rf "$prefix" && mkdir -p "$prefix"
   for deb in "$DEPS_DIR"/*.deb; do
     if command -v dpkg-deb >/dev/null; then
