@@ -10,9 +10,11 @@
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/matmul.hpp"
 
 namespace {
 
@@ -54,6 +56,33 @@ void BM_MemoryReadBandwidth(benchmark::State& state) {
   measured_read_gbps() = std::max(measured_read_gbps(), best);
   state.counters["GB/s"] = best;
   state.counters["threads"] = pool().size();
+}
+
+// Times cpu::matmul with bf16 weights [out, in] (random, rotated through ROTATION_BYTES) on n
+// tokens for every benchmark iteration; returns the total seconds spent inside the calls.
+inline double time_bf16_matmul(benchmark::State& state, int64_t n, int64_t in, int64_t out) {
+  const size_t weight_bytes = static_cast<size_t>(in * out) * sizeof(hllm::bf16);
+  const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  std::vector<std::vector<hllm::bf16>> weights(
+      copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
+  for (auto& w : weights)
+    for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));
+  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
+  for (float& v : x) v = dist(rng);
+  size_t next = 0;
+  double total_seconds = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    hllm::cpu::matmul(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}),
+                      hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}),
+                      hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool());
+    total_seconds += seconds_since(start);
+    next = (next + 1) % copies;
+    benchmark::DoNotOptimize(y.data());
+  }
+  return total_seconds;
 }
 
 }  // namespace

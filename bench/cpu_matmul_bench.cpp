@@ -26,27 +26,7 @@ BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)
 void BM_Matmul_bf16(benchmark::State& state) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const size_t weight_bytes = static_cast<size_t>(in * out) * sizeof(hllm::bf16);
-  const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<std::vector<hllm::bf16>> weights(
-      copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
-  for (auto& w : weights)
-    for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));
-  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
-  for (float& v : x) v = dist(rng);
-
-  size_t next = 0;
-  double total_seconds = 0.0;
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    hllm::cpu::matmul(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}),
-                      hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}),
-                      hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool());
-    total_seconds += seconds_since(start);
-    next = (next + 1) % copies;
-    benchmark::DoNotOptimize(y.data());
-  }
+  const double total_seconds = time_bf16_matmul(state, n, in, out);
   const double per_call = total_seconds / static_cast<double>(state.iterations());
   const double gbps = weight_bytes / per_call / 1e9;
   state.counters["weight_GB/s"] = gbps;
