@@ -72,6 +72,26 @@ TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
   }
 }
 
+// A prompt split into chunks (each attending to the cached earlier ones, all with the RoPE table
+// of the whole forward) gives the same logits as the one-pass golden.
+TEST_P(GoldenTest, ChunkedPrefillMatches) {
+  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const hllm::Tensor expected = golden_->tensor("logits");
+  const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
+  model_->set_prefill_chunk(37);  // 200 = 5 × 37 + 15: a ragged last chunk
+  hllm::KvCache cache = model_->new_cache(n);
+  std::vector<float> logits(static_cast<size_t>(n * vocab));
+  model_->forward(ids, cache, logits, /*all_logits=*/true);
+  const float* golden = expected.as<float>();
+  float max_golden = 0.0f, max_error = 0.0f;
+  for (int64_t i = 0; i < n * vocab; ++i) {
+    max_golden = std::max(max_golden, std::fabs(golden[i]));
+    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
+  }
+  EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
+  EXPECT_EQ(cache.length(), n);
+}
+
 // HF re-bases dynamic NTK with the running length, so only its one-pass forward has a golden.
 using GenerationTest = GoldenTest;
 

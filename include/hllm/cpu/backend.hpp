@@ -12,11 +12,12 @@
 
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/activation.hpp"
-#include "hllm/cpu/attention.hpp"
+#include "hllm/cpu/attention_paged.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/rope.hpp"
+#include "hllm/engine/paged_kv.hpp"
 #include "hllm/model/backend.hpp"
 
 namespace hllm {
@@ -53,11 +54,21 @@ class CpuBackend final : public Backend {
     std::memcpy(out.data(), x.data, x.nbytes());
   }
 
-  void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) override {
+  void begin_step(const Step& step) override {
+    ids_.assign(step.ids.begin(), step.ids.end());
+    seq_.assign(step.seq.begin(), step.seq.end());
+    positions_.assign(step.positions.begin(), step.positions.end());
+    block_tables_.assign(step.block_tables.begin(), step.block_tables.end());
+    max_blocks_per_seq_ = step.max_blocks_per_seq;
+    block_size_ = step.block_size;
+    rope_ = step.rope;
+  }
+
+  void embedding(const Tensor& table, const Tensor& out) override {
     const int64_t dim = table.dim(1);
-    pool_.parallel_for(static_cast<int64_t>(ids.size()), [&](int64_t t) {
+    pool_.parallel_for(static_cast<int64_t>(ids_.size()), [&](int64_t t) {
       float* dst = out.as<float>() + t * dim;
-      const int64_t row = ids[t] * dim;
+      const int64_t row = ids_[t] * dim;
       switch (table.dtype) {
         case DType::bf16:
           return widen_row(table.as<bf16>() + row, dst, dim);
@@ -72,34 +83,56 @@ class CpuBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
     cpu::rmsnorm(x, weight, eps, out, pool_);
   }
+  void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps,
+                   const Tensor& out) override {
+    if (x.numel() != y.numel()) fail("add_rmsnorm: ", x.shape.str(), " + ", y.shape.str());
+    float* dst = x.as<float>();
+    const float* src = y.as<float>();
+    for (int64_t i = 0; i < x.numel(); ++i) dst[i] += src[i];
+    cpu::rmsnorm(x, weight, eps, out, pool_);
+  }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
     if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
     cpu::matmul(x, weight.dense, out, pool_);
   }
-  void rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table) override {
-    cpu::apply_rope(x, positions, table, pool_);
+  void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
+                     const KvLayer& cache) override {
+    const int64_t n = q.dim(0);
+    if (k.dim(0) != n || v.dim(0) != n || static_cast<int64_t>(positions_.size()) != n)
+      fail("rope_store_kv: ", n, " queries, ", k.dim(0), " keys, ", positions_.size(),
+           " step positions");
+    positions64_.assign(positions_.begin(), positions_.end());
+    cpu::apply_rope(q, positions64_, *rope_, pool_);
+    cpu::apply_rope(k, positions64_, *rope_, pool_);
+    const PagedKvView view = paged_view(cache);
+    const int64_t rows = cache.k.dim(0);
+    const size_t row_floats = static_cast<size_t>(k.numel() / n);
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t row = paged_kv_row(view, seq_[t], positions_[t]);
+      if (row < 0 || row >= rows) fail("rope_store_kv: cache row ", row, " outside ", rows);
+      std::memcpy(cache.k.as<float>() + row * row_floats, k.as<float>() + t * row_floats,
+                  row_floats * sizeof(float));
+      std::memcpy(cache.v.as<float>() + row * row_floats, v.as<float>() + t * row_floats,
+                  row_floats * sizeof(float));
+    }
   }
-  void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache,
-                int64_t start_pos) override {
-    if (start_pos < 0 || start_pos + k.dim(0) > cache.k.dim(0))
-      fail("store_kv: positions ", start_pos, "..", start_pos + k.dim(0), " exceed the cache of ",
-           cache.k.dim(0));
-    const size_t row_bytes = static_cast<size_t>(k.numel() / k.dim(0)) * sizeof(float);
-    std::memcpy(cache.k.rows(start_pos, start_pos + k.dim(0)).data, k.data, k.dim(0) * row_bytes);
-    std::memcpy(cache.v.rows(start_pos, start_pos + v.dim(0)).data, v.data, v.dim(0) * row_bytes);
-  }
-  void attention(const Tensor& q, const KvLayer& cache, int64_t start_pos, float scale,
-                 const Tensor& out) override {
-    cpu::attention_causal(q, cache.k, cache.v, start_pos, scale, out, pool_);
+  void attention(const Tensor& q, const KvLayer& cache, float scale, const Tensor& out) override {
+    kv_len_.resize(positions_.size());
+    for (size_t t = 0; t < positions_.size(); ++t) kv_len_[t] = positions_[t] + 1;
+    cpu::attention_paged(q.as<float>(), paged_view(cache), seq_, kv_len_,
+                         static_cast<int>(q.dim(1)), scale, out.as<float>(), pool_);
   }
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override {
     cpu::swiglu(gate, up, out, pool_);
   }
-  void add(const Tensor& x, const Tensor& y) override {
-    if (x.numel() != y.numel()) fail("add: ", x.shape.str(), " + ", y.shape.str());
-    float* dst = x.as<float>();
-    const float* src = y.as<float>();
-    for (int64_t i = 0; i < x.numel(); ++i) dst[i] += src[i];
+  void argmax(const Tensor& logits, std::span<int32_t> ids) override {
+    const int64_t rows = logits.dim(0), vocab = logits.dim(1);
+    if (logits.dtype != DType::f32 || static_cast<int64_t>(ids.size()) != rows)
+      fail("argmax: logits ", logits.shape.str(), " for ", ids.size(), " ids");
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = logits.as<float>() + r * vocab;
+      ids[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
   }
 
  private:
@@ -108,8 +141,25 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) dst[i] = cpu::to_f32(src[i]);
   }
 
+  PagedKvView paged_view(const KvLayer& cache) const {
+    PagedKvView view;
+    view.k = cache.k.data;
+    view.v = cache.v.data;
+    view.block_tables = block_tables_.data();
+    view.max_blocks_per_seq = max_blocks_per_seq_;
+    view.block_size = block_size_;
+    view.n_kv_heads = static_cast<int32_t>(cache.k.dim(1));
+    view.head_dim = static_cast<int32_t>(cache.k.dim(2));
+    return view;
+  }
+
   ThreadPool pool_;
-  std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
+  std::vector<float> int4_scratch_;
+  // The step inputs (begin_step).
+  std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;
+  std::vector<int64_t> positions64_;
+  int32_t max_blocks_per_seq_ = 0, block_size_ = 0;
+  const RopeTable* rope_ = nullptr;  // activations in an INT4 weight's packed input order
 };
 
 }  // namespace hllm

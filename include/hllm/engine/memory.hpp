@@ -2,6 +2,7 @@
 // activation workspace of the CPU backend (fp32) at a given context. `hllm info` prints these.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "hllm/model/config.hpp"
@@ -19,16 +20,19 @@ inline int64_t parameter_count(const LlamaConfig& c) {
 }
 
 // K and V of every layer for `tokens` positions, `bytes_per_value` each (4 on the CPU backend).
+// Rows are allocated in whole blocks of 16 positions (engine/kv_cache.hpp).
 inline int64_t kv_cache_bytes(const LlamaConfig& c, int64_t tokens, int64_t bytes_per_value = 4) {
-  return 2 * c.n_layers * tokens * c.kv_dim() * bytes_per_value;
+  const int64_t rows = (tokens + 15) / 16 * 16;
+  return 2 * c.n_layers * rows * c.kv_dim() * bytes_per_value;
 }
 
-// The forward pass's activations for a prefill of `tokens` tokens at once (model/llama.hpp's
-// Workspace: x, h, q, k, v, attention out, gate, up) plus one row of logits, in fp32.
+// The forward pass's activations for a prefill of `tokens` tokens (model/llama.hpp's Workspace:
+// x, h, y, q, k, v, attention out, gate, up, for at most one prefill chunk at a time) plus one row
+// of fp32 logits, in fp32.
 inline int64_t activation_bytes(const LlamaConfig& c, int64_t tokens) {
   const int64_t per_token =
-      2 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.intermediate_size;
-  return 4 * (tokens * per_token + c.vocab_size);
+      3 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.intermediate_size;
+  return 4 * (std::min<int64_t>(tokens, 4096) * per_token + c.vocab_size);
 }
 
 }  // namespace hllm

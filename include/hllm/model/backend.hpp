@@ -11,7 +11,9 @@
 //   - ops do not allocate; the caller passes outputs created by allocate().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -28,12 +30,40 @@ struct Buffer {
   std::shared_ptr<void> memory;
 };
 
-// One layer's slice of the KV cache: rows are positions, [capacity, n_kv_heads, head_dim]; K is
-// stored after RoPE.
+// One layer of the KV cache, paged (engine/paged_kv.hpp): rows are (block, slot) pairs,
+// [n_blocks * block_size, n_kv_heads, head_dim]; K is stored after RoPE. Which rows belong to which
+// sequence is the step's block table (Step below).
 struct KvLayer {
   Tensor k;
   Tensor v;
 };
+
+// Everything about one forward step that changes from step to step, given to the backend once per
+// step (begin_step) before any op runs. Ops read it from there, never from their arguments, so
+// the ops of a step form a fixed program that a GPU backend can capture once and replay (CUDA
+// graphs): only these inputs change.
+//
+//   token t (0 .. n-1): ids[t], sequence seq[t] (a row of block_tables), position positions[t];
+//                       it attends to positions 0 .. positions[t] of its sequence (causal)
+//   block_tables       [n_seqs, max_blocks_per_seq] physical block of each logical block
+struct Step {
+  std::span<const int32_t> ids;
+  std::span<const int32_t> seq;
+  std::span<const int32_t> positions;
+  std::span<const int32_t> block_tables;
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 0;
+  int32_t max_kv_len = 0;  // a bound on positions[t] + 1 that stays fixed across replays (e.g.
+                           // the cache capacity): picks the attention split count
+  const RopeTable* rope = nullptr;  // inverse frequencies for this step (dynamic NTK varies)
+};
+
+// A process-wide unique number for objects whose identity goes into a recorded step's key
+// (models, caches, buffer generations): unlike addresses, never reused after a free.
+inline uint64_t next_object_id() {
+  static std::atomic<uint64_t> counter{0};
+  return ++counter;
+}
 
 class Backend {
  public:
@@ -49,29 +79,39 @@ class Backend {
   virtual Tensor upload_weight(const Tensor& host) = 0;
   // The same for a linear layer's weight, dense or INT4; the returned Linear keeps any copy alive.
   virtual Linear upload_linear(const Linear& host) = 0;
-  // Copies an activation tensor to host memory as fp32.
+  // Copies an activation tensor (or fp32 logits) to host memory as fp32.
   virtual void to_host_f32(const Tensor& x, std::span<float> out) = 0;
 
-  // out[t, :] = table[ids[t], :]; ids were range-checked by the caller.
-  virtual void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) = 0;
+  // Sets the step inputs for the ops that follow (the spans are copied; they need not outlive the
+  // call).
+  virtual void begin_step(const Step& step) = 0;
+  // Runs `ops` (the ops of one step) once. A GPU backend may record them the first time a `key`
+  // is seen and replay the recording afterwards: `key` must change whenever anything the ops
+  // capture changes (token count, buffers, cache) — step inputs excepted.
+  virtual void run_step(uint64_t key, const std::function<void()>& ops) { (void)key, ops(); }
+
+  // out[t, :] = table[ids[t], :] for the step's ids (range-checked by the caller).
+  virtual void embedding(const Tensor& table, const Tensor& out) = 0;
   // out = weight * x / rms(x) per row (out may alias x).
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
-  // out[n, out_features] = x[n, in_features] · weightᵀ (dense or INT4, dequantized on the fly)
+  // x += y, then out = rmsnorm(x) (the residual add fused with the next norm).
+  virtual void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps,
+                           const Tensor& out) = 0;
+  // out[n, out_features] = x[n, in_features] · weightᵀ (dense or INT4, dequantized on the fly);
+  // out is activation_dtype() or f32.
   virtual void matmul(const Tensor& x, const Linear& weight, const Tensor& out) = 0;
-  // Rotates x [n, heads, head_dim] in place; token t is at positions[t].
-  virtual void rope(const Tensor& x, std::span<const int64_t> positions,
-                    const RopeTable& table) = 0;
-  // Writes k, v [n, n_kv_heads, head_dim] into cache rows start_pos .. start_pos + n - 1.
-  virtual void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache,
-                        int64_t start_pos) = 0;
-  // Causal attention of q [n, n_heads, head_dim] (positions start_pos ..) over cache rows 0 ..
-  // start_pos + t.
-  virtual void attention(const Tensor& q, const KvLayer& cache, int64_t start_pos, float scale,
-                         const Tensor& out) = 0;
+  // Rotates q [n, n_heads, head_dim] in place and k [n, n_kv_heads, head_dim] by the step's
+  // positions, and writes k and v into the cache at each token's (sequence, position).
+  virtual void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
+                             const KvLayer& cache) = 0;
+  // Causal attention of q [n, n_heads, head_dim]: token t over positions 0 .. positions[t] of its
+  // sequence in the cache.
+  virtual void attention(const Tensor& q, const KvLayer& cache, float scale, const Tensor& out) = 0;
   // out = silu(gate) * up (out may alias gate).
   virtual void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
-  // x += y
-  virtual void add(const Tensor& x, const Tensor& y) = 0;
+
+  // Greedy ids of fp32 logits [rows, vocab] (lowest index on ties), computed where the logits are.
+  virtual void argmax(const Tensor& logits, std::span<int32_t> ids) = 0;
 };
 
 }  // namespace hllm

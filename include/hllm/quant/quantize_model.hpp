@@ -70,32 +70,31 @@ class HessianRecorder final : public Backend {
   Tensor upload_weight(const Tensor& host) override { return inner_.upload_weight(host); }
   Linear upload_linear(const Linear& host) override { return inner_.upload_linear(host); }
   void to_host_f32(const Tensor& x, std::span<float> out) override { inner_.to_host_f32(x, out); }
-  void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) override {
-    inner_.embedding(table, ids, out);
-  }
+  void begin_step(const Step& step) override { inner_.begin_step(step); }
+  void embedding(const Tensor& table, const Tensor& out) override { inner_.embedding(table, out); }
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
     inner_.rmsnorm(x, weight, eps, out);
+  }
+  void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps,
+                   const Tensor& out) override {
+    inner_.add_rmsnorm(x, y, weight, eps, out);
   }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
     const auto it = watched_.find(weight.dense.data);
     if (it != watched_.end()) accumulate(x, *it->second);
     inner_.matmul(x, weight, out);
   }
-  void rope(const Tensor& x, std::span<const int64_t> positions, const RopeTable& table) override {
-    inner_.rope(x, positions, table);
+  void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
+                     const KvLayer& cache) override {
+    inner_.rope_store_kv(q, k, v, cache);
   }
-  void store_kv(const Tensor& k, const Tensor& v, const KvLayer& cache,
-                int64_t start_pos) override {
-    inner_.store_kv(k, v, cache, start_pos);
-  }
-  void attention(const Tensor& q, const KvLayer& cache, int64_t start_pos, float scale,
-                 const Tensor& out) override {
-    inner_.attention(q, cache, start_pos, scale, out);
+  void attention(const Tensor& q, const KvLayer& cache, float scale, const Tensor& out) override {
+    inner_.attention(q, cache, scale, out);
   }
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override {
     inner_.swiglu(gate, up, out);
   }
-  void add(const Tensor& x, const Tensor& y) override { inner_.add(x, y); }
+  void argmax(const Tensor& logits, std::span<int32_t> ids) override { inner_.argmax(logits, ids); }
 
  private:
   // h += xᵀ x, as one threaded matmul of xᵀ with itself (fp32 products, summed into fp64).
