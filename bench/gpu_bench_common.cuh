@@ -1,0 +1,102 @@
+// What the CUDA benchmarks share: device-event timing of one launch per benchmark iteration, the
+// measured copy bandwidth that every memory-bound kernel is compared with (the roofline ceiling),
+// and rotation over several input sets so repeated runs are not served from the 50-60 MB L2.
+//
+// Use in a benchmark:
+//   EventTimer timer;                       // once, before the loop
+//   for (auto _ : state) {
+//     timer.start(); launch(...); state.SetIterationTime(timer.stop_seconds());
+//   }
+//   report_bandwidth(state, bytes_per_launch);   // GB/s and % of copy_bandwidth_gbps()
+// and register it with ->UseManualTime().
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "hllm/cuda/common.cuh"
+
+namespace hllm::bench {
+
+// Device events around a region of the default stream (or `stream`).
+class EventTimer {
+ public:
+  EventTimer() {
+    HLLM_CUDA_CHECK(cudaEventCreate(&start_));
+    HLLM_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+
+  void start(cudaStream_t stream = nullptr) { HLLM_CUDA_CHECK(cudaEventRecord(start_, stream)); }
+  double stop_seconds(cudaStream_t stream = nullptr) {
+    HLLM_CUDA_CHECK(cudaEventRecord(stop_, stream));
+    HLLM_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0.0f;
+    HLLM_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return static_cast<double>(ms) * 1e-3;
+  }
+
+ private:
+  cudaEvent_t start_{}, stop_{};
+};
+
+// Input sets of `bytes_each` rotated so that one set's bytes have left L2 before it is read again:
+// enough sets to cover `min_total` bytes (default 4× a 60 MB L2).
+inline int rotation_count(size_t bytes_each, size_t min_total = size_t{256} << 20) {
+  return static_cast<int>(
+      std::clamp<size_t>(min_total / std::max<size_t>(bytes_each, 1) + 1, 1, 64));
+}
+
+// Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second), the median of
+// 15 copies of 1 GiB after a warm-up; measured once per process. This is the ceiling memory-bound
+// kernels are reported against ("% of copy").
+inline double copy_bandwidth_gbps() {
+  static const double measured = [] {
+    constexpr size_t BYTES = size_t{1} << 30;
+    cuda::DeviceBuffer<uint8_t> src(BYTES), dst(BYTES);
+    HLLM_CUDA_CHECK(cudaMemset(src.data(), 1, BYTES));
+    EventTimer timer;
+    std::vector<double> seconds;
+    for (int i = 0; i < 17; ++i) {
+      timer.start();
+      HLLM_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), BYTES, cudaMemcpyDeviceToDevice));
+      const double s = timer.stop_seconds();
+      if (i >= 2) seconds.push_back(s);
+    }
+    std::sort(seconds.begin(), seconds.end());
+    return 2.0 * static_cast<double>(BYTES) / seconds[seconds.size() / 2] * 1e-9;
+  }();
+  return measured;
+}
+
+// Adds GB/s and % of the copy bandwidth for `bytes` moved per iteration.
+inline void report_bandwidth(benchmark::State& state, double bytes) {
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["copy_GB/s"] = copy_bandwidth_gbps();
+  state.counters["bytes"] = bytes;
+}
+
+// % of copy bandwidth is derived from the per-iteration time Google Benchmark measured; call after
+// the loop, with that median-friendly manual time: pct = bytes / time / copy.
+inline void report_percent_of_copy(benchmark::State& state, double bytes, double seconds) {
+  state.counters["pct_copy"] = 100.0 * bytes / seconds * 1e-9 / copy_bandwidth_gbps();
+}
+
+// Median of a vector of per-launch times (seconds).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+}  // namespace hllm::bench

@@ -1,0 +1,175 @@
+// The sampling rule of the GPU sampler (kernels/hllm/cuda/sampling.cuh), written once for the CPU:
+// its definition, its per-row parameters, and the HLLM_HOST_DEVICE pieces both sides share. The
+// GPU test uses sample_by_rule() as its oracle.
+//
+// For one row of logits l[0 .. vocab) and parameters {temperature T, top_k, top_p, min_p}, with a
+// uniform draw u in [0, 1):
+//
+//   0. sanitize: a NaN logit counts as -inf (never kept); -0 counts as +0.
+//   1. greedy: T <= 0 (or 1/T not finite), or the largest logit m not finite  ->  argmax, the
+//      lowest index among equal maxima (what std::max_element, sampler.hpp's argmax, returns).
+//   2. weights w_i = expf((l_i - m) · (1/T)) in fp32 (sample_weight): p_i = w_i / Σ w, and w = 1
+//      at the max. Every threshold below is a threshold on logits, which order tokens exactly as
+//      p does, so equal logits are always kept or dropped together.
+//   3. top_k (0 < top_k < vocab, else off): keep l_i >= the k-th largest logit (counted with
+//      multiplicity). Ties at the k-th value are ALL kept, so more than k tokens may survive.
+//   4. top_p (top_p < 1, else off): among the top-k survivors K, keep l_i >= λ, λ the largest logit
+//      value with Σ_{i∈K, l_i >= λ} w_i >= top_p · Σ_{i∈K} w_i (ties kept; "p_i >= τ" with τ the
+//      largest probability threshold whose kept mass reaches top_p of K's mass).
+//   5. min_p (min_p > 0, else off; values above 1 act as 1): keep w_i >= min_p, i.e.
+//      p_i >= min_p · p_max. A token with w_i == 0 (-inf, NaN, or fp32 underflow) is never kept.
+//   6. draw: with W = Σ_kept w_i, the first kept index (in INDEX order, not probability order)
+//      whose running sum of kept w exceeds max(u, 0) · W; if rounding runs past the end, the last
+//      kept index. The argmax token is always kept, so W >= 1.
+//
+// The CPU sums in double; the GPU sums fp32 per thread and double across threads, and finds the
+// thresholds of steps 3 and 4 by bisection over the order key of the logits (exact for top_k; for
+// top_p exact up to summation rounding). Both compute w with the shared sample_weight().
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "hllm/core/dtype.hpp"
+#include "hllm/core/error.hpp"
+
+namespace hllm {
+
+// Per-row parameters of the rule (device side: an array [rows] of these in device memory).
+struct SampleRuleParams {
+  float temperature = 1.0f;  // <= 0: greedy
+  int32_t top_k = 0;         // <= 0 or >= vocab: off
+  float top_p = 1.0f;        // >= 1: off; <= 0 keeps only the largest logit
+  float min_p = 0.0f;        // <= 0: off; > 1 acts as 1
+};
+static_assert(sizeof(SampleRuleParams) == 16, "SampleRuleParams is read by the GPU as 16 bytes");
+
+// Step 0: NaN -> -inf, -0 -> +0 (IEEE: -0 + +0 = +0), so that equal logits have equal order keys.
+HLLM_HOST_DEVICE float sample_logit(float logit) {
+  return logit != logit ? -std::numeric_limits<float>::infinity() : logit + 0.0f;
+}
+
+// An unsigned key with the order of the (sanitized, non-NaN) float: flip all bits of negatives, the
+// sign bit of non-negatives. -inf -> 0x007fffff, +0 -> 0x80000000, +inf -> 0xff800000.
+HLLM_HOST_DEVICE uint32_t sample_order_key(float sanitized_logit) {
+  const uint32_t bits = f32_to_bits(sanitized_logit);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// Step 1: whether the row is sampled greedily.
+HLLM_HOST_DEVICE bool sample_is_greedy(const SampleRuleParams& p, float max_logit) {
+  const float inv_t = 1.0f / p.temperature;
+  return !(p.temperature > 0.0f) || !(inv_t <= std::numeric_limits<float>::max()) ||
+         !(max_logit >= -std::numeric_limits<float>::max() &&
+           max_logit <= std::numeric_limits<float>::max());
+}
+
+// Step 2: the unnormalized probability, 1 at the max, 0 for -inf.
+HLLM_HOST_DEVICE float sample_weight(float sanitized_logit, float max_logit, float inv_t) {
+  return expf((sanitized_logit - max_logit) * inv_t);
+}
+
+// Step 5: the smallest weight min_p keeps (0 keeps everything).
+HLLM_HOST_DEVICE float sample_min_weight(float min_p) {
+  return min_p > 0.0f ? (min_p < 1.0f ? min_p : 1.0f) : 0.0f;
+}
+
+// Step 5's test, plus: a token of weight 0 (a -inf or NaN logit, or more than ~87·T below the max,
+// where expf underflows) is never kept, so neither the draw nor its fallback can pick it.
+HLLM_HOST_DEVICE bool sample_weight_kept(float weight, float min_weight) {
+  return weight > 0.0f && weight >= min_weight;
+}
+
+// Step 1's argmax: lowest index of the largest sanitized logit (0 for an all-NaN row).
+inline int32_t sample_argmax(std::span<const float> logits) {
+  int32_t best = 0;
+  float best_value = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = sample_logit(logits[i]);
+    if (v > best_value) best_value = v, best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+// Steps 0-5: kept[i] = 1 for every token the draw can pick (the argmax alone when greedy).
+inline std::vector<uint8_t> sample_rule_kept(std::span<const float> logits,
+                                             const SampleRuleParams& p) {
+  if (logits.empty()) fail("sample_rule_kept: empty logits");
+  const size_t n = logits.size();
+  std::vector<uint8_t> kept(n, 0);
+  const int32_t best = sample_argmax(logits);
+  const float m = sample_logit(logits[best]);
+  if (sample_is_greedy(p, m)) {
+    kept[best] = 1;
+    return kept;
+  }
+  const float inv_t = 1.0f / p.temperature;
+  std::vector<float> l(n), w(n);
+  for (size_t i = 0; i < n; ++i) {
+    l[i] = sample_logit(logits[i]);
+    w[i] = sample_weight(l[i], m, inv_t);
+  }
+
+  float threshold = -std::numeric_limits<float>::infinity();  // keep l >= threshold
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {
+    std::vector<float> sorted = l;
+    std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(),
+                     std::greater<float>());
+    threshold = sorted[p.top_k - 1];
+  }
+  if (p.top_p < 1.0f) {
+    std::vector<int32_t> order;
+    double mass = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      if (l[i] >= threshold) {
+        order.push_back(static_cast<int32_t>(i));
+        mass += w[i];
+      }
+    }
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+    const double target = static_cast<double>(p.top_p) * mass;
+    double cumulative = 0.0;
+    for (size_t j = 0; j < order.size();) {
+      const float value = l[order[j]];
+      while (j < order.size() && l[order[j]] == value) cumulative += w[order[j++]];
+      if (cumulative >= target) {  // the first (largest) value whose mass reaches top_p
+        threshold = value;
+        break;
+      }
+    }
+  }
+  const float min_weight = sample_min_weight(p.min_p);
+  for (size_t i = 0; i < n; ++i)
+    kept[i] = l[i] >= threshold && sample_weight_kept(w[i], min_weight);
+  return kept;
+}
+
+// Steps 0-6: the id the rule picks for the uniform draw `uniform` in [0, 1).
+inline int32_t sample_by_rule(std::span<const float> logits, const SampleRuleParams& p,
+                              float uniform) {
+  const std::vector<uint8_t> kept = sample_rule_kept(logits, p);
+  const int32_t best = sample_argmax(logits);
+  const float m = sample_logit(logits[best]);
+  if (sample_is_greedy(p, m)) return best;
+  const float inv_t = 1.0f / p.temperature;
+  double total = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (kept[i]) total += sample_weight(sample_logit(logits[i]), m, inv_t);
+  const double target = static_cast<double>(std::fmax(uniform, 0.0f)) * total;
+  double cumulative = 0.0;
+  int32_t last = best;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!kept[i]) continue;
+    cumulative += sample_weight(sample_logit(logits[i]), m, inv_t);
+    last = static_cast<int32_t>(i);
+    if (cumulative > target) return last;
+  }
+  return last;
+}
+
+}  // namespace hllm
