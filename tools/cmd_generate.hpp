@@ -76,10 +76,10 @@ inline void add_generate_command(CLI::App& app) {
     const double decode_steps = static_cast<double>(std::max<size_t>(generated.size(), 1) - 1);
     std::fprintf(stderr,
                  "hllm: prefill %lld tokens in %.1f ms (%.1f tok/s); decode %zu tokens, %.1f tok/s "
-                 "(%s, %d threads)\n",
+                 "(%s)\n",
                  static_cast<long long>(n_prompt), prefill_s * 1e3, n_prompt / prefill_s,
                  generated.size(), decode_steps > 0 ? decode_steps / decode_s : 0.0,
-                 loaded->backend.name().c_str(), loaded->backend.n_threads());
+                 loaded->backend_description().c_str());
   });
 }
 

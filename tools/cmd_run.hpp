@@ -23,10 +23,10 @@ inline void print_generation_summary(const GenerationResult& r, const TextModel&
   std::fprintf(
       stderr,
       "hllm: prompt %lld tokens, first token after %.1f ms (%.1f tok/s prefill); %zu tokens "
-      "at %.2f tok/s; finish: %s (%s, %d threads, seed %llu)\n",
+      "at %.2f tok/s; finish: %s (%s, seed %llu)\n",
       static_cast<long long>(r.prompt_tokens), r.prefill_seconds * 1e3,
       static_cast<double>(r.prompt_tokens) / r.prefill_seconds, r.ids.size(), decode_rate,
-      finish_reason_name(r.finish), m.loaded->backend.name().c_str(), m.loaded->backend.n_threads(),
+      finish_reason_name(r.finish), m.loaded->backend_description().c_str(),
       static_cast<unsigned long long>(m.sampling.seed));
 }
 

@@ -18,7 +18,11 @@
 #   HLLM_BENCH_TIMEOUT_S     wall-clock limit per benchmark binary, default 120
 #   HLLM_CHECK_BUDGET_S      benchmarks still to run are skipped once this many seconds have
 #                            passed since the start, default 420 (7 of the 15 device minutes)
-#   HLLM_SKIP_TESTS=1 / HLLM_SKIP_BENCH=1
+#   HLLM_E2E_TIMEOUT_S       limit for each end-to-end step (hllm bench, torch baselines, HF
+#                            comparison), default 150
+#   HLLM_E2E_BATCHES         hllm bench --batch list, default 1,8,32
+#   HLLM_HF_LAYERS           decoder layers of the HF 8B-shape comparison checkpoint, default 4
+#   HLLM_SKIP_TESTS=1 / HLLM_SKIP_BENCH=1 / HLLM_SKIP_E2E=1
 #
 # Exit status: 0 when the build, every GPU test and every benchmark succeeded; 1 otherwise.
 set -euo pipefail
@@ -39,6 +43,25 @@ fetch_deps() {
 }
 
 say() { printf '\n==== %s [%ds]\n' "$*" "$SECONDS"; }
+
+# run_step NAME TIMEOUT CMD...: runs one step unless the time budget is spent, records the result
+# in the summary (the caller's `summary` and `failed`).
+run_step() {
+  local name=$1 limit=$2 t0=$SECONDS rc=0
+  shift 2
+  if ((SECONDS > budget)); then
+    summary+=("$name|skipped (budget ${budget}s)|0")
+    return 0
+  fi
+  say "$name"
+  timeout "$limit" "$@" || rc=$?
+  if ((rc == 0)); then
+    summary+=("$name|ok|$((SECONDS - t0))")
+  else
+    summary+=("$name|FAILED (exit $rc)|$((SECONDS - t0))")
+    failed=1
+  fi
+}
 
 # Unpacks the carried .deb files into a private prefix (never into /) and prints that prefix.
 unpack_deps() {
@@ -70,9 +93,13 @@ main() {
   local min_time=${HLLM_BENCH_MIN_TIME:-0.05}
   local budget=${HLLM_CHECK_BUDGET_S:-420}
   local bench_timeout=${HLLM_BENCH_TIMEOUT_S:-120}
+  local e2e_timeout=${HLLM_E2E_TIMEOUT_S:-150}
   local -a summary=()  # "step|status|seconds"
   local failed=0 t0 arch prefix=""
 
+  # The GPU machine reaches no registry: make npm (the tokenizer fetch at configure time) fail at
+  # once instead of retrying.
+  export npm_config_offline=true
   say "device"
   date -u
   if command -v nvidia-smi >/dev/null; then
@@ -135,7 +162,7 @@ main() {
   if [[ ${HLLM_SKIP_TESTS:-0} != 1 ]]; then
     say "ctest -L gpu"
     t0=$SECONDS
-    local -a ctest_args=(--test-dir "$build" -L gpu --output-on-failure --timeout 300)
+    local -a ctest_args=(--test-dir "$build" -L gpu --output-on-failure --timeout 150 -j 2)
     [[ -n ${OUT:-} ]] && ctest_args+=(--output-junit "$OUT/ctest_gpu.xml")
     if ctest "${ctest_args[@]}"; then
       summary+=("ctest -L gpu|ok|$((SECONDS - t0))")
@@ -171,6 +198,19 @@ main() {
     done
     if [[ -n ${OUT:-} ]] && compgen -G "$json_dir/*" >/dev/null; then
       tar -czf "$OUT/bench_json.tar.gz" -C "$json_dir" .
+    fi
+  fi
+
+  # ---- end to end and baselines -------------------------------------------------------------------
+  if [[ ${HLLM_SKIP_E2E:-0} != 1 ]]; then
+    run_step "hllm bench llama3-8b q4" "$e2e_timeout" "$build/hllm" bench --synthetic llama3-8b \
+      --quant q4 -p 512 -n 128 --batch "${HLLM_E2E_BATCHES:-1,8,32}" --device cuda
+    if command -v python3 >/dev/null; then
+      run_step "torch baselines" "$e2e_timeout" env PYTHONUNBUFFERED=1 python3 \
+        tools/device/torch_baselines.py --quick ${OUT:+--json "$OUT/torch_baselines.json"}
+      run_step "HF 8B-shape comparison" "$e2e_timeout" env PYTHONUNBUFFERED=1 python3 \
+        tools/device/hf_compare.py --hllm "$build/hllm" --layers "${HLLM_HF_LAYERS:-4}" \
+        ${OUT:+--json "$OUT/hf_compare.json"}
     fi
   fi
 

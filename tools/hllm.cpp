@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "cmd_bench.hpp"
 #include "cmd_chat.hpp"
 #include "cmd_generate.hpp"
 #include "cmd_info.hpp"
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   hllm::tools::add_generate_command(app);
   hllm::tools::add_quantize_command(app);
   hllm::tools::add_tokenize_command(app);
+  hllm::tools::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

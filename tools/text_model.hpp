@@ -28,6 +28,7 @@ struct TextModelOptions {
   std::string model_dir;  // empty: $HLLM_MODEL, then the demo
   std::string tokenizer;  // empty: the model folder's tokenizer.json
   int threads = 0;
+  std::string device = "auto";
   int64_t context = 0;  // 0: max_position_embeddings
   // Sampling; unset ones come from generation_config.json, then the library defaults.
   std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty,
@@ -42,6 +43,10 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
                      "HF model folder (default: $HLLM_MODEL, else the bundled tiny demo model)");
   command.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model folder's)");
   command.add_option("-t,--threads", o.threads, "CPU threads (default: all hardware threads)");
+  command
+      .add_option("--device", o.device,
+                  "cuda, cpu, or auto (cuda when a GPU is present and this build has CUDA)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   command.add_option("-c,--ctx", o.context, "context size in tokens (default: the model's)");
   command.add_option("--temperature", o.temperature,
                      "0 = greedy (default: generation_config.json)");
@@ -115,6 +120,7 @@ inline TextModel load_text_model(const TextModelOptions& o) {
   ModelOptions model_options;
   model_options.model_dir = dir;
   model_options.threads = o.threads;
+  model_options.device = o.device;
   m.loaded = load_model(model_options);
   prefetch_weights(m.loaded->folder.checkpoint);
 

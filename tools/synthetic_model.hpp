@@ -1,0 +1,148 @@
+// Random-weight models of the real Llama-3 shapes, made in memory (no checkpoint file), for
+// `hllm bench --synthetic`: speed depends on the shapes and the weight format, not on the values.
+//
+//   llama3-8b  hidden 4096, 32 layers, 32/8 heads, FFN 14336, vocab 128256 (Meta-Llama-3-8B)
+//   llama3-1b  hidden 2048, 16 layers, 32/8 heads, FFN 8192, vocab 128256, tied (Llama-3.2-1B)
+//   tiny       hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
+//
+// Weights: norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16; q4 linears random codes with
+// fp16 scales 0.002 and zero point 8 in the engine's INT4 tile layout (quant/int4.hpp).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hllm/core/dtype.hpp"
+#include "hllm/core/error.hpp"
+#include "hllm/model/config.hpp"
+#include "hllm/model/linear.hpp"
+#include "hllm/model/weights.hpp"
+#include "hllm/quant/int4.hpp"
+
+namespace hllm::tools {
+
+inline LlamaConfig synthetic_config(const std::string& name) {
+  LlamaConfig c;
+  c.n_heads = 32;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.vocab_size = 128256;
+  c.rope_theta = 500000.0;
+  c.max_position_embeddings = 131072;
+  c.rope_scaling.type = RopeType::llama3;
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  if (name == "llama3-8b") {
+    c.hidden_size = 4096, c.n_layers = 32, c.intermediate_size = 14336;
+  } else if (name == "llama3-1b") {
+    c.hidden_size = 2048, c.n_layers = 16, c.intermediate_size = 8192, c.head_dim = 64;
+    c.tie_word_embeddings = true;
+  } else if (name == "tiny") {
+    c.hidden_size = 512, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 1, c.intermediate_size = 768,
+    c.vocab_size = 512;
+  } else {
+    fail("--synthetic: unknown model \"", name, "\" (llama3-8b, llama3-1b, tiny)");
+  }
+  c.eos_token_ids = {};  // never stop early
+  return c;
+}
+
+// The host memory behind a synthetic model's weights.
+struct SyntheticModel {
+  LlamaConfig config;
+  LlamaWeights weights;
+  std::vector<std::shared_ptr<void>> memory;
+};
+
+namespace synthetic_detail {
+
+// Fills `bytes` with pseudo-random bytes (xorshift64*, one stream per thread).
+inline void fill_random(void* data, size_t bytes, uint64_t seed) {
+  const unsigned threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  const size_t words = bytes / 8, per = (words + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([=] {
+      uint64_t x = seed * 0x9e3779b97f4a7c15ull + t + 1;
+      auto* w = static_cast<uint64_t*>(data);
+      for (size_t i = t * per; i < std::min(words, (t + 1) * per); ++i) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        w[i] = x * 0x2545f4914f6cdd1dull;
+      }
+    });
+  for (auto& th : pool) th.join();
+  std::memset(static_cast<uint8_t*>(data) + words * 8, 0x5a, bytes - words * 8);
+}
+
+}  // namespace synthetic_detail
+
+// bf16 values N-ish(0, std): random bytes with the exponent field forced into a narrow range.
+inline Tensor synthetic_dense(SyntheticModel& m, Shape shape, float value_scale, uint64_t seed) {
+  const size_t n = static_cast<size_t>(shape.numel());
+  auto memory = std::shared_ptr<bf16[]>(new bf16[n]);
+  synthetic_detail::fill_random(memory.get(), n * sizeof(bf16), seed);
+  for (size_t i = 0; i < n; ++i) {
+    // Keep the sign and 7 mantissa bits; exponent of value_scale: |v| in [scale, 2·scale).
+    const uint16_t bits = memory[i].bits;
+    memory[i] = f32_to_bf16((bits & 0x8000 ? -1.0f : 1.0f) * value_scale *
+                            (1.0f + static_cast<float>(bits & 0x7f) / 128.0f));
+  }
+  m.memory.push_back(memory);
+  return Tensor(memory.get(), DType::bf16, shape);
+}
+
+inline Tensor synthetic_ones(SyntheticModel& m, int64_t n) {
+  auto memory = std::shared_ptr<bf16[]>(new bf16[static_cast<size_t>(n)]);
+  for (int64_t i = 0; i < n; ++i) memory[i] = f32_to_bf16(1.0f);
+  m.memory.push_back(memory);
+  return Tensor(memory.get(), DType::bf16, {n});
+}
+
+inline Linear synthetic_linear(SyntheticModel& m, int64_t out, int64_t in, bool q4, uint64_t seed) {
+  if (!q4) return Linear(synthetic_dense(m, {out, in}, 0.02f, seed));
+  if (in % INT4_TILE_K != 0) fail("synthetic q4: in_features ", in, " is not a multiple of 128");
+  Int4Matrix matrix(in, out, in / INT4_TILE_K, {});
+  const Int4View& v = matrix.view();
+  synthetic_detail::fill_random(matrix.tiles(), v.nbytes(), seed);
+  for (int64_t t = 0; t < v.n_tiles(); ++t) {
+    int4_tile& tile = matrix.tiles()[t];
+    for (int r = 0; r < INT4_TILE_ROWS; ++r) {
+      tile.scale[r] = f32_to_f16(0.002f);
+      tile.zero[r] = f32_to_f16(8.0f);
+    }
+  }
+  return make_int4_linear(std::move(matrix));
+}
+
+inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& name, bool q4) {
+  auto m = std::make_unique<SyntheticModel>();
+  m->config = synthetic_config(name);
+  const LlamaConfig& c = m->config;
+  uint64_t seed = 1;
+  m->weights.embed = synthetic_dense(*m, {c.vocab_size, c.hidden_size}, 0.02f, seed++);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    LayerWeights w;
+    w.attn_norm = synthetic_ones(*m, c.hidden_size);
+    w.wq = synthetic_linear(*m, c.q_dim(), c.hidden_size, q4, seed++);
+    w.wk = synthetic_linear(*m, c.kv_dim(), c.hidden_size, q4, seed++);
+    w.wv = synthetic_linear(*m, c.kv_dim(), c.hidden_size, q4, seed++);
+    w.wo = synthetic_linear(*m, c.hidden_size, c.q_dim(), q4, seed++);
+    w.mlp_norm = synthetic_ones(*m, c.hidden_size);
+    w.w_gate = synthetic_linear(*m, c.intermediate_size, c.hidden_size, q4, seed++);
+    w.w_up = synthetic_linear(*m, c.intermediate_size, c.hidden_size, q4, seed++);
+    w.w_down = synthetic_linear(*m, c.hidden_size, c.intermediate_size, q4, seed++);
+    m->weights.layers.push_back(std::move(w));
+  }
+  m->weights.final_norm = synthetic_ones(*m, c.hidden_size);
+  m->weights.lm_head =
+      c.tie_word_embeddings
+          ? Linear(m->weights.embed)
+          : Linear(synthetic_dense(*m, {c.vocab_size, c.hidden_size}, 0.02f, seed++));
+  return m;
+}
+
+}  // namespace hllm::tools
