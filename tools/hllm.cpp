@@ -8,8 +8,12 @@
 #include "cmd_generate.hpp"
 #include "cmd_info.hpp"
 #include "cmd_logits.hpp"
+#include "cmd_perplexity.hpp"
 #include "cmd_quantize.hpp"
 #include "cmd_run.hpp"
+#if HLLM_HAVE_HTTPLIB
+#include "cmd_serve.hpp"
+#endif
 #include "cmd_tokenize.hpp"
 #include "hllm/core/error.hpp"
 
@@ -25,6 +29,10 @@ int main(int argc, char** argv) {
   hllm::tools::add_quantize_command(app);
   hllm::tools::add_tokenize_command(app);
   hllm::tools::add_bench_command(app);
+#if HLLM_HAVE_HTTPLIB
+  hllm::tools::add_serve_command(app);
+#endif
+  hllm::tools::add_perplexity_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
