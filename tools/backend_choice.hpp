@@ -21,6 +21,7 @@ inline std::unique_ptr<Backend> make_cuda_backend() {
   fail("--device cuda: this hllm was built without CUDA (no nvcc found at configure time)");
 }
 inline double cuda_copy_bandwidth_gbps() { return 0.0; }
+inline double cuda_bytes_in_use() { return 0.0; }
 #endif
 
 // The CUDA kernels cover head_dim 64 and 128 (every Llama-3 size); other models run on the CPU.
@@ -42,6 +43,11 @@ inline std::unique_ptr<Backend> make_backend(const std::string& device, int thre
   if (device != "cpu" && device != "auto")
     fail("--device must be cpu, cuda or auto (got \"", device, "\")");
   return std::make_unique<CpuBackend>(threads);
+}
+
+// Device memory in use on the GPU (all processes, as cudaMemGetInfo sees it); 0 on the CPU.
+inline double device_bytes_in_use(Backend& backend) {
+  return backend.device() == Device::cuda ? cuda_bytes_in_use() : 0.0;
 }
 
 inline std::string describe_backend(Backend& backend) {

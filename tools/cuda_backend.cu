@@ -12,6 +12,12 @@ int cuda_device_count() { return cuda::device_count(); }
 
 std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
 
+double cuda_bytes_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  HLLM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<double>(total_bytes - free_bytes);
+}
+
 // Median of 9 copies of 1 GiB after two warm-ups, timed with events.
 double cuda_copy_bandwidth_gbps() {
   constexpr size_t BYTES = size_t{1} << 30;

@@ -2,7 +2,8 @@
 // `hllm bench --synthetic`: speed depends on the shapes and the weight format, not on the values.
 //
 //   llama3-8b  hidden 4096, 32 layers, 32/8 heads, FFN 14336, vocab 128256 (Meta-Llama-3-8B)
-//   llama3-1b  hidden 2048, 16 layers, 32/8 heads, FFN 8192, vocab 128256, tied (Llama-3.2-1B)
+//   llama3.2-1b  hidden 2048, 16 layers, 32/8 heads (head_dim 64), FFN 8192, tied (Llama-3.2-1B)
+//   llama3.2-3b  hidden 3072, 28 layers, 24/8 heads, FFN 8192, tied (Llama-3.2-3B)
 //   tiny       hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
 //
 // Weights: norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16; q4 linears random codes with
@@ -38,14 +39,17 @@ inline LlamaConfig synthetic_config(const std::string& name) {
   c.rope_scaling.original_max_position_embeddings = 8192;
   if (name == "llama3-8b") {
     c.hidden_size = 4096, c.n_layers = 32, c.intermediate_size = 14336;
-  } else if (name == "llama3-1b") {
+  } else if (name == "llama3.2-1b") {
     c.hidden_size = 2048, c.n_layers = 16, c.intermediate_size = 8192, c.head_dim = 64;
+    c.tie_word_embeddings = true;
+  } else if (name == "llama3.2-3b") {
+    c.hidden_size = 3072, c.n_layers = 28, c.n_heads = 24, c.intermediate_size = 8192;
     c.tie_word_embeddings = true;
   } else if (name == "tiny") {
     c.hidden_size = 512, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 1, c.intermediate_size = 768,
     c.vocab_size = 512;
   } else {
-    fail("--synthetic: unknown model \"", name, "\" (llama3-8b, llama3-1b, tiny)");
+    fail("--synthetic: unknown model \"", name, "\" (llama3-8b, llama3.2-3b, llama3.2-1b, tiny)");
   }
   c.eos_token_ids = {};  // never stop early
   return c;
