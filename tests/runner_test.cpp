@@ -132,7 +132,10 @@ TEST(Runner, BenchSyntheticOnCpu) {
   const Result r = run("bench --synthetic tiny --quant q4 -p 20 -n 5 --batch 1,3 --device cpu");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("decode t/s"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("\n     3       20      5 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\n     3      20      5 "), std::string::npos) << r.output;
+  const Result json = run("bench --synthetic tiny -p 16 -n 3 -r 2 --json --device cpu");
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  EXPECT_NE(json.output.find("\"decode_tok_s\":{\"max\":"), std::string::npos) << json.output;
 }
 
 }  // namespace
