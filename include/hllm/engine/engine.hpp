@@ -90,6 +90,7 @@ class Engine {
                         KvCache::KV_BLOCK_SIZE),
         pool_(model.new_cache(options_.kv_cache_tokens)),
         blocks_(pool_.rows() / KvCache::KV_BLOCK_SIZE) {
+    update_stats();  // the pool's size is known before the first request
     thread_ = std::thread([this] { loop(); });
   }
 

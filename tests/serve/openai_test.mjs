@@ -1,0 +1,332 @@
+// `hllm serve` against real clients: the official `openai` npm SDK and plain fetch. Starts the
+// runner on a free port with the bundled demo model and checks the goldens, streaming, stop
+// strings, 32 concurrent streams (each equal to the same request alone), auth, bad input and a
+// client that disconnects mid-stream. Exit 0: passed, 1: failed, 77: skipped (no SDK installed).
+//
+// Environment: HLLM_RUNNER (the hllm binary), HLLM_DEMO_MODEL_DIR, HLLM_TEST_DATA,
+// HLLM_SERVE_NODE_MODULES (a folder with node_modules/openai, installed by cmake).
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+const SKIP = 77;
+const env = (name) => {
+  if (!process.env[name]) {
+    console.error(`serve test: ${name} is not set`);
+    process.exit(1);
+  }
+  return process.env[name];
+};
+const RUNNER = env('HLLM_RUNNER');
+const DEMO = env('HLLM_DEMO_MODEL_DIR');
+const DATA = env('HLLM_TEST_DATA');
+
+let OpenAI;
+try {
+  const require = createRequire(path.resolve(env('HLLM_SERVE_NODE_MODULES'), 'package.json'));
+  const mod = require('openai');
+  OpenAI = mod.OpenAI ?? mod.default ?? mod;
+} catch (e) {
+  console.error(`serve test: SKIPPED: the openai npm package is not installed (${e.message}); ` +
+                'cmake installs it with npm into the build folder');
+  process.exit(SKIP);
+}
+
+const KEY = 'test-key-123';
+const NAME = 'demo';
+const MAX_BODY_MIB = 1;
+
+const freePort = () => new Promise((resolve, reject) => {
+  const s = net.createServer();
+  s.on('error', reject);
+  s.listen(0, '127.0.0.1', () => {
+    const { port } = s.address();
+    s.close(() => resolve(port));
+  });
+});
+
+// ---- the server ---------------------------------------------------------------------------------
+const port = await freePort();
+const BASE = `http://127.0.0.1:${port}`;
+const server = spawn(RUNNER, ['serve', '-m', DEMO, '--port', String(port), '--api-key', KEY,
+                              '--served-model-name', NAME, '--max-num-seqs', '32',
+                              '--max-body-mib', String(MAX_BODY_MIB), '-t', '2'],
+                     { stdio: ['ignore', 'inherit', 'pipe'] });
+let serverLog = '';
+let serverExit = null;
+server.on('exit', (code, signal) => { serverExit = { code, signal }; });
+const ready = new Promise((resolve, reject) => {
+  server.stderr.on('data', (d) => {
+    serverLog += d;
+    process.stderr.write(d);
+    if (serverLog.includes('hllm: serving ')) resolve();
+  });
+  server.on('exit', () => reject(new Error(`hllm serve exited early:\n${serverLog}`)));
+  setTimeout(() => reject(new Error(`hllm serve not ready after 60 s:\n${serverLog}`)), 60000);
+});
+const stopServer = () => { if (serverExit === null) server.kill('SIGKILL'); };
+process.on('exit', stopServer);
+
+// ---- a tiny harness -----------------------------------------------------------------------------
+let failures = 0;
+const check = (cond, what) => {
+  if (!cond) {
+    failures++;
+    console.error(`  FAIL: ${what}`);
+  }
+};
+// JSON with object keys sorted: equal values print the same whatever the key order.
+const canonical = (v) => JSON.stringify(v, (_, x) => (x && typeof x === 'object' && !Array.isArray(x)
+  ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
+const eq = (got, want, what) =>
+  check(canonical(got) === canonical(want), `${what}: got ${canonical(got)}, want ${canonical(want)}`);
+const test = async (name, fn) => {
+  const t0 = Date.now();
+  const before = failures;
+  try {
+    await fn();
+  } catch (e) {
+    failures++;
+    console.error(`  FAIL: threw ${e.stack ?? e}`);
+  }
+  console.log(`${failures === before ? 'ok  ' : 'FAIL'} ${name} (${Date.now() - t0} ms)`);
+};
+
+const auth = { Authorization: `Bearer ${KEY}` };
+const post = (route, body, headers = auth) =>
+  fetch(BASE + route, { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers },
+                        body: typeof body === 'string' ? body : JSON.stringify(body) });
+const health = async () => (await fetch(BASE + '/health')).json();
+const client = new OpenAI({ apiKey: KEY, baseURL: `${BASE}/v1`, maxRetries: 0, timeout: 60000 });
+
+// The whole text and the chunks of one streamed chat completion.
+const streamChat = async (params) => {
+  const stream = await client.chat.completions.create({ ...params, stream: true,
+                                                        stream_options: { include_usage: true } });
+  let text = '';
+  const chunks = [];
+  for await (const chunk of stream) {
+    chunks.push(chunk);
+    if (chunk.choices.length > 0) text += chunk.choices[0].delta.content ?? '';
+  }
+  return { text, chunks };
+};
+
+// /health until nothing runs and every KV block is back.
+const idle = async () => {
+  let h;
+  for (let i = 0; i < 100; i++) {
+    h = await health();
+    if (h.running === 0 && h.waiting === 0 && h.kv_blocks_free === h.kv_blocks_total) return h;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return h;
+};
+
+const stillServes = async (what) => {
+  const r = await client.chat.completions.create({
+    model: NAME, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, temperature: 0 });
+  check(r.choices[0].message.content.length > 0, `a request after ${what} still works`);
+};
+
+// ---- tests --------------------------------------------------------------------------------------
+const golden = JSON.parse(readFileSync(path.join(DATA, 'demo_golden.chat.json'), 'utf8'));
+try {
+  await ready;
+
+  await test('health is public, models need the key', async () => {
+    const h = await fetch(BASE + '/health');
+    eq(h.status, 200, '/health status');
+    const body = await h.json();
+    eq(body.status, 'ok', '/health status field');
+    check(body.kv_blocks_total > 0, `/health kv_blocks_total > 0 (${JSON.stringify(body)})`);
+    eq((await fetch(BASE + '/v1/models')).status, 401, 'models without a key');
+    eq((await fetch(BASE + '/v1/models', { headers: { Authorization: 'Bearer wrong' } })).status,
+       401, 'models with a wrong key');
+    const noKey = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }] },
+                             {});
+    eq(noKey.status, 401, 'chat without a key');
+    eq((await noKey.json()).error.type, 'authentication_error', '401 error type');
+    const wrong = new OpenAI({ apiKey: 'nope', baseURL: `${BASE}/v1`, maxRetries: 0 });
+    let status = 0;
+    try { await wrong.models.list(); } catch (e) { status = e.status; }
+    eq(status, 401, 'SDK with a wrong key');
+  });
+
+  await test('models list', async () => {
+    const models = [];
+    for await (const m of client.models.list()) models.push(m);
+    eq(models.length, 1, 'one model');
+    eq([models[0].id, models[0].object, models[0].owned_by], [NAME, 'model', 'hllm'], 'model card');
+    check(models[0].max_model_len > 0, 'max_model_len');
+  });
+
+  await test('chat, non-streaming, equals the golden', async () => {
+    for (const c of golden) {
+      const r = await client.chat.completions.create({
+        model: NAME, messages: c.messages, temperature: 0, max_tokens: 24, ignore_eos: true });
+      eq(r.choices[0].message.content, c.gen_text, 'text');
+      eq([r.object, r.choices[0].message.role, r.choices[0].finish_reason],
+         ['chat.completion', 'assistant', 'length'], 'object, role, finish_reason');
+      check(r.id.startsWith('chatcmpl-'), `id ${r.id}`);
+      eq(r.usage, { prompt_tokens: c.prompt_ids.length, completion_tokens: 24,
+                    total_tokens: c.prompt_ids.length + 24 }, 'usage');
+    }
+  });
+
+  await test('chat, streaming, equals the golden', async () => {
+    for (const c of golden) {
+      const { text, chunks } = await streamChat({
+        model: NAME, messages: c.messages, temperature: 0, max_tokens: 24, ignore_eos: true });
+      eq(text, c.gen_text, 'streamed text');
+      eq(chunks[0].choices[0].delta, { role: 'assistant', content: '' }, 'first delta');
+      const last = chunks[chunks.length - 1];
+      eq(last.choices, [], 'usage chunk has no choices');
+      eq(last.usage.completion_tokens, 24, 'usage completion_tokens');
+      eq(chunks[chunks.length - 2].choices[0].finish_reason, 'length', 'finish_reason');
+      check(chunks.every((k) => k.object === 'chat.completion.chunk' && k.id === chunks[0].id),
+            'every chunk: object and one id');
+    }
+  });
+
+  await test('content parts, stop strings (streamed and not)', async () => {
+    const c = golden[0];  // "minated tell tell tell ..."
+    const parts = [{ role: 'user', content: [{ type: 'text', text: c.messages[0].content }] }];
+    const base = { model: NAME, messages: parts, temperature: 0, max_tokens: 24, ignore_eos: true };
+    const r = await client.chat.completions.create({ ...base, stop: [' tell tell', 'zzz'] });
+    eq([r.choices[0].message.content, r.choices[0].finish_reason], ['minated', 'stop'],
+       'stop, non-streaming');
+    const s = await streamChat({ ...base, stop: ' tell tell' });
+    eq(s.text, 'minated', 'stop, streaming');
+    eq(s.chunks[s.chunks.length - 2].choices[0].finish_reason, 'stop', 'streamed finish_reason');
+    const t = await streamChat({ ...base, stop: 'ell t' });  // spans tokens
+    eq(t.text, 'minated t', 'stop across tokens');
+  });
+
+  await test('completions, streamed and not', async () => {
+    const params = { model: NAME, prompt: 'The capital of France is', max_tokens: 12,
+                     temperature: 0, ignore_eos: true };
+    const r = await client.completions.create(params);
+    eq([r.object, r.choices[0].finish_reason, r.usage.completion_tokens],
+       ['text_completion', 'length', 12], 'completion');
+    check(r.id.startsWith('cmpl-') && r.choices[0].text.length > 0, 'id and text');
+    let text = '';
+    for await (const chunk of await client.completions.create({ ...params, stream: true }))
+      text += chunk.choices[0]?.text ?? '';
+    eq(text, r.choices[0].text, 'streamed completion equals the non-streamed');
+    const list = await client.completions.create({ ...params, prompt: [params.prompt] });
+    eq(list.choices[0].text, r.choices[0].text, 'prompt as a list of one string');
+  });
+
+  await test('32 concurrent streams equal each request alone; blocks come back', async () => {
+    const requests = Array.from({ length: 32 }, (_, i) => ({
+      model: NAME,
+      messages: [{ role: 'user', content: `Request ${i}: tell me about the number ${i * 7}.` }],
+      max_tokens: 4 + ((i * 5) % 29),
+      ignore_eos: true,
+      ...(i % 2 === 0 ? { temperature: 0 } : { temperature: 0.9, top_p: 0.95, seed: 1000 + i }),
+    }));
+    const alone = [];
+    for (const r of requests) alone.push((await streamChat(r)).text);
+    const together = await Promise.all(requests.map((r) => streamChat(r)));
+    requests.forEach((r, i) => eq(together[i].text, alone[i], `request ${i} concurrent vs alone`));
+    const h = await idle();
+    eq([h.running, h.waiting, h.kv_blocks_free], [0, 0, h.kv_blocks_total], 'health after');
+  });
+
+  await test('bad input: 4xx with an OpenAI error body, and the server keeps serving', async () => {
+    const msg = [{ role: 'user', content: 'hello' }];
+    const cases = [
+      ['malformed JSON', '{"messages": [', 400, null],
+      ['body not an object', '[1, 2]', 400, null],
+      ['temperature "hot"', { messages: msg, temperature: 'hot' }, 400, 'temperature'],
+      ['max_tokens -1', { messages: msg, max_tokens: -1 }, 400, 'max_tokens'],
+      ['max_tokens 1e9', { messages: msg, max_tokens: 1e9 }, 400, 'max_tokens'],
+      ['max_tokens "5"', { messages: msg, max_tokens: '5' }, 400, 'max_tokens'],
+      ['messages []', { messages: [] }, 400, 'messages'],
+      ['messages missing', { model: NAME }, 400, 'messages'],
+      ['a message without a role', { messages: [{ content: 'x' }] }, 400, 'messages[0].role'],
+      ['an image part', { messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }, 400,
+       'messages[0].content[0]'],
+      ['n=2', { messages: msg, n: 2 }, 400, 'n'],
+      ['top_p 0', { messages: msg, top_p: 0 }, 400, 'top_p'],
+      ['stream "yes"', { messages: msg, stream: 'yes' }, 400, 'stream'],
+      ['unknown model', { model: 'gpt-4', messages: msg }, 404, 'model'],
+    ];
+    for (const [what, body, status, param] of cases) {
+      const r = await post('/v1/chat/completions', body);
+      eq(r.status, status, what);
+      const e = (await r.json()).error;
+      check(e && typeof e.message === 'string' && e.message.length > 0, `${what}: error.message`);
+      if (status === 400) eq(e.type, 'invalid_request_error', `${what}: error.type`);
+      if (param) eq(e.param, param, `${what}: error.param`);
+      if (what === 'max_tokens 1e9')
+        check(e.message.includes('1000000000') && /\b\d{4,5} tokens\b/.test(e.message),
+              `the context message names both numbers: ${e.message}`);
+    }
+    const unknownOk = await post('/v1/chat/completions',
+                                 { messages: msg, max_tokens: 1, foo: { bar: 1 }, logit_bias: {} });
+    eq(unknownOk.status, 200, 'unknown fields are ignored');
+    await unknownOk.arrayBuffer();
+    const big = 'x'.repeat(MAX_BODY_MIB * 1024 * 1024 + 10);
+    let bigStatus = 0;
+    try {
+      const r = await post('/v1/chat/completions',
+                           { messages: [{ role: 'user', content: big }], max_tokens: 1 });
+      bigStatus = r.status;
+      await r.arrayBuffer();
+    } catch (e) {
+      bigStatus = `connection error ${e.cause?.code ?? e.message}`;
+    }
+    eq(bigStatus, 413, 'oversized body');
+    eq((await fetch(BASE + '/v1/nothing', { headers: auth })).status, 404, 'unknown route');
+    await stillServes('bad input');
+  });
+
+  await test('a client that disconnects mid-stream frees its request', async () => {
+    const controller = new AbortController();
+    const r = await post('/v1/chat/completions',
+                         { messages: [{ role: 'user', content: 'go on forever' }], stream: true,
+                           max_tokens: 4000, ignore_eos: true, temperature: 0 });
+    const reader = r.body.getReader();
+    await reader.read();
+    await reader.read();
+    let during = await health();  // the engine's stats trail its iterations a little
+    for (let i = 0; i < 40 && during.running !== 1; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      during = await health();
+    }
+    check(during.running === 1 && during.kv_blocks_free < during.kv_blocks_total,
+          `running while streaming: ${JSON.stringify(during)}`);
+    await reader.cancel();
+    controller.abort();
+    const h = await idle();
+    eq([h.running, h.kv_blocks_free], [0, h.kv_blocks_total], 'health after the disconnect');
+    // The same through the SDK's own abort.
+    const sdkAbort = new AbortController();
+    const stream = await client.chat.completions.create(
+        { model: NAME, messages: [{ role: 'user', content: 'again' }], stream: true,
+          max_tokens: 4000, ignore_eos: true }, { signal: sdkAbort.signal });
+    let n = 0;
+    try {
+      for await (const chunk of stream) { if (++n === 3) sdkAbort.abort(); }
+    } catch (e) { /* aborted */ }
+    const h2 = await idle();
+    eq([h2.running, h2.kv_blocks_free], [0, h2.kv_blocks_total], 'health after the SDK abort');
+    await stillServes('a disconnect');
+  });
+
+  await test('SIGTERM stops the server cleanly', async () => {
+    server.kill('SIGTERM');
+    for (let i = 0; i < 100 && serverExit === null; i++) await new Promise((r) => setTimeout(r, 50));
+    eq(serverExit, { code: 0, signal: null }, 'exit after SIGTERM');
+  });
+} catch (e) {
+  failures++;
+  console.error(`FAIL: ${e.stack ?? e}`);
+}
+stopServer();
+console.log(failures === 0 ? 'serve test: all passed' : `serve test: ${failures} failure(s)`);
+process.exit(failures === 0 ? 0 : 1);

@@ -1,0 +1,158 @@
+// `hllm serve [-m MODEL_DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...`
+// An OpenAI-compatible server (include/hllm/serve/openai.hpp) over the continuous-batching engine.
+// It listens at once (GET /v1/models answers, /health says "loading") and loads the model, then
+// prints "hllm: serving NAME on http://HOST:PORT/v1" on stderr. Ctrl-C / SIGTERM stop it cleanly:
+// new requests get 503, running ones end, the engine and the HTTP threads are joined.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "hllm/engine/engine.hpp"
+#include "hllm/serve/openai.hpp"
+#include "text_model.hpp"
+
+namespace hllm::tools {
+
+inline volatile std::sig_atomic_t serve_stop_requested = 0;
+
+// The model id clients see: the model folder's name ("Meta-Llama-3-8B-Instruct").
+inline std::string default_served_name(const std::string& model_dir) {
+  std::string dir = model_dir;
+  if (dir.empty() && std::getenv("HLLM_MODEL") != nullptr) dir = std::getenv("HLLM_MODEL");
+  if (dir.empty()) return "hllm-demo";
+  std::filesystem::path p(dir);
+  if (!p.has_filename()) p = p.parent_path();  // "models/llama/"
+  const std::string name = p.filename().string();
+  return name.empty() || name == "." ? "hllm" : name;
+}
+
+inline void add_serve_command(CLI::App& app) {
+  struct Options {
+    TextModelOptions model;
+    std::string host = "127.0.0.1";
+    int port = 8000;
+    std::string api_key;
+    std::string served_name;
+    int64_t max_num_seqs = 32;
+    int64_t max_model_len = 0;
+    int64_t kv_cache_tokens = 0;
+    int64_t max_waiting = 256;
+    double max_body_mib = 4.0;
+  };
+  auto o = std::make_shared<Options>();
+  CLI::App* command =
+      app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/chat/completions, ...)");
+  command->add_option("-m,--model", o->model.model_dir,
+                      "HF model folder (default: $HLLM_MODEL, else the bundled tiny demo model)");
+  command->add_option("--tokenizer", o->model.tokenizer,
+                      "tokenizer.json (default: the model folder's)");
+  command->add_option("-t,--threads", o->model.threads,
+                      "CPU threads (default: all hardware threads)");
+  command
+      ->add_option("--device", o->model.device,
+                   "cuda, cpu, or auto (cuda when a GPU is present and this build has CUDA)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  command->add_option(
+      "--host", o->host,
+      "address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)");
+  command->add_option("--port", o->port, "TCP port (0: any free port)")
+      ->check(CLI::Range(0, 65535));
+  command->add_option("--api-key", o->api_key,
+                      "require 'Authorization: Bearer KEY' on every route but /health "
+                      "(default: $HLLM_API_KEY, else open)");
+  command->add_option("--served-model-name", o->served_name,
+                      "model id in /v1/models and responses (default: the model folder's name)");
+  command->add_option("--max-num-seqs", o->max_num_seqs, "requests decoded together at most")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  command
+      ->add_option("--max-model-len", o->max_model_len,
+                   "prompt + completion tokens per request (default: the model's, <= 8192)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  command
+      ->add_option("--kv-cache-tokens", o->kv_cache_tokens,
+                   "KV cache size in tokens (default: max-num-seqs x 1024)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  command
+      ->add_option("--max-waiting", o->max_waiting, "queued requests beyond which new ones get 429")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  command->add_option("--max-body-mib", o->max_body_mib, "request body limit in MiB (413 above)")
+      ->check(CLI::Range(0.001, 1024.0));
+  command->callback([o] {
+    if (o->api_key.empty() && std::getenv("HLLM_API_KEY") != nullptr)
+      o->api_key = std::getenv("HLLM_API_KEY");
+    serve::ServeOptions serve_options;
+    serve_options.model_name =
+        o->served_name.empty() ? default_served_name(o->model.model_dir) : o->served_name;
+    serve_options.api_key = o->api_key;
+    serve_options.max_body_bytes = static_cast<size_t>(o->max_body_mib * 1024 * 1024);
+    serve_options.max_model_len = o->max_model_len;
+    std::signal(SIGPIPE, SIG_IGN);
+
+    // Listen first: /v1/models and /health answer while the weights load.
+    serve::OpenAiServer server(serve_options);
+    const int port = server.bind(o->host, o->port, o->max_num_seqs);
+    std::thread listener([&] { server.listen(); });
+    const auto stop_listening = [&] {
+      for (int i = 0; i < 100 && !server.running(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      server.stop();
+      listener.join();
+    };
+
+    std::unique_ptr<TextModel> m;
+    std::unique_ptr<Engine> engine;
+    try {
+      m = std::make_unique<TextModel>(load_text_model(o->model));
+      EngineOptions engine_options;
+      engine_options.max_num_seqs = o->max_num_seqs;
+      engine_options.max_model_len = o->max_model_len;
+      engine_options.kv_cache_tokens = o->kv_cache_tokens;
+      engine_options.max_waiting = o->max_waiting;
+      engine = std::make_unique<Engine>(m->loaded->model, engine_options);
+    } catch (...) {
+      stop_listening();
+      throw;
+    }
+    serve::ServedModel served;
+    served.engine = engine.get();
+    served.tokenizer = &m->tokenizer;
+    served.stop_ids = m->stop_ids;
+    if (const auto eot = m->tokenizer.find_added("<|eot_id|>"))
+      if (std::find(served.stop_ids.begin(), served.stop_ids.end(), *eot) == served.stop_ids.end())
+        served.stop_ids.push_back(*eot);
+    served.defaults = m->sampling;
+    server.set_model(std::move(served));
+
+    struct sigaction action {};
+    action.sa_handler = [](int) { serve_stop_requested = 1; };
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+
+    const std::string shown_host =
+        o->host.find(':') != std::string::npos ? "[" + o->host + "]" : o->host;
+    std::fprintf(stderr, "hllm: serving %s on http://%s:%d/v1 (%s, max_model_len %lld%s)\n",
+                 serve_options.model_name.c_str(), shown_host.c_str(), port,
+                 m->loaded->backend_description().c_str(),
+                 static_cast<long long>(engine->options().max_model_len),
+                 o->api_key.empty() ? "" : ", API key required");
+    std::fflush(stderr);
+    while (serve_stop_requested == 0 && server.running())
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
+    std::fprintf(stderr, "hllm: stopping\n");
+    server.begin_shutdown();  // new completions: 503; streams in flight end
+    engine->stop();           // everything still running finishes (cancelled)
+    stop_listening();
+  });
+}
+
+}  // namespace hllm::tools
