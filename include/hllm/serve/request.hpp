@@ -125,9 +125,14 @@ inline int64_t integer_field(const nlohmann::json& v, const std::string& name, i
   } else {
     bad_field(name, "'" + name + "' must be an integer");
   }
-  if (x < lo || x > hi)
-    bad_field(name, "'" + name + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                        "] (got " + v.dump() + ")");
+  if (x < lo || x > hi) {
+    const bool open_above = hi >= std::numeric_limits<int64_t>::max() / 4;  // "no upper limit"
+    bad_field(name,
+              "'" + name + "' must be " +
+                  (open_above ? "at least " + std::to_string(lo)
+                              : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]") +
+                  " (got " + v.dump() + ")");
+  }
   return x;
 }
 
