@@ -6,7 +6,8 @@
 //   matmul       INT4, <= 8 tokens: gemv_q4 (tensor-core GEMV, the decode path)
 //                INT4, more tokens: dequantize the layer to bf16 in a scratch buffer + cuBLAS GEMM
 //                dense: cuBLAS (bf16 in, fp32 compute, bf16 or fp32 out)
-//   attention    attn_decode_paged over the paged cache, for decode and (for now) prefill
+//   attention    attn_prefill (FlashAttention-2 style, tensor cores) for a prompt chunk of one
+//                sequence longer than MAX_GRAPH_TOKENS; attn_decode_paged (split-KV) otherwise
 //   steps        begin_step copies the step inputs (ids, positions, block tables, RoPE
 //                frequencies) into one device buffer with a single host-to-device copy; the ops
 //                read them there, so a decode step (<= MAX_GRAPH_TOKENS tokens) is recorded once
@@ -31,6 +32,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/cuda/activation.cuh"
 #include "hllm/cuda/attn_decode_paged.cuh"
+#include "hllm/cuda/attn_prefill.cuh"
 #include "hllm/cuda/common.cuh"
 #include "hllm/cuda/dequant_q4.cuh"
 #include "hllm/cuda/gemv_q4.cuh"
@@ -176,6 +178,11 @@ class CudaBackend final : public Backend {
         cudaMemcpyAsync(step_device_.data(), host, bytes, cudaMemcpyHostToDevice, stream_));
     HLLM_CUDA_CHECK(cudaEventRecord(step_copied_, stream_));
     n_tokens_ = static_cast<int>(n);
+    // One sequence at consecutive positions: a prompt chunk, which the prefill kernel takes.
+    one_sequence_chunk_ = true;
+    for (int64_t t = 1; t < n; ++t)
+      one_sequence_chunk_ = one_sequence_chunk_ && step.seq[t] == step.seq[0] &&
+                            step.positions[t] == step.positions[0] + t;
     max_blocks_per_seq_ = step.max_blocks_per_seq;
     block_size_ = step.block_size;
     max_kv_len_ = step.max_kv_len;
@@ -277,6 +284,11 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const KvLayer& cache, float scale, const Tensor& out) override {
     const int n_heads = static_cast<int>(q.dim(1));
+    if (one_sequence_chunk_ && n_tokens_ > MAX_GRAPH_TOKENS) {  // never inside a graph capture
+      return cuda::launch_attn_prefill(bf(q), paged_view(cache), step_i32(layout_.seq),
+                                       step_i32(layout_.kv_len), n_tokens_, n_heads, max_kv_len_,
+                                       scale, nullptr, 0, bf(out), stream_);
+    }
     const size_t bytes = cuda::attn_decode_workspace_bytes(n_tokens_, n_heads,
                                                            static_cast<int>(q.dim(2)), max_kv_len_);
     float* workspace = scratch_f32_sized(attn_scratch_, bytes);
@@ -446,6 +458,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t step_copied_ = nullptr;
   StepLayout layout_;
   int n_tokens_ = 0;
+  bool one_sequence_chunk_ = false;
   int32_t max_blocks_per_seq_ = 0, block_size_ = 0, max_kv_len_ = 0;
   float attention_factor_ = 1.0f;
 
