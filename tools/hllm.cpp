@@ -12,6 +12,7 @@
 #include "cmd_quantize.hpp"
 #include "cmd_run.hpp"
 #if HLLM_HAVE_HTTPLIB
+#include "cmd_compare.hpp"
 #include "cmd_serve.hpp"
 #endif
 #include "cmd_tokenize.hpp"
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
   hllm::tools::add_bench_command(app);
 #if HLLM_HAVE_HTTPLIB
   hllm::tools::add_serve_command(app);
+  hllm::tools::add_compare_command(app);
 #endif
   hllm::tools::add_perplexity_command(app);
   try {
