@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <random>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -152,6 +156,53 @@ TEST(Sampler, FrequenciesFollowTheDistribution) {
     chi_square += (counts[id] - expected) * (counts[id] - expected) / expected;
   }
   EXPECT_LT(chi_square, 13.82);  // chi-square, 2 degrees of freedom, p = 0.001
+}
+
+// The sampler sorts only as much of the vocabulary as the cut needs; on large random vocabularies
+// its kept tokens and probabilities equal a reference that sorts everything (the definition).
+TEST(Sampler, PartialSortingKeepsWhatAFullSortKeeps) {
+  std::mt19937 rng(11);
+  for (const float sd : {0.3f, 3.0f}) {  // flat (hundreds kept) and peaked (a few kept)
+    std::normal_distribution<float> normal(0.0f, sd);
+    std::vector<float> logits(128256);
+    for (float& l : logits) l = normal(rng);
+    for (const auto& [top_k, top_p, min_p] : {std::tuple<int64_t, float, float>{0, 0.9f, 0.0f},
+                                              {0, 0.5f, 0.0f},
+                                              {40, 0.95f, 0.0f},
+                                              {0, 1.0f, 0.05f},
+                                              {0, 0.9f, 0.1f},
+                                              {1000, 1.0f, 0.0f}}) {
+      SamplingParams params;
+      params.temperature = 0.8f, params.top_k = top_k, params.top_p = top_p, params.min_p = min_p;
+      Sampler s(params);
+      std::vector<float> copy = logits;
+      s.sample(copy, {}, 0);
+      // Reference: every token sorted, softmax over the top-k, top-p then min-p, renormalized.
+      std::vector<int32_t> order(logits.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+      });
+      const size_t k = top_k > 0 ? static_cast<size_t>(top_k) : order.size();
+      std::vector<double> p(k);
+      double sum = 0;
+      for (size_t i = 0; i < k; ++i)
+        sum += (p[i] = std::exp((static_cast<double>(logits[order[i]]) - logits[order[0]]) *
+                                (1.0 / params.temperature)));
+      size_t cut = 0;
+      double cumulative = 0;
+      while (cut < k && (top_p >= 1.0f || cumulative < top_p) &&
+             (cut == 0 || p[cut] >= min_p * p[0]))
+        cumulative += p[cut++] / sum;
+      ASSERT_EQ(s.last_candidates().size(), cut) << sd << " " << top_k << " " << top_p;
+      double kept = 0;
+      for (size_t i = 0; i < cut; ++i) kept += p[i];
+      for (size_t i = 0; i < cut; ++i) {
+        EXPECT_EQ(s.last_candidates()[i].first, order[i]);
+        EXPECT_NEAR(s.last_candidates()[i].second, p[i] / kept, 1e-9);
+      }
+    }
+  }
 }
 
 TEST(Sampler, InvalidParametersAreErrors) {

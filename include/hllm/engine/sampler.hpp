@@ -120,36 +120,58 @@ class Sampler {
     const auto more_likely = [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     };
+    const auto weight = [&](int32_t id) { return std::exp((logits[id] - max_logit) * inv_t); };
     size_t kept = order.size();
-    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) {
-      kept = static_cast<size_t>(params_.top_k);
-      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(kept),
-                        order.end(), more_likely);
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) kept = params_.top_k;
+    // Only a sorted prefix of the kept tokens is ever needed (top-p and min-p cut from the top,
+    // and usually keep a few dozen of 128k), so sort progressively: the best `sorted` tokens in
+    // order, then 4× more while the cut is not inside them. The softmax total is over all kept
+    // tokens, summed in id order (fixed, whatever gets sorted).
+    size_t sorted = 0;
+    const auto sort_prefix = [&](size_t n) {
+      n = std::min(n, order.size());
+      if (n <= sorted) return;
+      std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(sorted),
+                        order.begin() + static_cast<std::ptrdiff_t>(n), order.end(), more_likely);
+      sorted = n;
+    };
+    double total = 0.0;
+    if (kept < order.size()) {  // top-k: the k best, in order; the total over them
+      sort_prefix(kept);
+      order.resize(kept);
+      std::vector<int32_t> by_id(order.begin(), order.end());
+      std::sort(by_id.begin(), by_id.end());
+      for (int32_t id : by_id) total += weight(id);
     } else {
-      std::sort(order.begin(), order.end(), more_likely);
+      for (int32_t id : order) total += weight(id);  // still in id order
     }
-    // Softmax over the kept tokens, in double, shifted by the max.
-    std::vector<double> p(kept);
-    double sum = 0.0;
-    for (size_t i = 0; i < kept; ++i)
-      sum += (p[i] = std::exp((logits[order[i]] - max_logit) * inv_t));
-    for (double& x : p) x /= sum;
-    if (params_.top_p < 1.0f) {
+    // Cut: the first `kept` tokens of the sorted order that top-p and min-p keep.
+    size_t cut = kept;
+    if (params_.top_p < 1.0f || params_.min_p > 0.0f) {
+      sort_prefix(64);
+      const double p_max = weight(order[0]) / total;
       double cumulative = 0.0;
       size_t i = 0;
-      while (i < kept && cumulative < params_.top_p) cumulative += p[i++];
-      kept = std::max<size_t>(i, 1);
-    }
-    if (params_.min_p > 0.0f) {
-      const double threshold = params_.min_p * p[0];
-      size_t i = 1;
-      while (i < kept && p[i] >= threshold) ++i;
-      kept = i;
+      while (true) {
+        if (i == sorted) {
+          if (sorted == kept) break;
+          sort_prefix(sorted * 4);
+        }
+        const double p = weight(order[i]) / total;
+        if (params_.top_p < 1.0f && cumulative >= params_.top_p) break;
+        if (params_.min_p > 0.0f && i > 0 && p < params_.min_p * p_max) break;
+        cumulative += p;
+        ++i;
+      }
+      cut = std::max<size_t>(i, 1);
+    } else {
+      sort_prefix(kept);  // plain temperature sampling walks every kept token in order
     }
     double kept_sum = 0.0;
-    for (size_t i = 0; i < kept; ++i) kept_sum += p[i];
+    std::vector<double> p(cut);
+    for (size_t i = 0; i < cut; ++i) kept_sum += (p[i] = weight(order[i]) / total);
     candidates_.clear();
-    for (size_t i = 0; i < kept; ++i) candidates_.emplace_back(order[i], p[i] / kept_sum);
+    for (size_t i = 0; i < cut; ++i) candidates_.emplace_back(order[i], p[i] / kept_sum);
   }
 
   SamplingParams params_;
