@@ -109,7 +109,7 @@ const streamChat = async (params) => {
 // /health until nothing runs and every KV block is back.
 const idle = async () => {
   let h;
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 300; i++) {  // up to 15 s: a loaded machine notices a gone client late
     h = await health();
     if (h.running === 0 && h.waiting === 0 && h.kv_blocks_free === h.kv_blocks_total) return h;
     await new Promise((r) => setTimeout(r, 50));
