@@ -21,22 +21,8 @@ using namespace hllm::cuda;
 
 constexpr int N_HEADS = 32, N_KV_HEADS = 8, HEAD_DIM = 128, BLOCK_SIZE = 16;
 
-// Fills n bf16 with a cheap hash of the index mapped to [-1, 1): values for timing only.
-__global__ void fill_bf16_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-  h ^= h >> 15;
-  h *= 2246822519u;
-  h ^= h >> 13;
-  p[i] = __float2bfloat16_rn(static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
-}
-
 void fill(DeviceBuffer<bf16>& buffer, uint32_t seed) {
-  const size_t n = buffer.size();
-  fill_bf16_kernel<<<static_cast<unsigned>(ceil_div<size_t>(n, 256)), 256>>>(
-      reinterpret_cast<__nv_bfloat16*>(buffer.data()), n, seed);
-  HLLM_CUDA_CHECK_LAUNCH();
+  bench::fill_random_bf16(buffer.data(), static_cast<int64_t>(buffer.size()), seed);
 }
 
 void BM_attn_decode_paged_llama3_8b(benchmark::State& state) {

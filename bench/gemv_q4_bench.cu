@@ -32,26 +32,15 @@ using hllm::cuda::DeviceBuffer;
 
 constexpr int LAUNCHES = 20;  // launches per timed iteration: steady state, launch gaps hidden
 
-// ---- Device-side random inputs (hundreds of MB: filling on the host would dominate the run) ----
-
-__device__ uint32_t hash32(uint64_t i, uint32_t seed) {
-  uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ static_cast<uint32_t>(i >> 32) ^ seed;
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  h ^= h >> 16;
-  return h;
-}
-
 // Tiles as 16-byte chunks: chunk 0 of a tile is its header (4 scales in [2^-8, 2^-7), 4 zeros
 // 0..15 as fp16), chunks 1..16 random codes.
 __global__ void fill_tiles_kernel(uint4* chunks, int64_t n_chunks, uint32_t seed) {
   constexpr int CHUNKS_PER_TILE = sizeof(int4_tile) / 16;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n_chunks;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint32_t h[4] = {hash32(4 * i, seed), hash32(4 * i + 1, seed), hash32(4 * i + 2, seed),
-                           hash32(4 * i + 3, seed)};
+    const uint32_t h[4] = {hllm::bench::hash32(4 * i, seed), hllm::bench::hash32(4 * i + 1, seed),
+                           hllm::bench::hash32(4 * i + 2, seed),
+                           hllm::bench::hash32(4 * i + 3, seed)};
     if (i % CHUNKS_PER_TILE != 0) {
       chunks[i] = make_uint4(h[0], h[1], h[2], h[3]);
       continue;
@@ -68,21 +57,9 @@ __global__ void fill_tiles_kernel(uint4* chunks, int64_t n_chunks, uint32_t seed
   }
 }
 
-// bf16 values in [-1, 1).
-__global__ void fill_bf16_kernel(__nv_bfloat16* x, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    x[i] = __float2bfloat16(static_cast<float>(hash32(i, seed) & 0xFFFFu) / 32768.0f - 1.0f);
-}
-
 void fill_tiles(DeviceBuffer<int4_tile>& tiles, uint32_t seed) {
   const int64_t n_chunks = static_cast<int64_t>(tiles.size_bytes() / 16);
   fill_tiles_kernel<<<1024, 256>>>(reinterpret_cast<uint4*>(tiles.data()), n_chunks, seed);
-  HLLM_CUDA_CHECK_LAUNCH();
-}
-
-void fill_bf16(__nv_bfloat16* x, int64_t n, uint32_t seed) {
-  fill_bf16_kernel<<<1024, 256>>>(x, n, seed);
   HLLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -159,7 +136,7 @@ void BM_GemvQ4(benchmark::State& state, int64_t in, int64_t out, int batch, Conf
   DeviceBuffer<hllm::bf16> x(static_cast<size_t>(batch * in));
   DeviceBuffer<OutT> y(static_cast<size_t>(batch * out));
   auto* xp = reinterpret_cast<__nv_bfloat16*>(x.data());
-  fill_bf16(xp, batch * in, 7);
+  hllm::bench::fill_random_bf16(xp, batch * in, 7);
   const double bytes = static_cast<double>(weights.view.nbytes()) + 2.0 * batch * in +
                        static_cast<double>(sizeof(OutT)) * batch * out;
   run_timed(state, bytes,
@@ -176,11 +153,11 @@ void BM_CublasGemvBf16(benchmark::State& state, int64_t in, int64_t out) {
   std::vector<DeviceBuffer<hllm::bf16>> sets;
   for (int i = 0; i < count; ++i) {
     sets.emplace_back(weights);
-    fill_bf16(reinterpret_cast<__nv_bfloat16*>(sets.back().data()), static_cast<int64_t>(weights),
-              99u + static_cast<uint32_t>(i));
+    hllm::bench::fill_random_bf16(reinterpret_cast<__nv_bfloat16*>(sets.back().data()),
+                                  static_cast<int64_t>(weights), 99u + static_cast<uint32_t>(i));
   }
   DeviceBuffer<hllm::bf16> x(static_cast<size_t>(in)), y(static_cast<size_t>(out));
-  fill_bf16(reinterpret_cast<__nv_bfloat16*>(x.data()), in, 7);
+  hllm::bench::fill_random_bf16(reinterpret_cast<__nv_bfloat16*>(x.data()), in, 7);
   cublasHandle_t handle;
   HLLM_CUBLAS_CHECK(cublasCreate(&handle));
   const float alpha = 1.0f, beta = 0.0f;

@@ -93,6 +93,32 @@ inline void report_percent_of_copy(benchmark::State& state, double bytes, double
   state.counters["pct_copy"] = 100.0 * bytes / seconds * 1e-9 / copy_bandwidth_gbps();
 }
 
+// ---- Device-side random inputs (hundreds of MB: filling on the host would dominate the run) ----
+
+// A 32-bit hash of (index, seed): cheap per-element randomness on the device.
+__device__ inline uint32_t hash32(uint64_t i, uint32_t seed) {
+  uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ static_cast<uint32_t>(i >> 32) ^ seed;
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+template <typename Unused = void>
+__global__ void fill_random_bf16_kernel(__nv_bfloat16* x, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = __float2bfloat16(static_cast<float>(hash32(i, seed) & 0xFFFFu) / 32768.0f - 1.0f);
+}
+
+// n bf16 values in [-1, 1) (timing inputs: never zeros, which can run faster than real data).
+inline void fill_random_bf16(void* x, int64_t n, uint32_t seed) {
+  fill_random_bf16_kernel<<<1024, 256>>>(static_cast<__nv_bfloat16*>(x), n, seed);
+  HLLM_CUDA_CHECK_LAUNCH();
+}
+
 // Median of a vector of per-launch times (seconds).
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

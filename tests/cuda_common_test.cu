@@ -2,7 +2,9 @@
 // host helpers of core/dtype.hpp (every 16-bit pattern, ~2M fp32 inputs), warp and block
 // reductions against a double-precision CPU sum, 16-byte vector loads/stores, the error macros.
 //
-// Without a GPU the whole binary prints one "skipped: no GPU (...)" line and exits 0 (see main).
+// Without a GPU the whole binary prints one "skipped: no GPU (...)" line and exits 0
+// (the main of tests/gpu_test_util.cuh).
+#define HLLM_GPU_TEST_MAIN
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_test_util.cuh"
 #include "hllm/cuda/common.cuh"
 
 namespace hllm::cuda {
@@ -417,16 +420,3 @@ TEST(CudaDeviceBuffer, MoveUploadDownloadAndErrors) {
 
 }  // namespace
 }  // namespace hllm::cuda
-
-// Our own main, so that a machine without a GPU gets exactly one line for the whole binary instead
-// of one skip per test (the linker takes this main; libgtest_main.a only supplies one when none is
-// defined).
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  cudaError_t why = cudaSuccess;
-  if (hllm::cuda::device_count(&why) == 0) {
-    std::printf("skipped: no GPU (%s: %s)\n", cudaGetErrorName(why), cudaGetErrorString(why));
-    return 0;
-  }
-  return RUN_ALL_TESTS();
-}

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_util.hpp"
 #include "gpu_test_util.cuh"
 #include "hllm/cpu/backend.hpp"
 #include "hllm/cuda/backend.cuh"
@@ -27,11 +28,7 @@ namespace fs = std::filesystem;
 const fs::path DATA = fs::path(HLLM_TEST_DATA);
 constexpr float TOLERANCE = 2e-2f;  // of max |golden|: bf16 weights and activations
 
-std::vector<int32_t> int64_ids(const hllm::Tensor& t) {
-  std::vector<int32_t> ids(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) ids[i] = static_cast<int32_t>(t.as<int64_t>()[i]);
-  return ids;
-}
+using hllm::test::golden_ids;
 
 int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
 
@@ -87,7 +84,7 @@ class CudaModel : public testing::TestWithParam<Fixture> {
 };
 
 TEST_P(CudaModel, LogitsMatchAtEveryPosition) {
-  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const std::vector<int32_t> ids = golden_ids(golden_->tensor("input_ids"));
   const hllm::Tensor expected = golden_->tensor("logits");
   const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
   ASSERT_EQ(expected.shape, (hllm::Shape{n, vocab}));
@@ -96,26 +93,19 @@ TEST_P(CudaModel, LogitsMatchAtEveryPosition) {
   std::vector<float> logits(static_cast<size_t>(n * vocab), NAN);
   model_->forward(ids, cache, logits, /*all_logits=*/true);
 
-  const float* golden = expected.as<float>();
-  float max_golden = 0.0f, max_error = 0.0f;
-  for (int64_t i = 0; i < n * vocab; ++i) {
-    max_golden = std::max(max_golden, std::fabs(golden[i]));
-    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));  // NaN fails below
-  }
-  EXPECT_LE(max_error, TOLERANCE * max_golden) << "max |golden| = " << max_golden;
-  int64_t agree = 0;
-  for (int64_t t = 0; t < n; ++t)
-    agree += argmax(&logits[t * vocab], vocab) == argmax(golden + t * vocab, vocab);
+  const hllm::test::LogitsError e = hllm::test::logits_error(logits.data(), expected);
+  EXPECT_LE(e.max_error, TOLERANCE * e.max_golden) << "max |golden| = " << e.max_golden;
+  const int64_t agree = hllm::test::argmax_agreement(logits.data(), expected);
   EXPECT_GE(static_cast<double>(agree), 0.99 * static_cast<double>(n));
   std::printf("%s: max |logits - golden| = %.3g of max |golden|; argmax agrees at %lld/%lld\n",
-              GetParam().name.c_str(), max_error / max_golden, static_cast<long long>(agree),
+              GetParam().name.c_str(), e.relative(), static_cast<long long>(agree),
               static_cast<long long>(n));
 }
 
 TEST_P(CudaModel, DecodeAlongTheGreedyContinuation) {
   if (GetParam().name == "dense_dynamic") GTEST_SKIP() << "HF has no dynamic-NTK generation golden";
-  const std::vector<int32_t> prompt = int64_ids(golden_->tensor("gen_prompt"));
-  const std::vector<int32_t> expected = int64_ids(golden_->tensor("gen_ids"));
+  const std::vector<int32_t> prompt = golden_ids(golden_->tensor("gen_prompt"));
+  const std::vector<int32_t> expected = golden_ids(golden_->tensor("gen_ids"));
   const int64_t vocab = folder_->config.vocab_size;
   const int64_t capacity = static_cast<int64_t>(prompt.size() + expected.size());
 
@@ -173,7 +163,7 @@ TEST_P(CudaModel, DecodeAlongTheGreedyContinuation) {
 // same logits, also after a 12-token step on the same cache grew the scratch buffers (which must
 // drop the recorded graphs that point at the old ones).
 TEST_P(CudaModel, GraphReplayEqualsDirectLaunches) {
-  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const std::vector<int32_t> ids = golden_ids(golden_->tensor("input_ids"));
   const int64_t vocab = folder_->config.vocab_size;
   hllm::CudaBackend direct(0, /*use_graphs=*/false);
   hllm::LlamaModel direct_model(folder_->config, folder_->weights, direct);

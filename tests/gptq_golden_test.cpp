@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_util.hpp"
 #include "hllm/cpu/backend.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/llama.hpp"
@@ -25,12 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path DATA = fs::path(HLLM_TEST_DATA);
 
-std::vector<int32_t> int64_ids(const hllm::Tensor& t) {
-  EXPECT_EQ(t.dtype, hllm::DType::i64);
-  std::vector<int32_t> ids(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) ids[i] = static_cast<int32_t>(t.as<int64_t>()[i]);
-  return ids;
-}
+using hllm::test::golden_ids;
 
 std::string id_list(const std::vector<int32_t>& ids) {
   std::string text;
@@ -43,21 +39,10 @@ std::string id_list(const std::vector<int32_t>& ids) {
 
 // Checks logits [n, vocab] against the golden; returns max error / max |golden|.
 double expect_logits_match(const float* logits, const hllm::Tensor& expected) {
-  const int64_t n = expected.dim(0), vocab = expected.dim(1);
-  const float* golden = expected.as<float>();
-  float max_golden = 0.0f, max_error = 0.0f;
-  for (int64_t i = 0; i < n * vocab; ++i) {
-    max_golden = std::max(max_golden, std::fabs(golden[i]));
-    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
-  }
-  EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
-  for (int64_t t = 0; t < n; ++t) {
-    const float* row = logits + t * vocab;
-    const float* ref = golden + t * vocab;
-    EXPECT_EQ(std::max_element(row, row + vocab) - row, std::max_element(ref, ref + vocab) - ref)
-        << "argmax differs at position " << t;
-  }
-  return max_error / max_golden;
+  const hllm::test::LogitsError e = hllm::test::logits_error(logits, expected);
+  EXPECT_LE(e.max_error, 2e-3f * e.max_golden) << "max |golden| = " << e.max_golden;
+  EXPECT_EQ(hllm::test::argmax_agreement(logits, expected), expected.dim(0));
+  return e.relative();
 }
 
 class GptqFixture : public testing::TestWithParam<std::string> {
@@ -83,7 +68,7 @@ TEST_P(GptqFixture, LogitsMatchAtEveryPosition) {
   const hllm::SafetensorsFile golden(dir() / "golden.safetensors");
   hllm::CpuBackend backend;
   hllm::LlamaModel model(folder.config, folder.weights, backend);
-  const std::vector<int32_t> ids = int64_ids(golden.tensor("input_ids"));
+  const std::vector<int32_t> ids = golden_ids(golden.tensor("input_ids"));
   const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder.config.vocab_size;
   ASSERT_EQ(golden.tensor("logits").shape, (hllm::Shape{n, vocab}));
   hllm::KvCache cache = model.new_cache(n);
@@ -98,8 +83,8 @@ TEST_P(GptqFixture, GreedyContinuationThroughKvCache) {
   const hllm::SafetensorsFile golden(dir() / "golden.safetensors");
   hllm::CpuBackend backend;
   hllm::LlamaModel model(folder.config, folder.weights, backend);
-  const std::vector<int32_t> prompt = int64_ids(golden.tensor("gen_prompt"));
-  const std::vector<int32_t> expected = int64_ids(golden.tensor("gen_ids"));
+  const std::vector<int32_t> prompt = golden_ids(golden.tensor("gen_prompt"));
+  const std::vector<int32_t> expected = golden_ids(golden.tensor("gen_ids"));
   hllm::KvCache cache = model.new_cache(static_cast<int64_t>(prompt.size() + expected.size()));
   std::vector<float> logits(static_cast<size_t>(folder.config.vocab_size));
   model.forward(prompt, cache, logits, false);
@@ -186,7 +171,7 @@ TEST_P(GptqFixture, RunnerLogitsAndGenerate) {
       fs::temp_directory_path() / ("hllm_gptq_logits_" + GetParam() + ".safetensors");
   const Result logits =
       run("logits -m " + dir().string() + " --ids " +
-          id_list(int64_ids(golden.tensor("input_ids"))) + " -o " + out_file.string());
+          id_list(golden_ids(golden.tensor("input_ids"))) + " -o " + out_file.string());
   ASSERT_EQ(logits.exit_code, 0) << logits.output;
   {
     const hllm::SafetensorsFile ours(out_file);
@@ -195,9 +180,9 @@ TEST_P(GptqFixture, RunnerLogitsAndGenerate) {
   }
   fs::remove(out_file);
 
-  const std::vector<int32_t> expected = int64_ids(golden.tensor("gen_ids"));
+  const std::vector<int32_t> expected = golden_ids(golden.tensor("gen_ids"));
   const Result generate = run("generate -m " + dir().string() + " --ids " +
-                              id_list(int64_ids(golden.tensor("gen_prompt"))) + " -n " +
+                              id_list(golden_ids(golden.tensor("gen_prompt"))) + " -n " +
                               std::to_string(expected.size()) + " --greedy --ignore-eos");
   ASSERT_EQ(generate.exit_code, 0) << generate.output;
   EXPECT_EQ(generate.output, id_list(expected) + "\n");

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_util.hpp"
 #include "hllm/cpu/backend.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/llama.hpp"
@@ -19,12 +20,7 @@ namespace {
 const std::filesystem::path MODEL_DIR =
     std::filesystem::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
 
-std::vector<int32_t> int64_ids(const hllm::Tensor& t) {
-  EXPECT_EQ(t.dtype, hllm::DType::i64);
-  std::vector<int32_t> ids(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) ids[i] = static_cast<int32_t>(t.as<int64_t>()[i]);
-  return ids;
-}
+using hllm::test::golden_ids;
 
 class GoldenTest : public testing::TestWithParam<std::string> {
  protected:
@@ -44,7 +40,7 @@ class GoldenTest : public testing::TestWithParam<std::string> {
 };
 
 TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
-  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const std::vector<int32_t> ids = golden_ids(golden_->tensor("input_ids"));
   const hllm::Tensor expected = golden_->tensor("logits");
   const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
   ASSERT_EQ(n, 200);
@@ -54,41 +50,25 @@ TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
   std::vector<float> logits(static_cast<size_t>(n * vocab));
   model_->forward(ids, cache, logits, /*all_logits=*/true);
 
-  const float* golden = expected.as<float>();
-  float max_golden = 0.0f, max_error = 0.0f;
-  for (int64_t i = 0; i < n * vocab; ++i) {
-    max_golden = std::max(max_golden, std::fabs(golden[i]));
-    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
-  }
-  EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
+  const hllm::test::LogitsError e = hllm::test::logits_error(logits.data(), expected);
+  EXPECT_LE(e.max_error, 2e-3f * e.max_golden) << "max |golden| = " << e.max_golden;
   std::printf("%s: max |logits - golden| = %.3g = %.3g of max |golden|\n", GetParam().c_str(),
-              max_error, max_error / max_golden);
-  for (int64_t t = 0; t < n; ++t) {
-    const auto row = logits.begin() + t * vocab;
-    const int64_t ours = std::max_element(row, row + vocab) - row;
-    const int64_t theirs =
-        std::max_element(golden + t * vocab, golden + (t + 1) * vocab) - (golden + t * vocab);
-    EXPECT_EQ(ours, theirs) << "argmax differs at position " << t;
-  }
+              e.max_error, e.relative());
+  EXPECT_EQ(hllm::test::argmax_agreement(logits.data(), expected), n);
 }
 
 // A prompt split into chunks (each attending to the cached earlier ones, all with the RoPE table
 // of the whole forward) gives the same logits as the one-pass golden.
 TEST_P(GoldenTest, ChunkedPrefillMatches) {
-  const std::vector<int32_t> ids = int64_ids(golden_->tensor("input_ids"));
+  const std::vector<int32_t> ids = golden_ids(golden_->tensor("input_ids"));
   const hllm::Tensor expected = golden_->tensor("logits");
   const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
   model_->set_prefill_chunk(37);  // 200 = 5 × 37 + 15: a ragged last chunk
   hllm::KvCache cache = model_->new_cache(n);
   std::vector<float> logits(static_cast<size_t>(n * vocab));
   model_->forward(ids, cache, logits, /*all_logits=*/true);
-  const float* golden = expected.as<float>();
-  float max_golden = 0.0f, max_error = 0.0f;
-  for (int64_t i = 0; i < n * vocab; ++i) {
-    max_golden = std::max(max_golden, std::fabs(golden[i]));
-    max_error = std::max(max_error, std::fabs(logits[i] - golden[i]));
-  }
-  EXPECT_LE(max_error, 2e-3f * max_golden) << "max |golden| = " << max_golden;
+  const hllm::test::LogitsError e = hllm::test::logits_error(logits.data(), expected);
+  EXPECT_LE(e.max_error, 2e-3f * e.max_golden) << "max |golden| = " << e.max_golden;
   EXPECT_EQ(cache.length(), n);
 }
 
@@ -96,8 +76,8 @@ TEST_P(GoldenTest, ChunkedPrefillMatches) {
 using GenerationTest = GoldenTest;
 
 TEST_P(GenerationTest, GreedyContinuationThroughKvCache) {
-  const std::vector<int32_t> prompt = int64_ids(golden_->tensor("gen_prompt"));
-  const std::vector<int32_t> expected = int64_ids(golden_->tensor("gen_ids"));
+  const std::vector<int32_t> prompt = golden_ids(golden_->tensor("gen_prompt"));
+  const std::vector<int32_t> expected = golden_ids(golden_->tensor("gen_ids"));
   const int64_t vocab = folder_->config.vocab_size;
 
   hllm::KvCache cache = model_->new_cache(static_cast<int64_t>(prompt.size() + expected.size()));

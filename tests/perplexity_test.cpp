@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_util.hpp"
 #include "hllm/cpu/backend.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/load.hpp"
@@ -24,20 +25,13 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path MODEL_DIR = fs::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
 
-std::vector<int32_t> golden_ids(const hllm::SafetensorsFile& golden) {
-  const hllm::Tensor t = golden.tensor("input_ids");
-  std::vector<int32_t> ids(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) ids[i] = static_cast<int32_t>(t.as<int64_t>()[i]);
-  return ids;
-}
-
 class PerplexityTest : public testing::Test {
  protected:
   PerplexityTest()
       : folder_(hllm::open_model_folder(MODEL_DIR, MODEL_DIR / "config.base.json")),
         golden_(MODEL_DIR / "golden.base.safetensors"),
         model_(folder_.config, folder_.weights, backend_),
-        ids_(golden_ids(golden_)) {}
+        ids_(hllm::test::golden_ids(golden_.tensor("input_ids"))) {}
 
   // Every window as one forward pass; scores window positions [first, length).
   double direct_ppl(int64_t ctx, int64_t stride, bool second_half) {

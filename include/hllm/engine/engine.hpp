@@ -275,11 +275,7 @@ class Engine {
     step.block_tables = tables_;
     step.max_blocks_per_seq = static_cast<int32_t>(blocks_per_seq_);
     step.block_size = KvCache::KV_BLOCK_SIZE;
-    // Power-of-two bound on the attention length: few distinct values (recorded-step keys).
-    int64_t bound = 256;
-    while (bound < max_position + 1) bound *= 2;
-    step.max_kv_len =
-        static_cast<int32_t>(std::min(bound, blocks_per_seq_ * KvCache::KV_BLOCK_SIZE));
+    step.max_kv_len = kv_length_bound(max_position + 1, blocks_per_seq_ * KvCache::KV_BLOCK_SIZE);
     return step;
   }
 

@@ -11,6 +11,7 @@
 //   - ops do not allocate; the caller passes outputs created by allocate().
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -63,6 +64,16 @@ struct Step {
 inline uint64_t next_object_id() {
   static std::atomic<uint64_t> counter{0};
   return ++counter;
+}
+
+// Step::max_kv_len for a step whose longest attention covers `length` positions of a cache
+// (per sequence) of `limit` rows: a bound that changes rarely (it is part of a recorded step's
+// key) yet stays near the real length (it sizes the attention's split over the cache) — the next
+// power of two, at least 256, at most `limit`.
+inline int32_t kv_length_bound(int64_t length, int64_t limit) {
+  int64_t bound = 256;
+  while (bound < length) bound *= 2;
+  return static_cast<int32_t>(std::min(bound, limit));
 }
 
 class Backend {

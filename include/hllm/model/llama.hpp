@@ -145,12 +145,7 @@ class LlamaModel {
     step.block_tables = cache.block_table();
     step.max_blocks_per_seq = static_cast<int32_t>(cache.block_table().size());
     step.block_size = KvCache::KV_BLOCK_SIZE;
-    // A bound on the attention length that changes rarely (it is part of a recorded step's
-    // key) yet stays near the real length (it sizes the attention's split over the cache): the
-    // next power of two, at least 256, at most the cache.
-    int64_t bound = 256;
-    while (bound < start + n) bound *= 2;
-    step.max_kv_len = static_cast<int32_t>(std::min(bound, cache.rows()));
+    step.max_kv_len = kv_length_bound(start + n, cache.rows());
     forward_step(step, cache, logits, all_logits, rope_length);
     cache.advance(n);
   }

@@ -135,7 +135,7 @@ class CudaBackend final : public Backend {
       fail("to_host_f32: tensor ", x.shape.str(), " does not fit ", out.size(), " floats");
     const float* src = x.as<float>();
     if (x.dtype == DType::bf16) {
-      float* converted = scratch_f32(static_cast<size_t>(x.numel()));
+      float* converted = scratch<float>(convert_scratch_, static_cast<size_t>(x.numel()));
       cuda::launch_convert_to_f32(bf(x), converted, x.numel(), stream_);
       src = converted;
     } else if (x.dtype != DType::f32) {
@@ -257,7 +257,8 @@ class CudaBackend final : public Backend {
     const Int4View& w = weight.int4;
     const __nv_bfloat16* x_packed = bf(x);
     if (w.input_index != nullptr) {
-      __nv_bfloat16* gathered = scratch_bf16(gather_scratch_, n * w.packed_in());
+      __nv_bfloat16* gathered =
+          scratch<__nv_bfloat16>(gather_scratch_, static_cast<size_t>(n * w.packed_in()));
       cuda::launch_gather_packed(bf(x), in, w.input_index, w.packed_in(), static_cast<int>(n),
                                  gathered, stream_);
       x_packed = gathered;
@@ -268,7 +269,8 @@ class CudaBackend final : public Backend {
       return cuda::launch_gemv_q4(w, x_packed, static_cast<int>(n), bf(out), stream_);
     }
     // Prefill: dequantize the whole layer once, then one tensor-core GEMM.
-    __nv_bfloat16* dense = scratch_bf16(dequant_scratch_, out_features * w.packed_in());
+    __nv_bfloat16* dense =
+        scratch<__nv_bfloat16>(dequant_scratch_, static_cast<size_t>(out_features * w.packed_in()));
     cuda::launch_dequant_q4(w, dense, stream_);
     gemm_bf16(x_packed, dense, n, w.packed_in(), out_features, out);
   }
@@ -291,7 +293,7 @@ class CudaBackend final : public Backend {
     }
     const size_t bytes = cuda::attn_decode_workspace_bytes(n_tokens_, n_heads,
                                                            static_cast<int>(q.dim(2)), max_kv_len_);
-    float* workspace = scratch_f32_sized(attn_scratch_, bytes);
+    float* workspace = scratch<float>(attn_scratch_, cuda::ceil_div(bytes, sizeof(float)));
     cuda::launch_attn_decode_paged(bf(q), paged_view(cache), step_i32(layout_.seq),
                                    step_i32(layout_.kv_len), n_tokens_, n_heads, max_kv_len_, scale,
                                    workspace, bytes, bf(out), stream_);
@@ -307,8 +309,7 @@ class CudaBackend final : public Backend {
     const int rows = static_cast<int>(logits.dim(0));
     if (logits.dtype != DType::f32 || static_cast<int>(ids.size()) != rows)
       fail("argmax: logits ", logits.shape.str(), " for ", ids.size(), " ids");
-    int32_t* device_ids = reinterpret_cast<int32_t*>(
-        scratch_f32_sized(ids_scratch_, static_cast<size_t>(rows) * sizeof(int32_t)));
+    int32_t* device_ids = scratch<int32_t>(ids_scratch_, static_cast<size_t>(rows));
     cuda::launch_argmax(logits.as<float>(), rows, static_cast<int>(logits.dim(1)), device_ids,
                         stream_);
     HLLM_CUDA_CHECK(
@@ -420,28 +421,21 @@ class CudaBackend final : public Backend {
 
   // Scratch buffers grow on demand, never while a graph is being recorded; growing one
   // invalidates the recorded graphs (they hold its old address).
-  void* scratch(std::shared_ptr<void>& buffer, size_t& capacity, size_t bytes) {
-    if (bytes <= capacity) return buffer.get();
-    if (capturing_) fail("CUDA backend: scratch grew while recording a graph");
-    HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    graphs_.clear();  // they hold the old address (any step, graphed or not, can grow scratch)
-    buffer = device_memory(bytes);
-    capacity = bytes;
-    return buffer.get();
-  }
   struct Scratch {
     std::shared_ptr<void> memory;
     size_t bytes = 0;
   };
-  __nv_bfloat16* scratch_bf16(Scratch& s, int64_t elements) {
-    return static_cast<__nv_bfloat16*>(
-        scratch(s.memory, s.bytes, static_cast<size_t>(elements) * sizeof(__nv_bfloat16)));
-  }
-  float* scratch_f32_sized(Scratch& s, size_t bytes) {
-    return static_cast<float*>(scratch(s.memory, s.bytes, bytes));
-  }
-  float* scratch_f32(size_t elements) {
-    return scratch_f32_sized(convert_scratch_, elements * sizeof(float));
+  template <typename T>
+  T* scratch(Scratch& s, size_t elements) {
+    const size_t bytes = elements * sizeof(T);
+    if (bytes > s.bytes) {
+      if (capturing_) fail("CUDA backend: scratch grew while recording a graph");
+      HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      graphs_.clear();  // any step, graphed or not, can grow a scratch buffer
+      s.memory = device_memory(bytes);
+      s.bytes = bytes;
+    }
+    return static_cast<T*>(s.memory.get());
   }
 
   bool use_graphs_;
