@@ -105,8 +105,7 @@ void run_timed(benchmark::State& state, double bytes, Launch&& launch) {
   hllm::bench::report_percent_of_copy(state, bytes, hllm::bench::median(seconds));
 }
 
-// ---- gemv_q4
-// -------------------------------------------------------------------------------------
+// ---- gemv_q4 ------------------------------------------------------------------------------------
 
 enum class Config { dispatch, w4u4, w8u2, w8u4, w16u2 };
 
@@ -144,8 +143,7 @@ void BM_GemvQ4(benchmark::State& state, int64_t in, int64_t out, int batch, Conf
   state.counters["sets"] = static_cast<double>(weights.sets.size());
 }
 
-// ---- cuBLAS bf16 GEMV, the dense baseline
-// ----------------------------------------------------------
+// ---- cuBLAS bf16 GEMV, the dense baseline -------------------------------------------------------
 
 void BM_CublasGemvBf16(benchmark::State& state, int64_t in, int64_t out) {
   const size_t weights = static_cast<size_t>(in * out);
@@ -172,8 +170,7 @@ void BM_CublasGemvBf16(benchmark::State& state, int64_t in, int64_t out) {
   HLLM_CUBLAS_CHECK(cublasDestroy(handle));
 }
 
-// ---- dequant_q4
-// ----------------------------------------------------------------------------------
+// ---- dequant_q4 ---------------------------------------------------------------------------------
 
 void BM_DequantQ4(benchmark::State& state, int64_t in, int64_t out) {
   const Int4Sets weights(in, out);

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "hllm/cuda/attn_decode_paged.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 
 namespace hllm::cuda {
 namespace {

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "hllm/cuda/attn_prefill.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 
 namespace hllm::cuda {
 namespace {

@@ -1,4 +1,4 @@
-// CPU test of cpu/attn_prefill_tiles.hpp, the schedule and fragment maps of the CUDA
+// CPU test of cpu/attn_prefill_emulate.hpp, the schedule and fragment maps of the CUDA
 // FlashAttention-2 prefill kernel (kernels/hllm/cuda/attn_prefill.cuh) and its lane-by-lane
 // emulation:
 //   - the causal tile schedule (row tiles × warps × visited K/V tiles, masking only on the
@@ -9,8 +9,6 @@
 //   - the emulated kernel equals cpu::attention_paged within bf16 tolerance on random inputs:
 //     chunks of 1 .. 1000 queries, cached prefixes (partial blocks), GQA 1, 2, 4, shuffled blocks.
 // This is the kernel's correctness argument on a machine without a GPU.
-#include "hllm/cpu/attn_prefill_tiles.hpp"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +20,7 @@
 
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/attention_paged.hpp"
+#include "hllm/cpu/attn_prefill_emulate.hpp"
 
 namespace hllm {
 namespace {
@@ -250,8 +249,7 @@ TEST(AttnPrefillTiles, PaddedRowsAreConflictFree) {
   }
 }
 
-// ---- Emulation against cpu::attention_paged
-// ------------------------------------------------------
+// ---- Emulation against cpu::attention_paged -----------------------------------------------------
 
 struct Case {
   int n_heads, n_kv_heads, head_dim, block_size, start, n;

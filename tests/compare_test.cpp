@@ -123,8 +123,7 @@ TEST(CompareSuite, EndpointSpecs) {
   EXPECT_THROW(cmp::parse_endpoint_spec("a b=http://x"), hllm::Error);
 }
 
-// ---- SSE parsing
-// -----------------------------------------------------------------------------------
+// ---- SSE parsing --------------------------------------------------------------------------------
 
 TEST(CompareSse, ChunksSplitAnywhereGiveTheSameAnswer) {
   const std::string stream =
@@ -165,8 +164,7 @@ TEST(CompareSse, ErrorObjectInTheStreamIsAnError) {
   EXPECT_NE(garbage.error.find("not JSON"), std::string::npos);
 }
 
-// ---- Scorers
-// ------------------------------------------------------------------------------------------
+// ---- Scorers ------------------------------------------------------------------------------------
 
 TEST(CompareScore, KeywordsAreCaseInsensitive) {
   const cmp::Score s =
@@ -205,8 +203,7 @@ TEST(CompareScore, PythonAssertsPassFailAndTimeOut) {
             std::string::npos);
 }
 
-// ---- The report on plain values
-// -------------------------------------------------------------------
+// ---- The report on plain values -----------------------------------------------------------------
 
 TEST(CompareReport, AnswersAreEscapedAndTablesAgree) {
   cmp::Comparison c;
@@ -241,8 +238,7 @@ TEST(CompareReport, AnswersAreEscapedAndTablesAgree) {
       << md;
 }
 
-// ---- End to end: real servers, real HTTP
-// ----------------------------------------------------------
+// ---- End to end: real servers, real HTTP --------------------------------------------------------
 
 // A child process with its stdout and stderr in a log file, stopped (SIGTERM) on destruction.
 class Child {

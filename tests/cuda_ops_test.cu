@@ -17,7 +17,7 @@
 #include "hllm/cuda/activation.cuh"
 #include "hllm/cuda/norm.cuh"
 #include "hllm/cuda/rope.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 #include "hllm/model/config.hpp"
 #include "hllm/model/rope.hpp"
 

@@ -1,9 +1,9 @@
 // GPU test of kernels/hllm/cuda/gemv_q4.cuh (tensor-core INT4 GEMV, act-order gather) and
 // kernels/hllm/cuda/dequant_q4.cuh against a double-precision CPU reference built from int4_weight
-// (quant/int4.hpp), on random tiles (codes, fp16 scales, integer zeros), random bf16 activations,
-// batch 1, 2, 3 and 8, odd shapes (out = 4, 20, 1000; k_tiles 1, 3, 17, 112) and act-order packing
-// (random group assignment: permuted inputs, padded tiles). Outputs are poisoned with NaN, with a
-// poisoned tail past the end that must stay untouched; every element is checked.
+// (layout/int4_tiles.hpp), on random tiles (codes, fp16 scales, integer zeros), random bf16
+// activations, batch 1, 2, 3 and 8, odd shapes (out = 4, 20, 1000; k_tiles 1, 3, 17, 112) and
+// act-order packing (random group assignment: permuted inputs, padded tiles). Outputs are poisoned
+// with NaN, with a poisoned tail past the end that must stay untouched; every element is checked.
 //
 // Without a GPU the whole binary prints one "skipped: no GPU (...)" line and exits 0.
 #define HLLM_GPU_TEST_MAIN

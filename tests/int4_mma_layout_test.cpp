@@ -1,4 +1,4 @@
-// CPU test of quant/int4_mma.hpp: the placement of hllm INT4 tiles into the fragments of
+// CPU test of layout/int4_mma.hpp: the placement of hllm INT4 tiles into the fragments of
 // mma.sync.m16n8k16 bf16 that the CUDA gemv_q4 kernel uses, emulated lane by lane on the host:
 //   - every (row, input) of a 4-strip row group and every (input, column) of the activations lands
 //     in exactly one (k-step, k slot) of A and B, and A and B agree on which physical input a slot
@@ -24,8 +24,8 @@
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/layout/int4_mma.hpp"
 #include "hllm/quant/int4.hpp"
-#include "hllm/quant/int4_mma.hpp"
 
 namespace hllm {
 namespace {

@@ -1,8 +1,8 @@
-// The paged KV layout (engine/paged_kv.hpp), the split plan and online-softmax merge shared with
+// The paged KV layout (layout/paged_kv.hpp), the split plan and online-softmax merge shared with
 // the CUDA decode attention (cpu/attention_paged.hpp), and the CPU twin attention_paged against
 // the contiguous cpu::attention_causal: on the identity block table (the contiguous cache is that
 // special case) and on shuffled tables, with every split length.
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 
 #include <gtest/gtest.h>
 
@@ -141,8 +141,7 @@ TEST(OnlineSoftmax, RescaleAndEmptyMerge) {
   EXPECT_EQ(acc * w + 0.0f * w_empty, acc);
 }
 
-// ---- The CPU twin against the contiguous attention
-// -----------------------------------------------
+// ---- The CPU twin against the contiguous attention ----------------------------------------------
 
 struct AttnShape {
   int n_heads, n_kv_heads, head_dim, block_size;

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "hllm/cpu/backend.hpp"
+#include "hllm/engine/quantize_model.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
-#include "hllm/quant/quantize_model.hpp"
 
 namespace {
 

@@ -1,8 +1,8 @@
-// CPU tests of include/hllm/engine/sample_rule.hpp, the definition of the GPU sampler's rule:
+// CPU tests of include/hllm/layout/sample_rule.hpp, the definition of the GPU sampler's rule:
 // greedy and argmax ties, top_k ties, the top_p threshold, min_p, the index-order draw, and the
 // distribution the draw follows (uniform sweeps and 20000 random uniforms against the renormalised
 // probabilities).
-#include "hllm/engine/sample_rule.hpp"
+#include "hllm/layout/sample_rule.hpp"
 
 #include <gtest/gtest.h>
 

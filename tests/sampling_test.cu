@@ -1,5 +1,5 @@
 // GPU tests of kernels/hllm/cuda/sampling.cuh: argmax exactly equal to the CPU argmax (ties ->
-// lowest index), and the sampler against its CPU twin sample_by_rule() (engine/sample_rule.hpp)
+// lowest index), and the sampler against its CPU twin sample_by_rule() (layout/sample_rule.hpp)
 // over many (params, uniform) draws: >= 99% identical ids (fp32 vs double sums may disagree at a
 // razor-thin boundary) and every GPU id one the CPU rule keeps.
 //
@@ -14,7 +14,7 @@
 
 #include "gpu_test_util.cuh"
 #include "hllm/cuda/sampling.cuh"
-#include "hllm/engine/sample_rule.hpp"
+#include "hllm/layout/sample_rule.hpp"
 
 namespace hllm::cuda {
 namespace {

@@ -84,8 +84,7 @@ TEST(UnicodeTables, Classes) {
   EXPECT_STREQ(hllm::detail::unicode_tables::UNICODE_VERSION_STRING, "15.1.0");
 }
 
-// ---- The real tokenizer: the pitfalls by id
-// -------------------------------------------------------
+// ---- The real tokenizer: the pitfalls by id -----------------------------------------------------
 
 TEST(TokenizerPitfalls, IgnoreMergesKeepsWholeVocabWords) {
   EXPECT_EQ(real().encode(" Việt"), (std::vector<TokenId>{101798}));  // not 3 BPE pieces
@@ -110,8 +109,7 @@ TEST(TokenizerPitfalls, DecodeSkipsSpecialsOnRequest) {
   EXPECT_EQ(real().decode(ids, /*skip_special=*/true), "Hello");
 }
 
-// ---- BPE on a synthetic tokenizer.json
-// ------------------------------------------------------------
+// ---- BPE on a synthetic tokenizer.json ----------------------------------------------------------
 
 // Byte-level spelling of raw bytes.
 std::string spell(std::string_view bytes) {
@@ -186,8 +184,7 @@ TEST(Bpe, AddedTokensLeftmostLongest) {
   EXPECT_EQ(tiny().decode(std::vector<TokenId>{'b', 300, 301}, true), "b<|end|>x");
 }
 
-// ---- UTF-8
-// ------------------------------------------------------------------------------------------
+// ---- UTF-8 --------------------------------------------------------------------------------------
 
 std::string lossy(std::string_view bytes) {
   std::string out;
@@ -219,8 +216,7 @@ TEST(Utf8, ChatTrimIsPythonStrip) {
   EXPECT_EQ(hllm::python_strip("\u0085\u00A0"), "");
 }
 
-// ---- Hostile input
-// ----------------------------------------------------------------------------------
+// ---- Hostile input ------------------------------------------------------------------------------
 
 void expect_error(const std::function<void()>& f, const std::string& needle) {
   try {

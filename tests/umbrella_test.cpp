@@ -1,4 +1,5 @@
-// The README's library snippet, compiled and run as written against the bundled model.
+// The umbrella header alone is enough for the manual assembly open_model() does (folder, backend,
+// model): compiled and run against the tiny fixture model.
 #include <gtest/gtest.h>
 
 #include <hllm/hllm.hpp>

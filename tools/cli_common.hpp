@@ -9,10 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "backend_choice.hpp"
 #include "hllm/core/error.hpp"
-#include "hllm/model/llama.hpp"
-#include "hllm/model/load.hpp"
+#include "hllm/engine/open_model.hpp"
 
 namespace hllm::tools {
 
@@ -58,27 +56,17 @@ inline void add_model_options(CLI::App& command, ModelOptions& options) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 }
 
-// A model folder opened and ready to run on the chosen backend. Held by pointer: the model keeps
-// references to the backend and to the folder's mapped weights.
-struct LoadedModel {
-  ModelFolder folder;
-  std::unique_ptr<Backend> backend;
-  LlamaModel model;
-
-  explicit LoadedModel(const ModelOptions& options)
-      : folder(open_model_folder(options.model_dir, options.config_override.empty()
-                                                        ? std::nullopt
-                                                        : std::optional<std::filesystem::path>(
-                                                              options.config_override))),
-        backend(make_backend(options.device, options.threads, folder.config)),
-        model(folder.config, folder.weights, *backend) {}
-
-  // "cpu, 8 threads" or "cuda (NVIDIA H200)", for the runner's summaries.
-  std::string backend_description() const { return describe_backend(*backend); }
-};
+inline OpenOptions open_options(const ModelOptions& options) {
+  OpenOptions open;
+  open.device = options.device;
+  open.threads = options.threads;
+  if (!options.config_override.empty()) open.config = options.config_override;
+  open.load_tokenizer = false;  // these commands take and print token ids
+  return open;
+}
 
 inline std::unique_ptr<LoadedModel> load_model(const ModelOptions& options) {
-  return std::make_unique<LoadedModel>(options);
+  return open_model(options.model_dir, open_options(options));
 }
 
 }  // namespace hllm::tools

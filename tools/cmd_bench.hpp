@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "backend_choice.hpp"
 #include "cli_common.hpp"
+#include "hllm/engine/open_model.hpp"
 #include "hllm/model/llama.hpp"
 #include "synthetic_model.hpp"
 
@@ -185,26 +185,37 @@ inline void add_bench_command(CLI::App& app) {
       fail("bench: give either --synthetic NAME or -m MODEL_DIR");
     for (const int64_t batch : options->batches)
       if (batch < 1 || batch > 256) fail("--batch: ", batch, " is outside 1..256");
+    // A checkpoint is opened like every command opens one; synthetic weights are made here and
+    // run on the backend the library picks for them.
     std::unique_ptr<SyntheticModel> synthetic;
-    std::unique_ptr<ModelFolder> folder;
+    std::unique_ptr<Backend> synthetic_backend;
+    std::unique_ptr<LlamaModel> synthetic_model;
+    std::unique_ptr<LoadedModel> loaded;
     const auto t_load = std::chrono::steady_clock::now();
     if (!options->synthetic.empty()) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
       synthetic = make_synthetic_model(options->synthetic, options->quant == "q4");
+      synthetic_backend = make_backend(options->device, options->threads, synthetic->config);
+      synthetic_model =
+          std::make_unique<LlamaModel>(synthetic->config, synthetic->weights, *synthetic_backend);
     } else {
-      folder = std::make_unique<ModelFolder>(open_model_folder(options->model_dir));
+      OpenOptions open;
+      open.device = options->device;
+      open.threads = options->threads;
+      open.load_tokenizer = false;
+      loaded = open_model(options->model_dir, open);
     }
-    const LlamaConfig& config = synthetic ? synthetic->config : folder->config;
-    const LlamaWeights& weights = synthetic ? synthetic->weights : folder->weights;
-    std::unique_ptr<Backend> backend = make_backend(options->device, options->threads, config);
-    LlamaModel model(config, weights, *backend);
+    const LlamaConfig& config = synthetic ? synthetic->config : loaded->config();
+    const LlamaWeights& weights = synthetic ? synthetic->weights : loaded->folder.weights;
+    Backend* const backend = synthetic ? synthetic_backend.get() : loaded->backend.get();
+    LlamaModel& model = synthetic ? *synthetic_model : loaded->model;
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
     const double act_bytes = static_cast<double>(dtype_size(backend->activation_dtype()));
     const double weight_bytes = bench_detail::decode_weight_bytes(weights, config, act_bytes);
     const bool gpu = backend->device() == Device::cuda;
-    auto* cpu = dynamic_cast<CpuBackend*>(backend.get());
+    auto* cpu = dynamic_cast<CpuBackend*>(backend);
     const double ceiling_gbps =
         gpu ? cuda_copy_bandwidth_gbps()
             : (cpu != nullptr ? bench_detail::host_read_bandwidth_gbps(cpu->pool()) : 0.0);

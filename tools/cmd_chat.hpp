@@ -74,7 +74,7 @@ inline void add_chat_command(CLI::App& app) {
       // Room for the answer: the token budget, but at most a quarter of the context.
       const int64_t reserve =
           std::min(options->max_new_tokens, std::max<int64_t>(m.context / 4, 1));
-      std::vector<int32_t> prompt = encode_chat(m.tokenizer, history);
+      std::vector<int32_t> prompt = encode_prompt(m.tokenizer(), history);
       while (static_cast<int64_t>(prompt.size()) + reserve > m.context &&
              history.size() > first_exchange + 1) {
         const size_t drop_end =
@@ -82,7 +82,7 @@ inline void add_chat_command(CLI::App& app) {
         history.erase(history.begin() + static_cast<std::ptrdiff_t>(first_exchange),
                       history.begin() + static_cast<std::ptrdiff_t>(drop_end));
         std::fprintf(stderr, "hllm: context full, dropped the oldest exchange\n");
-        prompt = encode_chat(m.tokenizer, history);
+        prompt = encode_prompt(m.tokenizer(), history);
       }
       if (static_cast<int64_t>(prompt.size()) + reserve > m.context) {
         std::fprintf(
@@ -100,11 +100,11 @@ inline void add_chat_command(CLI::App& app) {
         std::fprintf(stderr, "]\n");
       }
 
-      StreamDecoder text(m.tokenizer);
+      StreamDecoder text(m.tokenizer());
       std::string answer;
       const int64_t budget =
           std::min(options->max_new_tokens, m.context - static_cast<int64_t>(prompt.size()));
-      const GenerationOptions generation{budget, m.stop_ids, options->model.ignore_eos};
+      const GenerationOptions generation{budget, m.stop_ids(), options->model.ignore_eos};
       const GenerationResult result =
           generate(m.loaded->model, cache, prompt, cached, sampler, generation, [&](int32_t id) {
             const std::string piece = text.push(id);

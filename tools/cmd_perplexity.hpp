@@ -17,7 +17,7 @@
 
 #include "cli_common.hpp"
 #include "hllm/engine/perplexity.hpp"
-#include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/chat.hpp"
 
 namespace hllm::tools {
 
@@ -47,13 +47,11 @@ inline void add_perplexity_command(CLI::App& app) {
     if (!in) fail("cannot read ", options->file);
     std::stringstream text;
     text << in.rdbuf();
-    const Tokenizer tokenizer =
-        Tokenizer::load(options->tokenizer.empty() ? options->model.model_dir : options->tokenizer);
-    std::vector<int32_t> tokens;
-    if (tokenizer.bos_id() >= 0) tokens.push_back(tokenizer.bos_id());
-    const std::vector<TokenId> body = tokenizer.encode(text.str(), /*match_special=*/false);
-    tokens.insert(tokens.end(), body.begin(), body.end());
-    auto loaded = load_model(options->model);
+    OpenOptions open = open_options(options->model);
+    open.load_tokenizer = true;
+    open.tokenizer = options->tokenizer;
+    const auto loaded = open_model(options->model.model_dir, open);
+    const std::vector<int32_t> tokens = encode_prompt(*loaded->tokenizer, text.str());
     options->ppl.second_half_only = options->llama_cpp;
 
     const bool tty = isatty(STDERR_FILENO) != 0;

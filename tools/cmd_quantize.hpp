@@ -1,7 +1,7 @@
 // `hllm quantize -m BF16_MODEL_DIR -o OUT_DIR [--method rtn|gptq] [--group-size 128] [--act-order]
-//                [--asym] [--calib TEXT_FILE [--tokenizer PATH] | --calib-bytes | --calib-ids
-//                FILE]`
-// Writes a standard GPTQ (v1) checkpoint folder; see include/hllm/quant/quantize_model.hpp.
+//                [--asym]
+//                [--calib TEXT_FILE [--tokenizer PATH] | --calib-bytes | --calib-ids FILE]`
+// Writes a standard GPTQ (v1) checkpoint folder; see include/hllm/engine/quantize_model.hpp.
 //
 // Calibration text for GPTQ is tokenized with the model's tokenizer.json (or --tokenizer). Models
 // without one (the tiny test models) can take the text's UTF-8 bytes as token ids (--calib-bytes),
@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/engine/quantize_model.hpp"
 #include "hllm/model/load.hpp"
-#include "hllm/quant/quantize_model.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 
 namespace hllm::tools {

@@ -9,9 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "hllm/engine/generate.hpp"
+#include "hllm/engine/generate_text.hpp"
 #include "hllm/tokenizer/chat.hpp"
-#include "hllm/tokenizer/stream.hpp"
 #include "interrupt.hpp"
 #include "text_model.hpp"
 
@@ -52,36 +51,28 @@ inline void add_run_command(CLI::App& app) {
     TextModel m = load_text_model(options->model);
     std::vector<int32_t> prompt;
     if (options->raw) {
-      if (m.tokenizer.bos_id() >= 0) prompt.push_back(m.tokenizer.bos_id());
-      const std::vector<int32_t> text = m.tokenizer.encode(options->prompt, false);
-      prompt.insert(prompt.end(), text.begin(), text.end());
+      prompt = encode_prompt(m.tokenizer(), options->prompt);
     } else {
       std::vector<ChatMessage> messages;
       if (!options->system.empty()) messages.push_back({"system", options->system});
       messages.push_back({"user", options->prompt});
-      prompt = encode_chat(m.tokenizer, messages, /*add_generation_prompt=*/true);
+      prompt = encode_prompt(m.tokenizer(), messages);
     }
     const int64_t budget =
         std::min(options->max_new_tokens, m.context - static_cast<int64_t>(prompt.size()));
     if (budget <= 0)
       fail("the prompt is ", prompt.size(), " tokens; the context is ", m.context,
-           " (raise --ctx up to ", m.loaded->folder.config.max_position_embeddings, ")");
+           " (raise --ctx up to ", m.loaded->config().max_position_embeddings, ")");
 
     install_interrupt_handler();
-    KvCache cache = m.loaded->model.new_cache(static_cast<int64_t>(prompt.size()) + budget);
-    std::vector<int32_t> cached;
-    Sampler sampler(m.sampling);
-    StreamDecoder text(m.tokenizer);
-    const GenerationOptions generation{budget, m.stop_ids, options->model.ignore_eos};
-    const GenerationResult result =
-        generate(m.loaded->model, cache, prompt, cached, sampler, generation, [&](int32_t id) {
-          const std::string piece = text.push(id);
+    const GenerationResult result = generate_text(
+        *m.loaded, prompt, m.sampling, budget,
+        [](std::string_view piece) {
           std::fwrite(piece.data(), 1, piece.size(), stdout);
           std::fflush(stdout);
           return interrupted == 0;
-        });
-    const std::string rest = text.finish();
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
+        },
+        options->model.ignore_eos);
     std::fputc('\n', stdout);
     std::fflush(stdout);
     print_generation_summary(result, m);

@@ -123,11 +123,8 @@ inline void add_serve_command(CLI::App& app) {
     }
     serve::ServedModel served;
     served.engine = engine.get();
-    served.tokenizer = &m->tokenizer;
-    served.stop_ids = m->stop_ids;
-    if (const auto eot = m->tokenizer.find_added("<|eot_id|>"))
-      if (std::find(served.stop_ids.begin(), served.stop_ids.end(), *eot) == served.stop_ids.end())
-        served.stop_ids.push_back(*eot);
+    served.tokenizer = &m->tokenizer();
+    served.stop_ids = m->stop_ids();
     served.defaults = m->sampling;
     server.set_model(std::move(served));
 

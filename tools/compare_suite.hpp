@@ -158,8 +158,7 @@ inline EndpointSpec parse_endpoint_spec(const std::string& spec) {
   return e;
 }
 
-// ---- Scorers
-// --------------------------------------------------------------------------------------
+// ---- Scorers ------------------------------------------------------------------------------------
 
 // The score of one answer; not every kind is scored (copywriting and conversation need a reader).
 struct Score {

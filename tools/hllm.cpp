@@ -17,11 +17,12 @@
 #endif
 #include "cmd_tokenize.hpp"
 #include "hllm/core/error.hpp"
+#include "hllm/version.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"hllm: a Llama-3 inference engine (CPU reference and CUDA)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "hllm 0.1.0");
+  app.set_version_flag("--version", "hllm " HLLM_VERSION_STRING);
   hllm::tools::add_run_command(app);
   hllm::tools::add_chat_command(app);
   hllm::tools::add_info_command(app);

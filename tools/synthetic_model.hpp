@@ -7,7 +7,7 @@
 //   tiny       hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
 //
 // Weights: norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16; q4 linears random codes with
-// fp16 scales 0.002 and zero point 8 in the engine's INT4 tile layout (quant/int4.hpp).
+// fp16 scales 0.002 and zero point 8 in the engine's INT4 tile layout (layout/int4_tiles.hpp).
 #pragma once
 
 #include <cstdint>

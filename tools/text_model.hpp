@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "hllm/engine/open_model.hpp"
 #include "hllm/engine/sampler.hpp"
-#include "hllm/io/json.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 #include "progress.hpp"
 
@@ -60,31 +60,19 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
   command.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-turn tokens");
 }
 
-// A loaded model with its tokenizer, ready for text in and text out.
+// A model opened with its tokenizer, the sampling settings of this run and the context size.
 struct TextModel {
   bool is_demo = false;
-  Tokenizer tokenizer;
   std::unique_ptr<LoadedModel> loaded;
-  std::vector<int64_t> stop_ids;  // generation_config's eos ids and the tokenizer's eos token
-  SamplingParams sampling;
+  SamplingParams sampling;  // the model's defaults (generation_config.json) under the flags
   int64_t context = 0;
+
+  const Tokenizer& tokenizer() const { return *loaded->tokenizer; }
+  const std::vector<int64_t>& stop_ids() const { return loaded->stop_ids; }
 };
 
-// The sampling flags over generation_config.json's defaults over the library's.
-inline SamplingParams sampling_from(const TextModelOptions& o, const std::filesystem::path& dir) {
-  SamplingParams s;
-  const std::filesystem::path generation_config = dir / "generation_config.json";
-  if (std::filesystem::exists(generation_config)) {
-    const json g = read_json_file(generation_config);
-    const JsonFields fields{g, generation_config.string()};
-    if (g.is_object() && fields.boolean_or("do_sample", true)) {
-      s.temperature = static_cast<float>(fields.number_or("temperature", s.temperature));
-      s.top_p = static_cast<float>(fields.number_or("top_p", s.top_p));
-      if (fields.has("top_k")) s.top_k = fields.integer("top_k");
-    } else if (g.is_object()) {
-      s.temperature = 0.0f;  // do_sample: false means greedy
-    }
-  }
+// The sampling flags over the model's defaults; the seed is random unless given.
+inline SamplingParams apply_sampling_flags(const TextModelOptions& o, SamplingParams s) {
   if (o.temperature) s.temperature = *o.temperature;
   if (o.top_p) s.top_p = *o.top_p;
   if (o.top_k) s.top_k = *o.top_k;
@@ -97,43 +85,36 @@ inline SamplingParams sampling_from(const TextModelOptions& o, const std::filesy
   return s;
 }
 
-inline TextModel load_text_model(const TextModelOptions& o) {
-  bool is_demo = false;
-  std::string dir = o.model_dir;
+// -m, else $HLLM_MODEL, else the bundled demo (with a note on stderr that its text is nonsense).
+inline std::string resolve_model_dir(const std::string& given, bool& is_demo) {
+  is_demo = false;
+  std::string dir = given;
   if (dir.empty() && std::getenv("HLLM_MODEL") != nullptr) dir = std::getenv("HLLM_MODEL");
-  if (dir.empty()) {
-    dir = HLLM_DEMO_MODEL_DIR;
-    is_demo = true;
-    if (dir.empty() || !std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
-      fail("no model given (-m DIR or HLLM_MODEL) and the bundled demo model is not built (",
-           dir.empty() ? "this binary was built without it" : dir,
-           "; it needs the tokenizer that cmake fetches with npm)");
-    std::fprintf(
-        stderr,
-        "hllm: no model given (-m DIR or HLLM_MODEL): running the bundled tiny demo model. Its "
-        "weights are random, so the text is nonsense; the pipeline around it is real.\n");
-  }
-  if (!std::filesystem::is_directory(dir))
-    fail("model folder ", dir, " does not exist or is not a folder");
-  TextModel m{is_demo, Tokenizer::load(o.tokenizer.empty() ? dir : o.tokenizer), nullptr, {}, {},
-              0};
-  ModelOptions model_options;
-  model_options.model_dir = dir;
-  model_options.threads = o.threads;
-  model_options.device = o.device;
-  m.loaded = load_model(model_options);
-  prefetch_weights(m.loaded->folder.checkpoint);
+  if (!dir.empty()) return dir;
+  dir = HLLM_DEMO_MODEL_DIR;
+  is_demo = true;
+  if (dir.empty() || !std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+    fail("no model given (-m DIR or HLLM_MODEL) and the bundled demo model is not built (",
+         dir.empty() ? "this binary was built without it" : dir,
+         "; it needs the tokenizer that cmake fetches with npm)");
+  std::fprintf(
+      stderr,
+      "hllm: no model given (-m DIR or HLLM_MODEL): running the bundled tiny demo model. "
+      "Its weights are random, so the text is nonsense; the pipeline around it is real.\n");
+  return dir;
+}
 
-  const LlamaConfig& config = m.loaded->folder.config;
-  if (static_cast<int64_t>(m.tokenizer.vocab_size()) > config.vocab_size)
-    fail("the tokenizer has ", m.tokenizer.vocab_size(), " tokens but the model only ",
-         config.vocab_size, " (wrong --tokenizer?)");
-  m.stop_ids = m.loaded->folder.eos_ids;
-  for (int64_t id : m.tokenizer.stop_ids())
-    if (std::find(m.stop_ids.begin(), m.stop_ids.end(), id) == m.stop_ids.end())
-      m.stop_ids.push_back(id);
-  m.sampling = sampling_from(o, dir);
-  m.context = o.context > 0 ? o.context : config.max_position_embeddings;
+inline TextModel load_text_model(const TextModelOptions& o) {
+  TextModel m;
+  const std::string dir = resolve_model_dir(o.model_dir, m.is_demo);
+  OpenOptions open;
+  open.device = o.device;
+  open.threads = o.threads;
+  open.tokenizer = o.tokenizer;
+  open.progress = load_progress_printer();
+  m.loaded = open_model(dir, open);
+  m.sampling = apply_sampling_flags(o, m.loaded->sampling);
+  m.context = o.context > 0 ? o.context : m.loaded->config().max_position_embeddings;
   return m;
 }
 

@@ -1,30 +1,25 @@
-// hllm — umbrella include: everything a host program needs to load and run a Llama-3 model on the
-// CPU. CUDA parts live under kernels/hllm/cuda/ and are included separately by CUDA translation
-// units.
+// hllm — umbrella include: everything a host program needs to open a Llama-3 model and generate
+// with it (engine/open_model.hpp, engine/generate_text.hpp; examples/consumer/main.cpp shows the
+// whole of it). The CUDA backend is chosen by open_model() when the program links hllm::cuda;
+// kernels live under kernels/hllm/cuda/ and are included by CUDA translation units only.
 #pragma once
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
-#include "hllm/core/mmap.hpp"
 #include "hllm/core/tensor.hpp"
-#include "hllm/core/threads.hpp"
 #include "hllm/cpu/backend.hpp"
+#include "hllm/engine/engine.hpp"
 #include "hllm/engine/generate.hpp"
-#include "hllm/engine/kv_cache.hpp"
+#include "hllm/engine/generate_text.hpp"
 #include "hllm/engine/memory.hpp"
+#include "hllm/engine/open_model.hpp"
 #include "hllm/engine/sampler.hpp"
-#include "hllm/io/json.hpp"
-#include "hllm/io/safetensors.hpp"
 #include "hllm/model/backend.hpp"
 #include "hllm/model/config.hpp"
-#include "hllm/model/linear.hpp"
+#include "hllm/model/kv_cache.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
-#include "hllm/model/rope.hpp"
-#include "hllm/model/weights.hpp"
-#include "hllm/quant/gptq.hpp"
-#include "hllm/quant/int4.hpp"
-#include "hllm/quant/quantize.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/version.hpp"

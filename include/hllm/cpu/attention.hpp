@@ -1,14 +1,16 @@
 // Causal grouped-query attention on the CPU over a contiguous KV cache, fp32.
 //
-//   q      [n, n_heads, head_dim]          queries of tokens at positions start_pos .. start_pos +
-//   n - 1 k, v   [capacity, n_kv_heads, head_dim] cache rows 0 .. start_pos + n - 1 are filled (k
-//   rotated) out    [n, n_heads, head_dim]
+//   q      [n, n_heads, head_dim]            queries of tokens at positions
+//                                            start_pos .. start_pos + n - 1
+//   k, v   [capacity, n_kv_heads, head_dim]  cache rows 0 .. start_pos + n - 1 are filled
+//                                            (k rotated)
+//   out    [n, n_heads, head_dim]
 //
-// Query head h reads KV head h / (n_heads / n_kv_heads). Token t sees cache rows 0 .. start_pos +
-// t:
+// Query head h reads KV head h / (n_heads / n_kv_heads). Token t sees cache rows
+// 0 .. start_pos + t:
 //   out = softmax(scale · q kᵀ) v, the softmax shifted by its max for range safety.
-// One task per (token, KV head) so the query heads of a group reuse the K/V rows while they are in
-// cache.
+// One task per (token, KV head) so the query heads of a group reuse the K/V rows while they are
+// in cache.
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 // CpuBackend: the fp32 reference implementation of the Backend interface, vectorized (cpu/simd.hpp)
 // and threaded over one ThreadPool. Weights stay where they are (the mmap'd checkpoint) in their
-// stored dtype and are widened to fp32 as they are read; INT4 weights (quant/int4.hpp) are
+// stored dtype and are widened to fp32 as they are read; INT4 weights (layout/int4_tiles.hpp) are
 // dequantized on the fly by cpu/int4_matmul.hpp.
 #pragma once
 
@@ -17,7 +17,7 @@
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/rope.hpp"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 #include "hllm/model/backend.hpp"
 
 namespace hllm {

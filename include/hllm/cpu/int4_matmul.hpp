@@ -1,4 +1,4 @@
-// CPU matmul against an INT4 weight in hllm's tile layout (quant/int4.hpp), W4A32:
+// CPU matmul against an INT4 weight in hllm's tile layout (layout/int4_tiles.hpp), W4A32:
 // y[n, out] = x[n, in] · Wᵀ with W dequantized on the fly by int4_dequant, fp32 accumulation.
 //
 // 1. Packed activations: when the weight's input order is not the identity (GPTQ act-order, or
@@ -23,7 +23,7 @@
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/simd.hpp"
-#include "hllm/quant/int4.hpp"
+#include "hllm/layout/int4_tiles.hpp"
 
 namespace hllm::cpu {
 

@@ -1,4 +1,4 @@
-// BlockPool: the free list of a paged KV cache (engine/paged_kv.hpp). The cache's rows are cut into
+// BlockPool: the free list of a paged KV cache (layout/paged_kv.hpp). The cache's rows are cut into
 // n_blocks blocks of KvCache::KV_BLOCK_SIZE positions; a sequence holds a list of blocks (its block
 // table) and gives them back when it ends. Not thread-safe: the engine thread owns it.
 #pragma once

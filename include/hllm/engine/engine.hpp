@@ -11,7 +11,7 @@
 //        on_token at once, finish sequences at a stop id / max_tokens / abort
 //
 // KV cache: one pool (KvCache) of n_blocks × 16 positions per layer; each sequence owns the blocks
-// of its block table (engine/block_pool.hpp, engine/paged_kv.hpp). Admission reserves every block a
+// of its block table (engine/block_pool.hpp, layout/paged_kv.hpp). Admission reserves every block a
 // request can need (prompt + max_tokens), so a running sequence never runs out and nothing is ever
 // preempted; a request that fits the context but not the free blocks waits. Requests larger than
 // the context are refused at submit.
@@ -38,8 +38,8 @@
 #include "hllm/core/error.hpp"
 #include "hllm/engine/block_pool.hpp"
 #include "hllm/engine/generate.hpp"
-#include "hllm/engine/kv_cache.hpp"
 #include "hllm/engine/sampler.hpp"
+#include "hllm/model/kv_cache.hpp"
 #include "hllm/model/llama.hpp"
 
 namespace hllm {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
-#include "hllm/engine/kv_cache.hpp"
 #include "hllm/engine/sampler.hpp"
+#include "hllm/model/kv_cache.hpp"
 #include "hllm/model/llama.hpp"
 
 namespace hllm {

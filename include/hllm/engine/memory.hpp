@@ -20,7 +20,7 @@ inline int64_t parameter_count(const LlamaConfig& c) {
 }
 
 // K and V of every layer for `tokens` positions, `bytes_per_value` each (4 on the CPU backend).
-// Rows are allocated in whole blocks of 16 positions (engine/kv_cache.hpp).
+// Rows are allocated in whole blocks of 16 positions (model/kv_cache.hpp).
 inline int64_t kv_cache_bytes(const LlamaConfig& c, int64_t tokens, int64_t bytes_per_value = 4) {
   const int64_t rows = (tokens + 15) / 16 * 16;
   return 2 * c.n_layers * rows * c.kv_dim() * bytes_per_value;

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
-#include "hllm/engine/kv_cache.hpp"
+#include "hllm/model/kv_cache.hpp"
 #include "hllm/model/llama.hpp"
 
 namespace hllm {

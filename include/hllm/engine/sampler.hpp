@@ -1,17 +1,16 @@
 // Sampler: turns one row of logits into the next token id. Shared by every path (CPU, GPU, server).
 //
 // Order of operations (vLLM's and HF generate()'s order):
-//   1. repetition penalty (HF/CTRL) over prompt + generated tokens: logit > 0 ? logit / r : logit *
-//   r
-//   2. presence / frequency penalties (OpenAI) over generated tokens: logit -= presence · [count >
-//   0]
-//                                                                              + frequency · count
+//   1. repetition penalty (HF/CTRL) over prompt + generated tokens:
+//        logit > 0 ? logit / r : logit * r
+//   2. presence / frequency penalties (OpenAI) over generated tokens:
+//        logit -= presence · [count > 0] + frequency · count
 //   3. temperature: logits / T; T == 0 means greedy (argmax, lowest id on ties) and skips 4–6
 //   4. top-k: keep the k largest logits
 //   5. top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p
 //   6. min-p: drop tokens whose probability is below min_p × the largest probability
-//   7. draw from the renormalized distribution with a seeded RNG (same seed + same logits = same
-//   ids)
+//   7. draw from the renormalized distribution with a seeded RNG
+//      (same seed + same logits = same ids)
 #pragma once
 
 #include <algorithm>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/model/config.hpp"
 
 namespace hllm {
 
@@ -36,6 +36,20 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // 0 = off
   float frequency_penalty = 0.0f;   // 0 = off
   uint64_t seed = 0;
+
+  // The model's defaults from generation_config.json: its temperature, top_p and top_k when it
+  // samples, greedy when it says do_sample: false; the library's defaults for what it leaves out.
+  static SamplingParams from_generation_config(const GenerationConfig& g) {
+    SamplingParams s;
+    if (!g.do_sample) {
+      s.temperature = 0.0f;
+      return s;
+    }
+    if (g.temperature) s.temperature = static_cast<float>(*g.temperature);
+    if (g.top_p) s.top_p = static_cast<float>(*g.top_p);
+    if (g.top_k) s.top_k = *g.top_k;
+    return s;
+  }
 
   // Throws hllm::Error naming the first out-of-range value.
   void validate() const {

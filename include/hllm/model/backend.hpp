@@ -6,8 +6,9 @@
 //   - activations are 2-D/3-D row-major tensors of activation_dtype() on device(), token-major:
 //     [n_tokens, width] or [n_tokens, n_heads, head_dim];
 //   - weights are nn.Linear layout [out_features, in_features], as HF stores them, after
-//   upload_weight(); linear layers are a Linear (model/linear.hpp): a dense tensor or INT4 tiles
-//   (quant/int4.hpp) whose act-order input permutation the backend applies inside matmul;
+//     upload_weight(); linear layers are a Linear (model/linear.hpp): a dense tensor or INT4
+//     tiles (layout/int4_tiles.hpp) whose act-order input permutation the backend applies inside
+//     matmul;
 //   - ops do not allocate; the caller passes outputs created by allocate().
 #pragma once
 
@@ -31,7 +32,7 @@ struct Buffer {
   std::shared_ptr<void> memory;
 };
 
-// One layer of the KV cache, paged (engine/paged_kv.hpp): rows are (block, slot) pairs,
+// One layer of the KV cache, paged (layout/paged_kv.hpp): rows are (block, slot) pairs,
 // [n_blocks * block_size, n_kv_heads, head_dim]; K is stored after RoPE. Which rows belong to which
 // sequence is the step's block table (Step below).
 struct KvLayer {

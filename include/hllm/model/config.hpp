@@ -45,8 +45,8 @@ struct RopeScaling {
   double factor = 1.0;            // context extension factor (all scaled types)
   double low_freq_factor = 1.0;   // llama3: wavelengths above orig_ctx/low are scaled fully
   double high_freq_factor = 4.0;  // llama3: wavelengths below orig_ctx/high are kept
-  int64_t original_max_position_embeddings =
-      0;                                   // llama3, yarn: the pre-training context (0 = unset)
+  // llama3, yarn: the pre-training context (0 = unset)
+  int64_t original_max_position_embeddings = 0;
   double beta_fast = 32.0;                 // yarn: rotations/period where interpolation starts
   double beta_slow = 1.0;                  // yarn: ... and where it is complete
   std::optional<double> attention_factor;  // yarn: overrides the 0.1 ln(s) + 1 temperature
@@ -76,6 +76,16 @@ struct LlamaConfig {
   int64_t group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+// generation_config.json's sampling defaults (transformers' GenerationConfig); unset fields keep
+// the library's defaults (SamplingParams::from_generation_config applies them).
+struct GenerationConfig {
+  bool do_sample = true;  // false: greedy
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::optional<int64_t> top_k;
+  std::vector<int64_t> eos_token_ids;  // empty: config.json's eos_token_id applies
 };
 
 namespace detail {

@@ -1,7 +1,7 @@
 // Linear: the weight of one linear layer as the Backend sees it, dense or INT4.
 //
 //   dense: Tensor [out_features, in_features] (nn.Linear layout; bf16 / f16 / f32)
-//   int4:  Int4View in hllm's tile layout (quant/int4.hpp), repacked from GPTQ at load
+//   int4:  Int4View in hllm's tile layout (layout/int4_tiles.hpp), repacked from GPTQ at load
 //
 // `owner` keeps whatever memory the views point into alive (the repacked host tiles, or a device
 // copy made by Backend::upload_linear); dense views of an mmap'd checkpoint have no owner here:

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
-#include "hllm/engine/kv_cache.hpp"
 #include "hllm/model/backend.hpp"
 #include "hllm/model/config.hpp"
+#include "hllm/model/kv_cache.hpp"
 #include "hllm/model/rope.hpp"
 #include "hllm/model/weights.hpp"
 

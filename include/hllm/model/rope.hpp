@@ -1,9 +1,10 @@
 // RoPE: the inverse frequencies for every scaling type and the attention scale — the ONE place
-// these formulas live. CPU ops and CUDA kernels both rotate with rope_rotate_pair() below.
+// these formulas live. CPU ops and CUDA kernels both rotate with rope_rotate_pair()
+// (layout/rope_rotate.hpp).
 //
 // Layout (HF "rotate half", what HF checkpoints store in q_proj/k_proj rows): within a head of
-// width d, element i pairs with element i + d/2 and rotates by angle position * inv_freq[i], i <
-// d/2:
+// width d, element i pairs with element i + d/2 and rotates by angle position * inv_freq[i],
+// i < d/2:
 //
 //   head:  [ x0 x1 ... x(d/2-1) | x(d/2) ... x(d-1) ]
 //            \____ pair (i, i+d/2) rotated by theta_i = pos * inv_freq[i] ____/
@@ -14,14 +15,14 @@
 // inv_freq[i] = theta^(-2i/d), then per scaling type (as transformers' modeling_rope_utils
 // computes):
 //   linear  : inv_freq / factor                                  (position interpolation)
-//   dynamic : theta' = theta * (factor * L / max_pos - (factor - 1))^(d / (d - 2)), L =
-//   max(seq_len, max_pos) llama3  : wavelengths 2π/inv_freq above orig/low_freq_factor are divided
-//   by factor, below
+//   dynamic : theta' = theta * (factor * L / max_pos - (factor - 1))^(d / (d - 2)),
+//             L = max(seq_len, max_pos)
+//   llama3  : wavelengths 2π/inv_freq above orig/low_freq_factor are divided by factor, below
 //             orig/high_freq_factor kept, and blended linearly in between
-//   yarn    : per-dimension blend of interpolated (inv_freq / factor) and original frequencies with
-//   a
-//             linear ramp between the dims that make beta_fast and beta_slow rotations over orig
-//             ctx; cos and sin are scaled by attention_factor (default 0.1 ln(factor) + 1).
+//   yarn    : per-dimension blend of interpolated (inv_freq / factor) and original frequencies
+//             with a linear ramp between the dims that make beta_fast and beta_slow rotations
+//             over orig ctx; cos and sin are scaled by attention_factor
+//             (default 0.1 ln(factor) + 1).
 #pragma once
 
 #include <algorithm>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "hllm/core/dtype.hpp"
+#include "hllm/layout/rope_rotate.hpp"
 #include "hllm/model/config.hpp"
 
 namespace hllm {
@@ -39,18 +41,6 @@ struct RopeTable {
   std::vector<float> inv_freq;    // [head_dim / 2] radians per position
   float attention_factor = 1.0f;  // multiplies cos and sin (yarn's temperature; 1 otherwise)
 };
-
-// HF multiplies fp32 positions by fp32 inv_freq; doing the same keeps long-context angles
-// identical.
-HLLM_HOST_DEVICE float rope_angle(int64_t position, float inv_freq) {
-  return static_cast<float>(position) * inv_freq;
-}
-
-HLLM_HOST_DEVICE void rope_rotate_pair(float& x_low, float& x_high, float cos_a, float sin_a) {
-  const float low = x_low, high = x_high;
-  x_low = low * cos_a - high * sin_a;
-  x_high = high * cos_a + low * sin_a;
-}
 
 // 1 / sqrt(head_dim): the softmax scale of q·k (yarn's temperature acts through cos/sin instead).
 inline float attention_scale(const LlamaConfig& config) {

@@ -4,8 +4,8 @@
 // q_proj/k_proj rows are in HF's rotate-half order (see model/rope.hpp), so no permutation is
 // needed. In a GPTQ checkpoint (config.quant) each projection `X.weight` is instead stored as
 // X.qweight / X.qzeros / X.scales / X.g_idx (quant/gptq.hpp) and repacked here, once, into hllm's
-// INT4 tile layout (quant/int4.hpp); the Linear owns the repacked memory. Embeddings, norms and
-// lm_head stay dense.
+// INT4 tile layout (layout/int4_tiles.hpp); the Linear owns the repacked memory. Embeddings, norms
+// and lm_head stay dense.
 //
 //   model.embed_tokens.weight                  [vocab, hidden]
 //   model.layers.N.input_layernorm.weight      [hidden]

@@ -1,4 +1,4 @@
-// GPTQ checkpoint tensors <-> hllm's INT4 tile layout (quant/int4.hpp).
+// GPTQ checkpoint tensors <-> hllm's INT4 tile layout (layout/int4_tiles.hpp).
 //
 // AutoGPTQ / GPTQModel / optimum store each quantized nn.Linear(in, out) `X` as
 //

@@ -237,13 +237,8 @@ class OpenAiServer {
   EngineRequest engine_request(const ServedModel& m, const CompletionRequest& r) const {
     EngineRequest e;
     try {
-      if (r.chat) {
-        e.prompt = encode_chat(*m.tokenizer, r.messages, /*add_generation_prompt=*/true);
-      } else {
-        if (m.tokenizer->bos_id() >= 0) e.prompt.push_back(m.tokenizer->bos_id());
-        const auto text = m.tokenizer->encode(r.prompt, false);
-        e.prompt.insert(e.prompt.end(), text.begin(), text.end());
-      }
+      e.prompt =
+          r.chat ? encode_prompt(*m.tokenizer, r.messages) : encode_prompt(*m.tokenizer, r.prompt);
     } catch (const Error& error) {
       throw ApiError{400, error.what(), r.chat ? "messages" : "prompt", "invalid_value"};
     }

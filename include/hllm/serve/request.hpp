@@ -4,7 +4,7 @@
 // fields are ignored (Open WebUI and the SDKs send many), and sizes are capped (stop strings, n).
 //
 //   JSON body ──parse_completion_request──► CompletionRequest ──(server: encode, defaults)──►
-//   EngineRequest
+//                                                                               EngineRequest
 #pragma once
 
 #include <cmath>

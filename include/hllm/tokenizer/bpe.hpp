@@ -3,8 +3,7 @@
 //   BpeModel     the tables of tokenizer.json's model section (vocab.hpp), loaded by bpe_load.hpp
 //   bpe_merge    one pre-token: start from single bytes, repeatedly merge the adjacent pair of
 //                lowest rank (leftmost on ties) with a min-heap over a doubly linked symbol list,
-//                O(n log n) - the algorithm of HF tokenizers' Word::merge_all, with the same
-//                order.
+//                O(n log n) - the algorithm of HF tokenizers' Word::merge_all, with the same order.
 //   BpeCache     results for recently seen pre-tokens that needed merging
 #pragma once
 

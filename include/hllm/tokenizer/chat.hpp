@@ -1,9 +1,8 @@
 // The Llama-3 Instruct chat format, identical to HF apply_chat_template with Meta's template:
 //
-//   {bos_token}                                  once, before the first message
-//   <|start_header_id|>{role}<|end_header_id|>\n\n{content | trim}<|eot_id|>    per message
-//   <|start_header_id|>assistant<|end_header_id|>\n\n                          if
-//   add_generation_prompt
+//   {bos_token}                                                      once, before the first message
+//   <|start_header_id|>{role}<|end_header_id|>\n\n{content | trim}<|eot_id|>            per message
+//   <|start_header_id|>assistant<|end_header_id|>\n\n                      if add_generation_prompt
 //
 // Jinja's `trim` is Python's str.strip(): it removes Python whitespace (str.isspace, generated
 // table) from both ends. The rendered text is then encoded with added tokens matched and no extra
@@ -84,6 +83,24 @@ inline std::vector<TokenId> encode_chat(const Tokenizer& tokenizer,
                                         bool add_generation_prompt = true) {
   return tokenizer.encode(
       render_llama3_chat(messages, add_generation_prompt, tokenizer.bos_token()), true);
+}
+
+// The ids a generation starts from — one rule for every caller (run, chat, the server,
+// perplexity):
+//   chat:        the Llama-3 chat format of `messages` with the assistant header appended
+//                (special-token text in the messages is matched as special tokens);
+//   completion:  BOS, then `text` as plain text (what HF's tokenizer(text) gives Llama-3).
+inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer,
+                                          std::span<const ChatMessage> messages) {
+  return encode_chat(tokenizer, messages, /*add_generation_prompt=*/true);
+}
+
+inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer, std::string_view text) {
+  std::vector<TokenId> ids;
+  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  const std::vector<TokenId> body = tokenizer.encode(text, /*match_special=*/false);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
 }
 
 }  // namespace hllm

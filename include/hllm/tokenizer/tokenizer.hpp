@@ -307,8 +307,7 @@ class Tokenizer {
   std::unique_ptr<detail::EncodeState> state_ = std::make_unique<detail::EncodeState>();
 };
 
-// ---- Loading tokenizer.json
-// ----------------------------------------------------------------------
+// ---- Loading tokenizer.json ---------------------------------------------------------------------
 
 inline void Tokenizer::parse_tokenizer_json(std::string_view json, const std::string& source) {
   detail::JsonScanner scan(json, source);

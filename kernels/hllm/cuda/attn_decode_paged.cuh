@@ -5,7 +5,7 @@
 //
 //   q     [n_queries, n_heads, head_dim]                   bf16
 //   kv    pools [n_blocks, block_size, n_kv_heads, head_dim] bf16, block tables int32
-//         (engine/paged_kv.hpp; one pool row = one position, all KV heads)
+//         (layout/paged_kv.hpp; one pool row = one position, all KV heads)
 //   query_seq, query_kv_len  [n_queries] int32 in DEVICE memory (per-step values: a captured CUDA
 //         graph replays with new lengths; the grid depends only on n_queries, n_kv_heads and the
 //         host bound max_kv_len)
@@ -14,7 +14,8 @@
 // Decode is one query per sequence; prefill of t tokens is t queries of one sequence with kv_len
 // start + 1 .. start + t (the fast FlashAttention prefill is attn_prefill.cuh's job).
 //
-// Work split (cpu/attention_paged.hpp has the math, the split plan and the CPU twin):
+// Work split (layout/attn_split.hpp has the math and the split plan; cpu/attention_paged.hpp the
+// CPU twin):
 //
 //   grid (n_queries, n_kv_heads, n_splits)   block: 4 warps
 //   block (i, kvh, s) -> positions [s · split_len, min((s + 1) · split_len, kv_len)) of query i,
@@ -47,9 +48,9 @@
 #include <cstdint>
 
 #include "hllm/core/error.hpp"
-#include "hllm/cpu/attention_paged.hpp"
 #include "hllm/cuda/common.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/attn_split.hpp"
+#include "hllm/layout/paged_kv.hpp"
 
 namespace hllm::cuda {
 

@@ -5,7 +5,7 @@
 //   kv_len(t) = min(start + t + 1, max_kv_len), start = query_kv_len[0] - 1, seq = query_seq[0]
 //
 //   q     [n_queries, n_heads, head_dim]                    bf16
-//   kv    pools [n_blocks, block_size, n_kv_heads, head_dim] bf16 (engine/paged_kv.hpp), already
+//   kv    pools [n_blocks, block_size, n_kv_heads, head_dim] bf16 (layout/paged_kv.hpp), already
 //         holding the chunk's own K/V (rope_store_kv runs first)
 //   query_seq, query_kv_len  DEVICE int32 arrays, the decode kernel's convention (query t's kv_len
 //         is start + t + 1); only element 0 of each is read, so a captured CUDA graph replays with
@@ -13,8 +13,9 @@
 //   out   [n_queries, n_heads, head_dim]                    bf16
 //
 // Same signature as launch_attn_decode_paged (attn_decode_paged.cuh), so the backend switches by
-// query count. The schedule, fragment maps and a lane-by-lane CPU emulation of this kernel are in
-// cpu/attn_prefill_tiles.hpp (tested by tests/attn_prefill_tiles_test.cpp); in short:
+// query count. The schedule and fragment maps are in layout/attn_prefill_tiles.hpp, a lane-by-lane
+// CPU emulation of this kernel in cpu/attn_prefill_emulate.hpp (tested by
+// tests/attn_prefill_tiles_test.cpp); in short:
 //
 //   grid (row tiles, n_kv_heads)   block: 4 warps, 64 rows = (query, head-in-group) pairs
 //   block (b, kvh) -> rows 64b .. 64b + 63 of KV head kvh: row r = query r / GROUP, head
@@ -47,10 +48,10 @@
 #include <cstdint>
 
 #include "hllm/core/error.hpp"
-#include "hllm/cpu/attention_paged.hpp"
-#include "hllm/cpu/attn_prefill_tiles.hpp"
 #include "hllm/cuda/common.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/attn_prefill_tiles.hpp"
+#include "hllm/layout/attn_split.hpp"
+#include "hllm/layout/paged_kv.hpp"
 
 namespace hllm::cuda {
 
@@ -106,8 +107,7 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return r;
 }
 
-// ---- The kernel
-// ----------------------------------------------------------------------------------
+// ---- The kernel ---------------------------------------------------------------------------------
 
 // HEAD_DIM  dims per head: fixes the k-steps of S (HEAD_DIM / 16) and the O accumulator tiles
 //           (HEAD_DIM / 8 n-tiles × 4 fp32 = 64 registers a thread for 128).

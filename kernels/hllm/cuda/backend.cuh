@@ -1,7 +1,7 @@
 // CudaBackend: the Backend interface (model/backend.hpp) on one NVIDIA GPU.
 //
 //   weights      uploaded once: dense tensors as bf16 (whatever the checkpoint stored), INT4 tiles
-//                (quant/int4.hpp) byte for byte with their act-order input index
+//                (layout/int4_tiles.hpp) byte for byte with their act-order input index
 //   activations  bf16 on the device, fp32 inside every kernel; logits fp32
 //   matmul       INT4, <= 8 tokens: gemv_q4 (tensor-core GEMV, the decode path)
 //                INT4, more tokens: dequantize the layer to bf16 in a scratch buffer + cuBLAS GEMM
@@ -39,7 +39,7 @@
 #include "hllm/cuda/norm.cuh"
 #include "hllm/cuda/rope.cuh"
 #include "hllm/cuda/sampling.cuh"
-#include "hllm/engine/paged_kv.hpp"
+#include "hllm/layout/paged_kv.hpp"
 #include "hllm/model/backend.hpp"
 
 namespace hllm {

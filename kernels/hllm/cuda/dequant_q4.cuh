@@ -2,10 +2,10 @@
 //
 //   dense[o, p] = bf16(int4_weight(tile(o / 4, p / 128), o % 4, p % 128))   o < out, p < packed_in
 //
-// Layout in: hllm's INT4 tile layout (quant/int4.hpp). Out: dense [out, packed_in] bf16 row-major
-// (nn.Linear orientation in packed input order; rows past `out` in the last strip are not written).
-// The value is int4_dequant (the one formula), rounded to nearest even: bit-identical to the host's
-// f32_to_bf16(int4_weight(...)).
+// Layout in: hllm's INT4 tile layout (layout/int4_tiles.hpp). Out: dense [out, packed_in] bf16
+// row-major (nn.Linear orientation in packed input order; rows past `out` in the last strip are not
+// written). The value is int4_dequant (the one formula), rounded to nearest even: bit-identical to
+// the host's f32_to_bf16(int4_weight(...)).
 //
 // Cost, Llama-3-8B gate/up (in 4096, out 14336): 31.2 MB of tiles read + 117 MB written (2 bytes
 // per weight), no FLOPs to speak of: memory bound, ~35 µs at an H200's 4.23 TB/s copy bandwidth.
@@ -21,7 +21,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/cuda/common.cuh"
-#include "hllm/quant/int4.hpp"
+#include "hllm/layout/int4_tiles.hpp"
 
 namespace hllm::cuda {
 namespace detail {

@@ -1,18 +1,19 @@
 // INT4 GEMV for decode and small batches on bf16 tensor cores, with exact per-group dequantization:
 //
 //   y[b, o] = Σ_p W[o, p] · xp[b, p]      b < batch (1..8), p in packed input order
-//   W[o, p] = scale · (code − zero)        (quant/int4.hpp: int4_dequant, one group per tile)
+//   W[o, p] = scale · (code − zero)       (layout/int4_tiles.hpp: int4_dequant, one group per tile)
 //
-// Layouts in: W in hllm's INT4 tile layout (quant/int4.hpp: strips of 4 rows, tiles of 4 × 128,
-// 272 bytes each, strip-major); xp [batch, packed_in] bf16 row-major (launch_gather_packed builds
-// it from x [batch, in] for act-order weights; for identity packing xp = x). Out: y [batch, out],
-// bf16 (launch_gemv_q4) or fp32 (launch_gemv_q4_f32, e.g. an int4 lm_head writing logits).
+// Layouts in: W in hllm's INT4 tile layout (layout/int4_tiles.hpp: strips of 4 rows, tiles of
+// 4 × 128, 272 bytes each, strip-major); xp [batch, packed_in] bf16 row-major (launch_gather_packed
+// builds it from x [batch, in] for act-order weights; for identity packing xp = x). Out:
+// y [batch, out], bf16 (launch_gemv_q4) or fp32 (launch_gemv_q4_f32, e.g. an int4 lm_head writing
+// logits).
 //
 // Cost, Llama-3-8B gate/up (in 4096, out 14336), batch 1: 3584 strips × 32 tiles × 272 B =
 // 31.2 MB of weights read once (+ 8 KB x, 28 KB y) and 2 · 4096 · 14336 = 117 MFLOP: 3.8 FLOP per
 // byte, purely memory bound (~7.4 µs at an H200's 4.23 TB/s copy bandwidth).
 //
-// How (the fragment placement is in quant/int4_mma.hpp, emulated on the CPU by
+// How (the fragment placement is in layout/int4_mma.hpp, emulated on the CPU by
 // tests/int4_mma_layout_test.cpp):
 // - A CUDA-core dequantization costs ~4 instructions per weight, more than the issue rate allows at
 //   4 TB/s of int4 (~8.6e12 weights/s). Instead one mma.sync.m16n8k16 (bf16 in, fp32 accumulate)
@@ -44,8 +45,8 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/cuda/common.cuh"
-#include "hllm/quant/int4.hpp"
-#include "hllm/quant/int4_mma.hpp"
+#include "hllm/layout/int4_mma.hpp"
+#include "hllm/layout/int4_tiles.hpp"
 
 namespace hllm::cuda {
 

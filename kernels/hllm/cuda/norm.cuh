@@ -3,8 +3,7 @@
 //
 //   rmsnorm      out[r, :] = bf16(weight * x[r, :] / sqrt(mean(x[r, :]²) + eps))
 //   add_rmsnorm  x[r, :]   = bf16(x[r, :] + y[r, :])                    (stored back: the residual)
-//                out[r, :] = bf16(weight * x[r, :] / sqrt(mean(x[r, :]²) + eps))   from the ROUNDED
-//                x
+//                out[r, :] = bf16(weight * x[r, :] / sqrt(mean(x[r, :]²) + eps)) from the ROUNDED x
 //
 // Layouts (row-major, bf16): x, y, out [rows, width]; weight [width]. fp32 math; the sum of squares
 // is an fp32 block reduction. out may alias x (each element is read and then written by the same

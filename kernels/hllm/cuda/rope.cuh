@@ -14,7 +14,7 @@
 //   rope_rotate_pair(x[i], x[i + head_dim/2], c, s), fp32 math, bf16 out.
 //
 // Layouts: q [n_tokens, n_heads, head_dim], k, v [n_tokens, n_kv_heads, head_dim] bf16 row-major;
-// the cache as engine/paged_kv.hpp draws it ([n_blocks, block_size, n_kv_heads, head_dim] bf16).
+// the cache as layout/paged_kv.hpp draws it ([n_blocks, block_size, n_kv_heads, head_dim] bf16).
 //
 //   block t: threads 0 .. head_dim/2-1 compute c, s for token t into shared memory (once per token,
 //   not once per head), then all threads sweep 8-element chunks: q pairs, k pairs, v packs.
@@ -32,8 +32,8 @@
 #include <cstdint>
 
 #include "hllm/cuda/common.cuh"
-#include "hllm/engine/paged_kv.hpp"
-#include "hllm/model/rope.hpp"
+#include "hllm/layout/paged_kv.hpp"
+#include "hllm/layout/rope_rotate.hpp"
 
 namespace hllm::cuda {
 

@@ -1,5 +1,5 @@
 // Token selection on the GPU: greedy argmax, and the temperature / top-k / top-p / min-p draw whose
-// definition (and CPU twin, the GPU test's oracle) is include/hllm/engine/sample_rule.hpp.
+// definition (and CPU twin, the GPU test's oracle) is include/hllm/layout/sample_rule.hpp.
 //
 // Layouts: logits fp32 [rows, vocab] row-major; params SampleRuleParams [rows] and uniforms fp32
 // [rows] in [0, 1), both device memory (so a CUDA graph replays with fresh values); out_ids int32
@@ -26,7 +26,7 @@
 #include <limits>
 
 #include "hllm/cuda/common.cuh"
-#include "hllm/engine/sample_rule.hpp"
+#include "hllm/layout/sample_rule.hpp"
 
 namespace hllm::cuda {
 

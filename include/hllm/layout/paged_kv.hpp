@@ -15,7 +15,7 @@
 // sequences in a batch sit in one int32 matrix [n_seqs, max_blocks_per_seq]. Blocks need not be
 // contiguous or ordered, and the last one is usually partly filled.
 //
-// A contiguous cache of `capacity` rows (engine/kv_cache.hpp) is the special case of one sequence
+// A contiguous cache of `capacity` rows (model/kv_cache.hpp) is the special case of one sequence
 // whose block table is 0, 1, 2, ... (capacity a multiple of block_size).
 #pragma once
 
@@ -45,6 +45,14 @@ HLLM_HOST_DEVICE int64_t paged_kv_row(const PagedKvView& kv, int32_t seq, int64_
 // Element offset of (row, kv_head, dim 0) in the pool: rows are n_kv_heads * head_dim apart.
 HLLM_HOST_DEVICE int64_t paged_kv_offset(const PagedKvView& kv, int64_t row, int32_t kv_head) {
   return (row * kv.n_kv_heads + kv_head) * kv.head_dim;
+}
+
+// The physical pool row of position `pos` given the sequence's block-table row: paged_kv_row in
+// 32-bit arithmetic (a 64-bit division costs the GPU a ~70-instruction subroutine per row).
+// paged_kv_test checks it equals paged_kv_row.
+HLLM_HOST_DEVICE int64_t paged_kv_row_in_table(const int32_t* table, int32_t block_size,
+                                               int32_t pos) {
+  return static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size;
 }
 
 }  // namespace hllm

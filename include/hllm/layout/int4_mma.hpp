@@ -1,6 +1,7 @@
-// How the CUDA int4 GEMV (kernels/hllm/cuda/gemv_q4.cuh) feeds hllm's INT4 tiles (quant/int4.hpp)
-// to the bf16 tensor-core instruction mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, as host/device
-// functions so the CPU test (tests/int4_mma_layout_test.cpp) emulates exactly what the kernel does.
+// How the CUDA int4 GEMV (kernels/hllm/cuda/gemv_q4.cuh) feeds hllm's INT4 tiles
+// (layout/int4_tiles.hpp) to the bf16 tensor-core instruction
+// mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, as host/device functions so the CPU test
+// (tests/int4_mma_layout_test.cpp) emulates exactly what the kernel does.
 //
 // 1. The mma fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16", .bf16). Lane = 4·g + t
 //    (g = groupID = lane / 4, t = threadID_in_group = lane % 4); every register holds 2 bf16,
@@ -37,7 +38,7 @@
 #include <cstdint>
 
 #include "hllm/core/dtype.hpp"
-#include "hllm/quant/int4.hpp"
+#include "hllm/layout/int4_tiles.hpp"
 
 namespace hllm {
 
@@ -53,8 +54,7 @@ inline constexpr uint32_t INT4_MMA_BIAS = 0x43004300u;  // bf16x2 (128.0, 128.0)
 static_assert(INT4_MMA_KSTEPS * INT4_MMA_K == INT4_TILE_K);
 static_assert(INT4_MMA_REGS_PER_ROW == 2 * INT4_MMA_KSTEPS);
 
-// ---- The mma.m16n8k16 fragment layout (lane = 4g + t)
-// --------------------------------------------
+// ---- The mma.m16n8k16 fragment layout (lane = 4g + t) -------------------------------------------
 
 HLLM_HOST_DEVICE constexpr int int4_mma_group(int lane) { return lane / 4; }
 HLLM_HOST_DEVICE constexpr int int4_mma_thread(int lane) { return lane % 4; }
@@ -74,14 +74,12 @@ HLLM_HOST_DEVICE constexpr int int4_mma_b_k(int lane, int reg, int e) {
 HLLM_HOST_DEVICE constexpr int int4_mma_c_row(int lane, int i) { return lane / 4 + 8 * (i / 2); }
 HLLM_HOST_DEVICE constexpr int int4_mma_c_col(int lane, int i) { return 2 * (lane % 4) + i % 2; }
 
-// ---- Where A row m lives (rows g and g + 8 of a lane: the same tile row, strips 2 apart)
-// ---------
+// ---- Where A row m lives (rows g and g + 8 of a lane: the same tile row, strips 2 apart) --------
 
 HLLM_HOST_DEVICE constexpr int int4_mma_row_strip(int m) { return m / INT4_TILE_ROWS; }
 HLLM_HOST_DEVICE constexpr int int4_mma_row_in_tile(int m) { return m % INT4_TILE_ROWS; }
 
-// ---- The decoded registers q (0..15) of one row's 16-byte code chunk
-// -----------------------------
+// ---- The decoded registers q (0..15) of one row's 16-byte code chunk ----------------------------
 
 HLLM_HOST_DEVICE constexpr int int4_mma_word(int q) { return q / 4; }         // code word 0..3
 HLLM_HOST_DEVICE constexpr int int4_mma_shift(int q) { return 4 * (q % 4); }  // 0, 4, 8, 12

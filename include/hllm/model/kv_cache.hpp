@@ -1,5 +1,5 @@
 // KvCache: the keys and values of one sequence, allocated by a backend, in the paged layout
-// (engine/paged_kv.hpp) with the identity block table: block b holds positions b*16 .. b*16+15.
+// (layout/paged_kv.hpp) with the identity block table: block b holds positions b*16 .. b*16+15.
 //
 //   layer l:  k [rows, n_kv_heads, head_dim]   row p = the (rotated) key of position p
 //             v [rows, n_kv_heads, head_dim]   rows = capacity rounded up to whole blocks

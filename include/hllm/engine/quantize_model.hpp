@@ -213,8 +213,7 @@ inline std::vector<QuantizedReport> quantize_model(
     }
   }
 
-  // ---- write the folder
-  // --------------------------------------------------------------------------
+  // ---- write the folder -------------------------------------------------------------------------
   std::filesystem::create_directories(out_dir);
   std::vector<std::vector<f16>> f16_storage;
   std::vector<GptqPacked> packed_storage;
