@@ -49,10 +49,10 @@ inline void int4_strip_scalar(const float* x, const Int4View& w, float* y, int64
     }
 }
 
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
 // Scale and -zero*scale of the tile's 4 rows, from its 16-byte header.
-HLLM_TARGET_AVX2 inline void int4_tile_params(const int4_tile& tile, float scale[4],
-                                              float neg_zero_scale[4]) {
+[[gnu::target("avx2,fma,f16c")]] inline void int4_tile_params(const int4_tile& tile, float scale[4],
+                                                              float neg_zero_scale[4]) {
   alignas(32) float params[8];
   _mm256_store_ps(params,
                   _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&tile))));
@@ -63,15 +63,16 @@ HLLM_TARGET_AVX2 inline void int4_tile_params(const int4_tile& tile, float scale
 }
 
 // 8 codes (the low 8 bytes) -> 8 dequantized weights.
-HLLM_TARGET_AVX2 inline __m256 int4_dequant8(__m128i eight_codes, __m256 scale,
-                                             __m256 neg_zero_scale) {
+[[gnu::target("avx2,fma,f16c")]] inline __m256 int4_dequant8(__m128i eight_codes, __m256 scale,
+                                                             __m256 neg_zero_scale) {
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight_codes)), scale,
                          neg_zero_scale);
 }
 
 // The 32 weights of one 16-byte chunk, dequantized: out[j] holds inputs 8j .. 8j + 7.
-HLLM_TARGET_AVX2 inline void int4_dequant_chunk(const uint8_t* codes, __m256 scale,
-                                                __m256 neg_zero_scale, __m256 out[4]) {
+[[gnu::target("avx2,fma,f16c")]] inline void int4_dequant_chunk(const uint8_t* codes, __m256 scale,
+                                                                __m256 neg_zero_scale,
+                                                                __m256 out[4]) {
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
   const __m128i mask = _mm_set1_epi8(0x0F);
   const __m128i lo = _mm_and_si128(bytes, mask);                     // inputs 0 .. 15
@@ -83,7 +84,7 @@ HLLM_TARGET_AVX2 inline void int4_dequant_chunk(const uint8_t* codes, __m256 sca
 }
 
 // 8 codes (the low 8 bytes) -> 8 floats, not yet scaled.
-HLLM_TARGET_AVX2 inline __m256 int4_codes8(__m128i eight_codes) {
+[[gnu::target("avx2,fma,f16c")]] inline __m256 int4_codes8(__m128i eight_codes) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight_codes));
 }
 
@@ -91,8 +92,10 @@ HLLM_TARGET_AVX2 inline __m256 int4_codes8(__m128i eight_codes) {
 //   Σ_k x_k · s(q_k − z) = s · (Σ_k q_k x_k − z · Σ_k x_k)        (int4_dequant summed over a tile)
 // so the inner loop is code -> fp32 -> fma with x, and each row adds s·acc_tile once per tile;
 // x_sum[kt] = Σ x over tile kt is computed once per call by the caller.
-HLLM_TARGET_AVX2 inline void int4_strip_gemv_avx2(const float* x, const float* x_sum,
-                                                  const Int4View& w, float* y, int64_t strip) {
+[[gnu::target("avx2,fma,f16c")]] inline void int4_strip_gemv_avx2(const float* x,
+                                                                  const float* x_sum,
+                                                                  const Int4View& w, float* y,
+                                                                  int64_t strip) {
   __m256 acc[INT4_TILE_ROWS];
   float zero_term[INT4_TILE_ROWS] = {};
   for (auto& a : acc) a = _mm256_setzero_ps();
@@ -129,9 +132,10 @@ HLLM_TARGET_AVX2 inline void int4_strip_gemv_avx2(const float* x, const float* x
 }
 
 // Batches: one strip × tokens [tok_begin, tok_end) (at most INT4_TOKEN_TILE).
-HLLM_TARGET_AVX2 inline void int4_strip_gemm_avx2(const float* x, const Int4View& w, float* y,
-                                                  int64_t strip, int64_t tok_begin,
-                                                  int64_t tok_end) {
+[[gnu::target("avx2,fma,f16c")]] inline void int4_strip_gemm_avx2(const float* x, const Int4View& w,
+                                                                  float* y, int64_t strip,
+                                                                  int64_t tok_begin,
+                                                                  int64_t tok_end) {
   const int64_t packed = w.packed_in();
   const int64_t n = tok_end - tok_begin;
   alignas(32) float weights[INT4_TILE_ROWS][INT4_TILE_K];  // the tile, dequantized
@@ -234,7 +238,7 @@ inline void matmul_int4(const Tensor& x, const Int4View& w, const Tensor& y, Thr
     const int64_t tok_begin = (task / strip_tasks) * detail::INT4_TOKEN_TILE;
     const int64_t tok_end = std::min(n, tok_begin + detail::INT4_TOKEN_TILE);
     for (int64_t s = strip_begin; s < strip_end; ++s) {
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
       if (vector_path) {
         if (n == 1)
           detail::int4_strip_gemv_avx2(xp, x_sum.data(), w, out, s);

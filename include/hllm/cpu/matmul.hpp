@@ -38,11 +38,12 @@ void matmul_tile_scalar(const float* x, const W* w, float* y, int64_t in, int64_
     for (int64_t r = row_begin; r < row_end; ++r) y[t * out + r] = dot(x + t * in, w + r * in, in);
 }
 
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
 // ROWS weight rows × TOKENS tokens; `in` tail (in % 8) done in scalar.
 template <int ROWS, int TOKENS, typename W>
-HLLM_TARGET_AVX2 inline void matmul_micro_avx2(const float* x, const W* w, float* y, int64_t in,
-                                               int64_t out, int64_t row, int64_t tok) {
+[[gnu::target("avx2,fma,f16c")]] inline void matmul_micro_avx2(const float* x, const W* w, float* y,
+                                                               int64_t in, int64_t out, int64_t row,
+                                                               int64_t tok) {
   __m256 acc[ROWS][TOKENS];
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r)
@@ -71,9 +72,10 @@ HLLM_TARGET_AVX2 inline void matmul_micro_avx2(const float* x, const W* w, float
 }
 
 template <typename W>
-HLLM_TARGET_AVX2 void matmul_tile_avx2(const float* x, const W* w, float* y, int64_t in,
-                                       int64_t out, int64_t row_begin, int64_t row_end,
-                                       int64_t tok_begin, int64_t tok_end) {
+[[gnu::target("avx2,fma,f16c")]] void matmul_tile_avx2(const float* x, const W* w, float* y,
+                                                       int64_t in, int64_t out, int64_t row_begin,
+                                                       int64_t row_end, int64_t tok_begin,
+                                                       int64_t tok_end) {
   int64_t t = tok_begin;
   for (; t + 2 <= tok_end; t += 2) {
     int64_t r = row_begin;
@@ -99,7 +101,7 @@ void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, i
     const int64_t tok_begin = (task / row_tiles) * TOKEN_TILE;
     const int64_t row_end = std::min(out, row_begin + ROW_TILE);
     const int64_t tok_end = std::min(n, tok_begin + TOKEN_TILE);
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
     if (vector_path)
       return matmul_tile_avx2(x, w, y, in, out, row_begin, row_end, tok_begin, tok_end);
 #endif

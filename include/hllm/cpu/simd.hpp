@@ -13,10 +13,10 @@
 
 #include "hllm/core/dtype.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64)
+// The AVX2 functions carry [[gnu::target("avx2,fma,f16c")]] and sit under `#if defined(__x86_64__)`
+// (no macros of our own, so nothing leaks into the including program).
+#if defined(__x86_64__)
 #include <immintrin.h>
-#define HLLM_X86_SIMD 1
-#define HLLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 namespace hllm::cpu {
@@ -27,7 +27,7 @@ inline float to_f32(f16 x) { return f16_to_f32(x); }
 
 // True when the AVX2 paths may run on this CPU (checked once).
 inline bool cpu_has_avx2() {
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                                 __builtin_cpu_supports("f16c");
   return supported;
@@ -36,19 +36,21 @@ inline bool cpu_has_avx2() {
 #endif
 }
 
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
 namespace avx2 {
 
-HLLM_TARGET_AVX2 inline __m256 load8_f32(const float* p) { return _mm256_loadu_ps(p); }
-HLLM_TARGET_AVX2 inline __m256 load8_f32(const bf16* p) {
+[[gnu::target("avx2,fma,f16c")]] inline __m256 load8_f32(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+[[gnu::target("avx2,fma,f16c")]] inline __m256 load8_f32(const bf16* p) {
   const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
-HLLM_TARGET_AVX2 inline __m256 load8_f32(const f16* p) {
+[[gnu::target("avx2,fma,f16c")]] inline __m256 load8_f32(const f16* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-HLLM_TARGET_AVX2 inline float hsum(__m256 v) {
+[[gnu::target("avx2,fma,f16c")]] inline float hsum(__m256 v) {
   __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
   sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
@@ -56,7 +58,7 @@ HLLM_TARGET_AVX2 inline float hsum(__m256 v) {
 }
 
 template <typename T>
-HLLM_TARGET_AVX2 inline float dot(const float* a, const T* b, int64_t n) {
+[[gnu::target("avx2,fma,f16c")]] inline float dot(const float* a, const T* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -70,7 +72,8 @@ HLLM_TARGET_AVX2 inline float dot(const float* a, const T* b, int64_t n) {
 }
 
 // y += alpha * x
-HLLM_TARGET_AVX2 inline void axpy(float alpha, const float* x, float* y, int64_t n) {
+[[gnu::target("avx2,fma,f16c")]] inline void axpy(float alpha, const float* x, float* y,
+                                                  int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -84,7 +87,7 @@ HLLM_TARGET_AVX2 inline void axpy(float alpha, const float* x, float* y, int64_t
 // sum_i a[i] * b[i], accumulated in fp32.
 template <typename T>
 inline float dot(const float* a, const T* b, int64_t n) {
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
   if (cpu_has_avx2()) return avx2::dot(a, b, n);
 #endif
   float sum = 0.0f;
@@ -94,7 +97,7 @@ inline float dot(const float* a, const T* b, int64_t n) {
 
 // y += alpha * x
 inline void axpy(float alpha, const float* x, float* y, int64_t n) {
-#if defined(HLLM_X86_SIMD)
+#if defined(__x86_64__)
   if (cpu_has_avx2()) return avx2::axpy(alpha, x, y, n);
 #endif
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
