@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 
 namespace {
 
@@ -43,12 +44,12 @@ std::string corpus() {
 }
 
 const hllm::Tokenizer& tokenizer() {
-  static const hllm::Tokenizer tok = hllm::Tokenizer::load(tokenizer_path());
+  static const hllm::Tokenizer tok = hllm::load_tokenizer(tokenizer_path());
   return tok;
 }
 
 void BM_tokenizer_load(benchmark::State& state) {
-  for (auto _ : state) benchmark::DoNotOptimize(hllm::Tokenizer::load(tokenizer_path()));
+  for (auto _ : state) benchmark::DoNotOptimize(hllm::load_tokenizer(tokenizer_path()));
   state.SetLabel("real Llama-3 tokenizer.json, 9 MB");
 }
 
@@ -60,7 +61,7 @@ void BM_tokenizer_encode_cold(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     std::optional<hllm::Tokenizer> tok;
-    tok.emplace(hllm::Tokenizer::load(path));
+    tok.emplace(hllm::load_tokenizer(path));
     state.ResumeTiming();
     n_tokens = tok->encode(text).size();
     state.PauseTiming();

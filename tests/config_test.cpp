@@ -8,6 +8,8 @@
 #include <cmath>
 #include <string>
 
+#include "hllm/io/json.hpp"
+#include "hllm/model/config_json.hpp"
 #include "hllm/model/rope.hpp"
 
 namespace {

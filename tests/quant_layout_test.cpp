@@ -18,9 +18,11 @@
 
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/quant/gptq.hpp"
+#include "hllm/quant/gptq_config_json.hpp"
 #include "hllm/quant/int4.hpp"
 
 namespace {

@@ -17,6 +17,7 @@
 
 #include "hllm/cpu/backend.hpp"
 #include "hllm/engine/quantize_model.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 

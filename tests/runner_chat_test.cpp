@@ -20,6 +20,7 @@
 
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 
 namespace {
 
@@ -118,7 +119,7 @@ TEST_F(RunnerChat, ChatResendsTheWholeHistoryInTheChatFormat) {
   const std::vector<std::vector<int32_t>> prompts = prompt_ids_of(o.err);
   ASSERT_EQ(prompts.size(), 3u) << o.err;
 
-  const hllm::Tokenizer tokenizer = hllm::Tokenizer::load(DEMO);
+  const hllm::Tokenizer tokenizer = hllm::load_tokenizer(DEMO);
   std::vector<hllm::ChatMessage> history = {{"system", "Be brief."}};
   for (size_t turn = 0; turn < 3; ++turn) {
     history.push_back({"user", user[turn]});
@@ -133,7 +134,7 @@ TEST_F(RunnerChat, ResetForgetsTheHistory) {
   ASSERT_EQ(o.exit_code, 0) << o.err;
   const auto prompts = prompt_ids_of(o.err);
   ASSERT_EQ(prompts.size(), 2u);
-  const hllm::Tokenizer tokenizer = hllm::Tokenizer::load(DEMO);
+  const hllm::Tokenizer tokenizer = hllm::load_tokenizer(DEMO);
   const std::vector<hllm::ChatMessage> fresh = {{"user", "second"}};
   EXPECT_EQ(prompts[1], hllm::encode_chat(tokenizer, fresh));
   EXPECT_NE(o.err.find("history cleared"), std::string::npos);

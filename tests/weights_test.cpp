@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hllm/cpu/backend.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"

@@ -21,6 +21,7 @@
 #include "cmd_run.hpp"
 #include "hllm/engine/generate.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
 #include "interrupt.hpp"
 #include "text_model.hpp"

@@ -9,9 +9,12 @@
 #include <string>
 
 #include "hllm/engine/memory.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/config.hpp"
+#include "hllm/model/config_json.hpp"
 #include "hllm/quant/gptq_config.hpp"
+#include "hllm/quant/gptq_config_json.hpp"
 
 namespace hllm::tools {
 

@@ -18,6 +18,7 @@
 #include "cli_common.hpp"
 #include "hllm/engine/perplexity.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 
 namespace hllm::tools {
 

@@ -21,6 +21,7 @@
 #include "hllm/engine/quantize_model.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 
 namespace hllm::tools {
 
@@ -87,7 +88,7 @@ inline void add_quantize_command(CLI::App& app) {
       if (o->calib_bytes) {
         for (unsigned char ch : text) tokens.push_back(ch);
       } else {
-        const Tokenizer tok = Tokenizer::load(o->tokenizer.empty() ? o->model_dir : o->tokenizer);
+        const Tokenizer tok = load_tokenizer(o->tokenizer.empty() ? o->model_dir : o->tokenizer);
         if (src.config.bos_token_id >= 0 && src.config.bos_token_id < src.config.vocab_size)
           tokens.push_back(static_cast<int32_t>(src.config.bos_token_id));
         for (auto id : tok.encode(text, /*match_special=*/false))

@@ -11,6 +11,7 @@
 
 #include "hllm/engine/generate_text.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 #include "interrupt.hpp"
 #include "text_model.hpp"
 

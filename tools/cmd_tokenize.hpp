@@ -19,6 +19,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 
 namespace hllm::tools {
 
@@ -87,7 +88,7 @@ inline void add_tokenize_command(CLI::App& app) {
   text->excludes(jsonl);
   tokenize->callback([options, text, jsonl] {
     if (text->count() == 0 && jsonl->count() == 0) fail("tokenize: give --text or --jsonl");
-    const Tokenizer tok = Tokenizer::load(options->tokenizer);
+    const Tokenizer tok = load_tokenizer(options->tokenizer);
     if (jsonl->count() == 0) {
       std::printf("%s\n", nlohmann::json(tok.encode(options->text)).dump().c_str());
       return;
@@ -106,7 +107,7 @@ inline void add_tokenize_command(CLI::App& app) {
   ids->excludes(ids_jsonl);
   detokenize->callback([options, ids, ids_jsonl] {
     if (ids->count() == 0 && ids_jsonl->count() == 0) fail("detokenize: give --ids or --jsonl");
-    const Tokenizer tok = Tokenizer::load(options->tokenizer);
+    const Tokenizer tok = load_tokenizer(options->tokenizer);
     if (ids_jsonl->count() == 0) {
       std::printf("%s\n", tok.decode(parse_id_list(options->ids)).c_str());
       return;

@@ -20,6 +20,8 @@
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 #include "hllm/version.hpp"

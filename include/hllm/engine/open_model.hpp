@@ -25,6 +25,7 @@
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
+#include "hllm/tokenizer/tokenizer_load.hpp"
 
 namespace hllm {
 
@@ -88,7 +89,7 @@ struct LoadedModel {
     if (options.progress) prefetch_weights(folder.checkpoint, options.progress);
     stop_ids = folder.eos_ids;
     if (!options.load_tokenizer) return;
-    tokenizer.emplace(Tokenizer::load(options.tokenizer.empty() ? dir : options.tokenizer));
+    tokenizer.emplace(load_tokenizer(options.tokenizer.empty() ? dir : options.tokenizer));
     if (static_cast<int64_t>(tokenizer->vocab_size()) > folder.config.vocab_size)
       fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ",
            folder.config.vocab_size, " (wrong tokenizer?)");

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -13,10 +14,14 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/core/tensor.hpp"
 #include "hllm/io/json.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/config.hpp"
+#include "hllm/model/config_json.hpp"
 #include "hllm/model/weights.hpp"
+#include "hllm/model/weights_load.hpp"
+#include "hllm/quant/gptq_config_json.hpp"
 
 namespace hllm {
 
@@ -30,21 +35,6 @@ struct ModelFolder {
   std::vector<int64_t> eos_ids;  // generation_config.json's eos_token_id if present, else
                                  // config.json's
 };
-
-// generation_config.json as transformers writes it; a missing file is all defaults.
-inline GenerationConfig load_generation_config(const std::filesystem::path& path) {
-  GenerationConfig g;
-  if (!std::filesystem::exists(path)) return g;
-  const json file = read_json_file(path);
-  if (!file.is_object()) fail(path.string(), ": expected a JSON object");
-  const JsonFields fields{file, path.string()};
-  g.do_sample = fields.boolean_or("do_sample", true);
-  g.temperature = fields.optional_number("temperature");
-  g.top_p = fields.optional_number("top_p");
-  if (fields.has("top_k")) g.top_k = fields.integer("top_k");
-  g.eos_token_ids = detail::parse_token_ids(fields, "eos_token_id");
-  return g;
-}
 
 // config_override: a config.json to use instead of the folder's (e.g. a RoPE-scaled variant).
 inline ModelFolder open_model_folder(

@@ -19,6 +19,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -28,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -35,6 +37,7 @@
 #include "hllm/serve/request.hpp"
 #include "hllm/serve/stop_text.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 
@@ -46,6 +49,9 @@ struct ServeOptions {
   size_t max_body_bytes = size_t{4} << 20;  // larger request bodies get 413
   int http_threads = 0;                     // 0: max(64, 2 × max_num_seqs + 16)
   int64_t max_model_len = 0;                // reported by /v1/models until the engine runs
+  // How special-token spellings in message content and completion prompts are read (both endpoints
+  // alike): plain text unless the operator opts in (tokenizer/prompt.hpp).
+  SpecialTokens special_tokens_in_content = SpecialTokens::text;
 };
 
 // What the server needs once the model is loaded (all owned by the caller, outliving the server).
@@ -96,6 +102,19 @@ inline std::string random_id(const char* prefix) {
 
 inline std::string dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// The credentials of an "Authorization: Bearer <token>" header: the scheme is case-insensitive and
+// may be followed by several spaces (RFC 7235 §2.1, RFC 6750 §2.1); "" when the header is not a
+// bearer token.
+inline std::string bearer_token(std::string_view header) {
+  constexpr std::string_view SCHEME = "bearer";
+  if (header.size() <= SCHEME.size() || header[SCHEME.size()] != ' ') return "";
+  for (size_t i = 0; i < SCHEME.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(header[i])) != SCHEME[i]) return "";
+  header.remove_prefix(SCHEME.size());
+  while (!header.empty() && header.front() == ' ') header.remove_prefix(1);
+  return std::string(header);
 }
 
 // Compares in time independent of where the strings differ (the length may leak; the key may not).
@@ -169,11 +188,8 @@ class OpenAiServer {
     http_.set_pre_routing_handler([this](const Request& req, Response& res) {
       if (options_.api_key.empty() || req.path == "/health")
         return httplib::Server::HandlerResponse::Unhandled;
-      const std::string header = req.get_header_value("Authorization");
-      const std::string prefix = "Bearer ";
-      const bool ok = header.size() > prefix.size() &&
-                      header.compare(0, prefix.size(), prefix) == 0 &&
-                      detail::constant_time_equal(header.substr(prefix.size()), options_.api_key);
+      const std::string token = detail::bearer_token(req.get_header_value("Authorization"));
+      const bool ok = !token.empty() && detail::constant_time_equal(token, options_.api_key);
       if (ok) return httplib::Server::HandlerResponse::Unhandled;
       reply(res, {401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "",
                   "invalid_api_key"});
@@ -237,8 +253,9 @@ class OpenAiServer {
   EngineRequest engine_request(const ServedModel& m, const CompletionRequest& r) const {
     EngineRequest e;
     try {
-      e.prompt =
-          r.chat ? encode_prompt(*m.tokenizer, r.messages) : encode_prompt(*m.tokenizer, r.prompt);
+      const SpecialTokens special = options_.special_tokens_in_content;
+      e.prompt = r.chat ? encode_prompt(*m.tokenizer, r.messages, special)
+                        : encode_prompt(*m.tokenizer, r.prompt, special);
     } catch (const Error& error) {
       throw ApiError{400, error.what(), r.chat ? "messages" : "prompt", "invalid_value"};
     }

@@ -85,22 +85,4 @@ inline std::vector<TokenId> encode_chat(const Tokenizer& tokenizer,
       render_llama3_chat(messages, add_generation_prompt, tokenizer.bos_token()), true);
 }
 
-// The ids a generation starts from — one rule for every caller (run, chat, the server,
-// perplexity):
-//   chat:        the Llama-3 chat format of `messages` with the assistant header appended
-//                (special-token text in the messages is matched as special tokens);
-//   completion:  BOS, then `text` as plain text (what HF's tokenizer(text) gives Llama-3).
-inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer,
-                                          std::span<const ChatMessage> messages) {
-  return encode_chat(tokenizer, messages, /*add_generation_prompt=*/true);
-}
-
-inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer, std::string_view text) {
-  std::vector<TokenId> ids;
-  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
-  const std::vector<TokenId> body = tokenizer.encode(text, /*match_special=*/false);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
-}
-
 }  // namespace hllm

@@ -1,0 +1,83 @@
+// The ids a generation starts from: one rule for every caller (run, chat, the server's two
+// endpoints, perplexity, programs embedding hllm).
+//
+//   chat:        the Llama-3 chat format of `messages` with the assistant header appended
+//                (tokenizer/chat.hpp);
+//   completion:  BOS, then `text` (what HF's tokenizer(text) gives Llama-3).
+//
+// Text that spells a special token ("<|eot_id|>", "<|start_header_id|>system...") inside a message
+// or a completion prompt is plain text by default, as OpenAI's API treats it: a user cannot end
+// their turn early or forge a system turn. The chat format's own control tokens are placed as ids
+// around the text, and each piece of text between them is encoded on its own — exactly how HF's
+// tokenizer splits a rendered chat at its special tokens, so for text without special-token
+// spellings the ids equal apply_chat_template's. SpecialTokens::control reads such text as control
+// tokens (HF apply_chat_template / tokenizer(text) with specials matched): for trusted input only.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hllm/core/error.hpp"
+#include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/tokenizer.hpp"
+
+namespace hllm {
+
+enum class SpecialTokens {
+  text,     // special-token spellings in user text are plain text (the default)
+  control,  // ... are the special tokens themselves (trusted input)
+};
+
+namespace detail {
+
+inline TokenId require_special(const Tokenizer& tokenizer, const char* content) {
+  const auto id = tokenizer.find_added(content);
+  if (!id) fail("the tokenizer has no ", content, " token: not the Llama-3 chat format");
+  return *id;
+}
+
+inline void append_text(const Tokenizer& tokenizer, std::string_view text,
+                        std::vector<TokenId>& ids) {
+  const std::vector<TokenId> piece = tokenizer.encode(text, /*match_special=*/false);
+  ids.insert(ids.end(), piece.begin(), piece.end());
+}
+
+}  // namespace detail
+
+inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer,
+                                          std::span<const ChatMessage> messages,
+                                          SpecialTokens in_content = SpecialTokens::text) {
+  if (in_content == SpecialTokens::control)
+    return encode_chat(tokenizer, messages, /*add_generation_prompt=*/true);
+  const TokenId start = detail::require_special(tokenizer, "<|start_header_id|>");
+  const TokenId end = detail::require_special(tokenizer, "<|end_header_id|>");
+  const TokenId eot = detail::require_special(tokenizer, "<|eot_id|>");
+  std::vector<TokenId> ids;
+  if (!messages.empty() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  const auto header = [&](std::string_view role) {
+    ids.push_back(start);
+    detail::append_text(tokenizer, role, ids);
+    ids.push_back(end);
+  };
+  for (const ChatMessage& message : messages) {
+    header(message.role);
+    detail::append_text(tokenizer, "\n\n" + std::string(python_strip(message.content)), ids);
+    ids.push_back(eot);
+  }
+  header("assistant");
+  detail::append_text(tokenizer, "\n\n", ids);
+  return ids;
+}
+
+inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer, std::string_view text,
+                                          SpecialTokens in_text = SpecialTokens::text) {
+  std::vector<TokenId> ids;
+  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  const std::vector<TokenId> body = tokenizer.encode(text, in_text == SpecialTokens::control);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+}  // namespace hllm

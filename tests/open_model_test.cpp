@@ -1,0 +1,146 @@
+// open_model() and what it assembles, against lower-level oracles: the model folder's own files,
+// the tokenizer's encode/encode_chat, and the generate() loop with a StreamDecoder.
+#include "hllm/engine/open_model.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "hllm/engine/generate.hpp"
+#include "hllm/engine/generate_text.hpp"
+#include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/prompt.hpp"
+#include "hllm/tokenizer/stream.hpp"
+
+namespace {
+
+hllm::OpenOptions on_cpu() {
+  hllm::OpenOptions options;
+  options.device = "cpu";
+  options.threads = 2;
+  return options;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const hllm::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(OpenModel, DemoFolderHoldsTokenizerStopIdsAndSamplingDefaults) {
+  const auto m = hllm::open_model(HLLM_DEMO_MODEL_DIR, on_cpu());
+  ASSERT_TRUE(m->tokenizer.has_value());
+  EXPECT_EQ(m->backend->device(), hllm::Device::cpu);
+  EXPECT_EQ(m->config().vocab_size, 128256);
+  // generation_config.json: eos [128001, 128009], do_sample true, temperature 0.6, top_p 0.9;
+  // tokenizer_config.json's eos_token <|eot_id|> = 128009 adds nothing new.
+  EXPECT_EQ(m->stop_ids, (std::vector<int64_t>{128001, 128009}));
+  EXPECT_FLOAT_EQ(m->sampling.temperature, 0.6f);
+  EXPECT_FLOAT_EQ(m->sampling.top_p, 0.9f);
+  EXPECT_EQ(m->sampling.top_k, hllm::SamplingParams{}.top_k);
+}
+
+TEST(OpenModel, IdsOnlyWithoutTokenizer) {
+  hllm::OpenOptions options = on_cpu();
+  options.load_tokenizer = false;
+  const auto m =
+      hllm::open_model(std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512", options);
+  EXPECT_FALSE(m->tokenizer.has_value());
+  EXPECT_EQ(m->stop_ids, (std::vector<int64_t>{128001, 128009}));  // from generation_config.json
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  EXPECT_NE(error_of([&] {
+              hllm::generate_text(*m, prompt, {}, 4, [](std::string_view) { return true; });
+            }).find("without its tokenizer"),
+            std::string::npos);
+}
+
+TEST(OpenModel, ClearErrors) {
+  EXPECT_NE(error_of([] { hllm::open_model("/nonexistent/model", on_cpu()); }).find("/nonexistent"),
+            std::string::npos);
+  hllm::OpenOptions bad = on_cpu();
+  bad.device = "gpu";
+  EXPECT_NE(error_of([&] {
+              hllm::open_model(HLLM_DEMO_MODEL_DIR, bad);
+            }).find("device must be cpu, cuda or auto"),
+            std::string::npos);
+  hllm::LlamaConfig config;
+  config.head_dim = 96;  // no CUDA kernel for it: refused before any GPU is looked for
+  EXPECT_NE(error_of([&] { hllm::make_backend("cuda", 1, config); }).find("head_dim 96"),
+            std::string::npos);
+  EXPECT_FALSE(hllm::cuda_supports(config));
+  config.head_dim = 128;
+  EXPECT_TRUE(hllm::cuda_supports(config));
+  // "auto" never fails: the CPU when there is no usable GPU.
+  EXPECT_NE(hllm::make_backend("auto", 1, config), nullptr);
+}
+
+TEST(SamplingDefaults, FromGenerationConfig) {
+  hllm::GenerationConfig g;
+  const hllm::SamplingParams library;
+  hllm::SamplingParams s = hllm::SamplingParams::from_generation_config(g);  // nothing set
+  EXPECT_EQ(s.temperature, library.temperature);
+  EXPECT_EQ(s.top_p, library.top_p);
+  EXPECT_EQ(s.top_k, library.top_k);
+  g.temperature = 0.7;
+  g.top_p = 0.8;
+  g.top_k = 40;
+  s = hllm::SamplingParams::from_generation_config(g);
+  EXPECT_FLOAT_EQ(s.temperature, 0.7f);
+  EXPECT_FLOAT_EQ(s.top_p, 0.8f);
+  EXPECT_EQ(s.top_k, 40);
+  g.do_sample = false;  // greedy, whatever else it says
+  EXPECT_EQ(hllm::SamplingParams::from_generation_config(g).temperature, 0.0f);
+}
+
+TEST(EncodePrompt, CompletionIsBosPlusPlainTextAndChatIsTheChatFormat) {
+  const auto m = hllm::open_model(HLLM_DEMO_MODEL_DIR, on_cpu());
+  const hllm::Tokenizer& tok = *m->tokenizer;
+  const std::string text = "Hello <|eot_id|> world";
+  std::vector<int32_t> expected = {tok.bos_id()};
+  for (const int32_t id : tok.encode(text, /*match_special=*/false)) expected.push_back(id);
+  EXPECT_EQ(hllm::encode_prompt(tok, text), expected);  // the special-token text stays text
+  const std::vector<hllm::ChatMessage> chat = {{"system", "Be brief."}, {"user", "Hi there"}};
+  EXPECT_EQ(hllm::encode_prompt(tok, chat), hllm::encode_chat(tok, chat, true));
+}
+
+TEST(GenerateText, EqualsTheGenerationLoopWithAStreamDecoder) {
+  const auto m = hllm::open_model(HLLM_DEMO_MODEL_DIR, on_cpu());
+  const std::vector<int32_t> prompt = hllm::encode_prompt(*m->tokenizer, "The capital of France");
+  hllm::SamplingParams sampling;
+  sampling.seed = 1234;  // sampled, not greedy: both paths must draw the same ids
+  std::string text;
+  const hllm::GenerationResult r =
+      hllm::generate_text(*m, prompt, sampling, 24, [&](std::string_view piece) {
+        text += piece;
+        return true;
+      });
+
+  hllm::KvCache cache = m->model.new_cache(static_cast<int64_t>(prompt.size()) + 24);
+  std::vector<int32_t> cached;
+  hllm::Sampler sampler(sampling);
+  hllm::StreamDecoder decoder(*m->tokenizer);
+  std::string expected;
+  const hllm::GenerationResult direct = hllm::generate(m->model, cache, prompt, cached, sampler,
+                                                       {24, m->stop_ids, false}, [&](int32_t id) {
+                                                         expected += decoder.push(id);
+                                                         return true;
+                                                       });
+  expected += decoder.finish();
+  EXPECT_EQ(r.ids, direct.ids);
+  EXPECT_EQ(text, expected);
+  EXPECT_FALSE(text.empty());
+
+  int pieces = 0;  // on_text returning false stops at once
+  const hllm::GenerationResult stopped =
+      hllm::generate_text(*m, prompt, sampling, 24, [&](std::string_view) { return ++pieces < 3; });
+  EXPECT_EQ(stopped.finish, hllm::FinishReason::cancelled);
+  EXPECT_EQ(stopped.ids.size(), 3u);
+}
+
+}  // namespace
