@@ -21,6 +21,12 @@ endif()
 set(configure_args -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_CLI11=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_httplib=ON -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON)
+# The prefixes the parent build found its dependencies in (if any) reach the consumer's configure
+# through the environment, where CMake reads CMAKE_PREFIX_PATH as a ":"-separated list.
+if(PREFIX_PATH)
+  string(REPLACE "|" ":" prefixes "${PREFIX_PATH}")
+  set(ENV{CMAKE_PREFIX_PATH} "${prefixes}:$ENV{CMAKE_PREFIX_PATH}")
+endif()
 if(GENERATOR)
   list(APPEND configure_args -G ${GENERATOR})
 endif()

@@ -63,6 +63,9 @@ TEST(OpenModel, IdsOnlyWithoutTokenizer) {
 TEST(OpenModel, ClearErrors) {
   EXPECT_NE(error_of([] { hllm::open_model("/nonexistent/model", on_cpu()); }).find("/nonexistent"),
             std::string::npos);
+  const std::string file = std::string(HLLM_DEMO_MODEL_DIR) + "/model.safetensors";
+  EXPECT_NE(error_of([&] { hllm::open_model(file, on_cpu()); }).find("is a file"),
+            std::string::npos);
   hllm::OpenOptions bad = on_cpu();
   bad.device = "gpu";
   EXPECT_NE(error_of([&] {
@@ -70,12 +73,15 @@ TEST(OpenModel, ClearErrors) {
             }).find("device must be cpu, cuda or auto"),
             std::string::npos);
   hllm::LlamaConfig config;
-  config.head_dim = 96;  // no CUDA kernel for it: refused before any GPU is looked for
-  EXPECT_NE(error_of([&] { hllm::make_backend("cuda", 1, config); }).find("head_dim 96"),
-            std::string::npos);
-  EXPECT_FALSE(hllm::cuda_supports(config));
   config.head_dim = 128;
-  EXPECT_TRUE(hllm::cuda_supports(config));
+  // This program does not register the CUDA entry points (hllm/cuda/device.cuh): asking for the
+  // GPU says so, before anything else (open_model_cuda_test covers the registered case).
+  EXPECT_FALSE(hllm::cuda_built_in());
+  EXPECT_EQ(hllm::cuda_device_count(), 0);
+  EXPECT_NE(error_of([&] { hllm::make_backend("cuda", 1, config); }).find("built without CUDA"),
+            std::string::npos);
+  config.head_dim = 96;
+  EXPECT_FALSE(hllm::cuda_supports(config));
   // "auto" never fails: the CPU when there is no usable GPU.
   EXPECT_NE(hllm::make_backend("auto", 1, config), nullptr);
 }

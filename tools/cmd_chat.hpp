@@ -75,7 +75,8 @@ inline void add_chat_command(CLI::App& app) {
       // Room for the answer: the token budget, but at most a quarter of the context.
       const int64_t reserve =
           std::min(options->max_new_tokens, std::max<int64_t>(m.context / 4, 1));
-      std::vector<int32_t> prompt = encode_prompt(m.tokenizer(), history);
+      std::vector<int32_t> prompt =
+          encode_prompt(m.tokenizer(), history, options->model.special_tokens());
       while (static_cast<int64_t>(prompt.size()) + reserve > m.context &&
              history.size() > first_exchange + 1) {
         const size_t drop_end =
@@ -83,7 +84,7 @@ inline void add_chat_command(CLI::App& app) {
         history.erase(history.begin() + static_cast<std::ptrdiff_t>(first_exchange),
                       history.begin() + static_cast<std::ptrdiff_t>(drop_end));
         std::fprintf(stderr, "hllm: context full, dropped the oldest exchange\n");
-        prompt = encode_prompt(m.tokenizer(), history);
+        prompt = encode_prompt(m.tokenizer(), history, options->model.special_tokens());
       }
       if (static_cast<int64_t>(prompt.size()) + reserve > m.context) {
         std::fprintf(

@@ -42,7 +42,7 @@ inline void add_generate_command(CLI::App& app) {
     const std::vector<int32_t> prompt = parse_id_list(options->ids);
     auto loaded = load_model(options->model);
     LlamaModel& model = loaded->model;
-    const std::vector<int64_t>& eos = loaded->folder.eos_ids;
+    const std::vector<int64_t>& eos = loaded->stop_ids;  // the eos ids: opened without tokenizer
     const int64_t n_prompt = static_cast<int64_t>(prompt.size());
     const int64_t context = model.config().max_position_embeddings;
     if (n_prompt + options->max_new_tokens > context &&

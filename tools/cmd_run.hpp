@@ -52,12 +52,12 @@ inline void add_run_command(CLI::App& app) {
     TextModel m = load_text_model(options->model);
     std::vector<int32_t> prompt;
     if (options->raw) {
-      prompt = encode_prompt(m.tokenizer(), options->prompt);
+      prompt = encode_prompt(m.tokenizer(), options->prompt, options->model.special_tokens());
     } else {
       std::vector<ChatMessage> messages;
       if (!options->system.empty()) messages.push_back({"system", options->system});
       messages.push_back({"user", options->prompt});
-      prompt = encode_prompt(m.tokenizer(), messages);
+      prompt = encode_prompt(m.tokenizer(), messages, options->model.special_tokens());
     }
     const int64_t budget =
         std::min(options->max_new_tokens, m.context - static_cast<int64_t>(prompt.size()));

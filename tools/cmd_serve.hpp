@@ -46,7 +46,6 @@ inline void add_serve_command(CLI::App& app) {
     int64_t kv_cache_tokens = 0;
     int64_t max_waiting = 256;
     double max_body_mib = 4.0;
-    bool allow_special_tokens = false;
   };
   auto o = std::make_shared<Options>();
   CLI::App* command =
@@ -86,9 +85,7 @@ inline void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--max-body-mib", o->max_body_mib, "request body limit in MiB (413 above)")
       ->check(CLI::Range(0.001, 1024.0));
-  command->add_flag("--allow-special-tokens-in-content", o->allow_special_tokens,
-                    "read <|...|> spellings in messages and prompts as special tokens (trusted "
-                    "clients only: a user could end a turn or forge a system message)");
+  add_special_tokens_flag(*command, o->model.allow_special_tokens);
   command->callback([o] {
     if (o->api_key.empty() && std::getenv("HLLM_API_KEY") != nullptr)
       o->api_key = std::getenv("HLLM_API_KEY");
@@ -98,8 +95,7 @@ inline void add_serve_command(CLI::App& app) {
     serve_options.api_key = o->api_key;
     serve_options.max_body_bytes = static_cast<size_t>(o->max_body_mib * 1024 * 1024);
     serve_options.max_model_len = o->max_model_len;
-    serve_options.special_tokens_in_content =
-        o->allow_special_tokens ? SpecialTokens::control : SpecialTokens::text;
+    serve_options.special_tokens_in_content = o->model.special_tokens();
     std::signal(SIGPIPE, SIG_IGN);
 
     // Listen first: /v1/models and /health answer while the weights load.

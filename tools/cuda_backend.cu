@@ -1,3 +1,3 @@
-// The runner's one CUDA translation unit: the definitions of the CUDA entry points
-// (hllm/cuda/device.hpp) that the plain C++ rest of the runner calls.
+// The runner's one CUDA translation unit: it defines and registers the CUDA backend's entry points
+// (model/cuda_entry.hpp), which the plain C++ rest of the runner calls.
 #include "hllm/cuda/device.cuh"

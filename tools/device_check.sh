@@ -129,6 +129,8 @@ main() {
   t0=$SECONDS
   local -a cmake_args=(-S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch"
     -DHLLM_BUILD_TESTS=ON -DHLLM_BUILD_BENCH=ON
+    # The device machine has no registry: no cpp-httplib for serve, no install test of the package.
+    -DHLLM_SERVE=OFF -DHLLM_INSTALL=OFF
     # CMake < 3.26 does not know nvcc's C++20 flag; harmless where it does.
     -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20)
   command -v ninja >/dev/null && [[ ! -f $build/CMakeCache.txt ]] && cmake_args+=(-G Ninja)

@@ -14,7 +14,7 @@
 namespace hllm::tools {
 
 inline LoadProgress load_progress_printer() {
-  if (isatty(STDERR_FILENO) == 0) return [](double, double) {};
+  if (isatty(STDERR_FILENO) == 0) return {};
   using clock = std::chrono::steady_clock;
   struct State {
     clock::time_point start = clock::now();

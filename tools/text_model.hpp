@@ -1,4 +1,4 @@
-// What `run` and `chat` share: which model to run (-m, else $HLLM_MODEL, else the bundled demo),
+// What `run`, `chat` and `serve` share: which model to run (-m, else $HLLM_MODEL, else the bundled demo),
 // its tokenizer, the sampling flags with defaults from generation_config.json, and the stop ids.
 #pragma once
 
@@ -15,6 +15,7 @@
 #include "cli_common.hpp"
 #include "hllm/engine/open_model.hpp"
 #include "hllm/engine/sampler.hpp"
+#include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 #include "progress.hpp"
 
@@ -36,7 +37,17 @@ struct TextModelOptions {
   std::optional<int64_t> top_k;
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
+  bool allow_special_tokens = false;  // <|...|> spellings in prompts are special tokens
+  SpecialTokens special_tokens() const {
+    return allow_special_tokens ? SpecialTokens::control : SpecialTokens::text;
+  }
 };
+
+inline void add_special_tokens_flag(CLI::App& command, bool& allow) {
+  command.add_flag("--allow-special-tokens-in-content", allow,
+                   "read <|...|> spellings in prompts and messages as special tokens (default: "
+                   "plain text, so typed text cannot end a turn or forge a system message)");
+}
 
 inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
   command.add_option("-m,--model", o.model_dir,
@@ -58,6 +69,7 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
   command.add_option("--frequency-penalty", o.frequency_penalty, "OpenAI frequency penalty");
   command.add_option("--seed", o.seed, "RNG seed (default: random, printed on stderr)");
   command.add_flag("--ignore-eos", o.ignore_eos, "keep generating past end-of-turn tokens");
+  add_special_tokens_flag(command, o.allow_special_tokens);
 }
 
 // A model opened with its tokenizer, the sampling settings of this run and the context size.
@@ -111,6 +123,7 @@ inline TextModel load_text_model(const TextModelOptions& o) {
   open.device = o.device;
   open.threads = o.threads;
   open.tokenizer = o.tokenizer;
+  open.prefetch = true;
   open.progress = load_progress_printer();
   m.loaded = open_model(dir, open);
   m.sampling = apply_sampling_flags(o, m.loaded->sampling);

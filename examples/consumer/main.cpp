@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
                           return true;  // false stops the generation
                         });
     std::printf("\n");
-  } catch (const hllm::Error& e) {
+  } catch (const std::exception& e) {  // hllm::Error for every recoverable problem
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

@@ -1,5 +1,6 @@
 // Applies RoPE in place on the CPU to q or k laid out [n_tokens, n_heads, head_dim] (fp32), token t
-// at positions[t]. The pairing and the formulas are model/rope.hpp's.
+// at positions[t]. The pairing and the frequencies are model/rope.hpp's, the rotation of a pair
+// layout/rope_rotate.hpp's (shared with the CUDA kernel).
 #pragma once
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/layout/rope_rotate.hpp"
 #include "hllm/model/rope.hpp"
 
 namespace hllm::cpu {

@@ -1,6 +1,7 @@
 // Text out of an opened model: the generation loop (engine/generate.hpp) in a fresh KV cache,
 // stopping at the model's stop ids, with each generated token turned into UTF-8 text as soon as it
-// is complete (tokenizer/stream.hpp) — what `hllm run` and a program embedding hllm both want.
+// is complete (tokenizer/stream.hpp) — what `hllm run` and a program embedding hllm both want
+// (engine/open_model.hpp has the same call for an opened model).
 #pragma once
 
 #include <cstdint>
@@ -12,27 +13,37 @@
 
 #include "hllm/core/error.hpp"
 #include "hllm/engine/generate.hpp"
-#include "hllm/engine/open_model.hpp"
 #include "hllm/engine/sampler.hpp"
+#include "hllm/model/llama.hpp"
 #include "hllm/tokenizer/stream.hpp"
+#include "hllm/tokenizer/tokenizer.hpp"
 
 namespace hllm {
 
-// Generates up to max_new_tokens after `prompt` (encode_prompt) with `sampling`. on_text gets every
-// piece of text as it is decoded and returns false to stop (FinishReason::cancelled); the last
-// piece (bytes held back while a UTF-8 character was incomplete) comes after the loop, and its
-// return value is ignored.
-inline GenerationResult generate_text(LoadedModel& m, std::span<const int32_t> prompt,
+// Generates up to max_new_tokens after `prompt` (encode_prompt) with `sampling`, stopping at any of
+// `stop_ids`. on_text gets every piece of text as it is decoded and returns false to stop
+// (FinishReason::cancelled); the last piece (bytes held back while a UTF-8 character was
+// incomplete) comes after the loop, and its return value is ignored. The KV cache holds exactly
+// prompt + max_new_tokens positions, which must fit the model's context.
+inline GenerationResult generate_text(LlamaModel& model, const Tokenizer& tokenizer,
+                                      std::span<const int64_t> stop_ids,
+                                      std::span<const int32_t> prompt,
                                       const SamplingParams& sampling, int64_t max_new_tokens,
                                       const std::function<bool(std::string_view)>& on_text,
                                       bool ignore_eos = false) {
-  if (!m.tokenizer) fail("generate_text: the model was opened without its tokenizer");
-  KvCache cache = m.model.new_cache(static_cast<int64_t>(prompt.size()) + max_new_tokens);
+  // Dynamic NTK re-bases RoPE past max_position_embeddings; every other type is trained up to it.
+  const bool extends = model.config().rope_scaling.type == RopeType::dynamic;
+  const int64_t context = model.config().max_position_embeddings;
+  const int64_t total = static_cast<int64_t>(prompt.size()) + max_new_tokens;
+  if (max_new_tokens < 1 || (total > context && !extends))
+    fail("generate_text: ", prompt.size(), " prompt tokens + ", max_new_tokens,
+         " new tokens must be within the model's context of ", context, " tokens (and >= 1 new)");
+  KvCache cache = model.new_cache(total);
   std::vector<int32_t> cached;
   Sampler sampler(sampling);
-  StreamDecoder text(*m.tokenizer);
-  const GenerationOptions options{max_new_tokens, m.stop_ids, ignore_eos};
-  GenerationResult result = generate(m.model, cache, prompt, cached, sampler, options,
+  StreamDecoder text(tokenizer);
+  const GenerationOptions options{max_new_tokens, {stop_ids.begin(), stop_ids.end()}, ignore_eos};
+  GenerationResult result = generate(model, cache, prompt, cached, sampler, options,
                                      [&](int32_t id) { return on_text(text.push(id)); });
   on_text(text.finish());
   return result;

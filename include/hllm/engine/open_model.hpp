@@ -6,22 +6,25 @@
 //   std::vector<int32_t> prompt = hllm::encode_prompt(*m->tokenizer, messages);
 //   hllm::generate(m->model, cache, prompt, ...)              (engine/generate.hpp)
 //
-// The runner's commands and the server open models only through here, so they agree on what a
-// model folder means.
+// The runner's run, chat, serve, perplexity, bench, generate and logits commands open models only
+// through here, so they agree on what a model folder means.
 #pragma once
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "hllm/core/error.hpp"
 #include "hllm/cpu/backend.hpp"
-#include "hllm/cuda/device.hpp"
+#include "hllm/engine/generate_text.hpp"
 #include "hllm/engine/sampler.hpp"
+#include "hllm/model/cuda_entry.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
@@ -35,6 +38,7 @@ namespace hllm {
 inline std::unique_ptr<Backend> make_backend(std::string_view device, int threads,
                                              const LlamaConfig& config) {
   if (device == "cuda") {
+    if (!cuda_built_in()) make_cuda_backend();  // throws: says how to build with CUDA
     if (!cuda_supports(config))
       fail("device cuda: head_dim ", config.head_dim,
            " is not supported by the CUDA kernels (64 or 128); use device cpu");
@@ -66,42 +70,65 @@ struct OpenOptions {
   std::optional<std::filesystem::path> config;  // a config.json to use instead of the folder's
   std::filesystem::path tokenizer;  // tokenizer.json (or its folder); empty = the model folder's
   bool load_tokenizer = true;       // false: token ids only (no tokenizer.json needed)
-  LoadProgress progress;            // set: the weights are read in up front, reporting progress
+  bool prefetch = false;  // read every weight page in before the backend takes them (the first
+                          // forward pass then does not pay for the disk)
+  LoadProgress progress;  // with prefetch: called as the pages are read
 };
 
-// Everything open_model() assembles. Held by pointer: the model refers to the backend and to the
-// folder's mapped weights.
+// Everything open_model() assembles, in the order it is built (a bad tokenizer fails before any
+// weight is read). Held by pointer: the model refers to the backend and to the mapped weights.
 struct LoadedModel {
-  ModelFolder folder;  // config, mapped checkpoint, weights, generation_config
-  std::unique_ptr<Backend> backend;
-  LlamaModel model;
+  ModelFolder folder;                  // config, mapped checkpoint, weights, generation_config
   std::optional<Tokenizer> tokenizer;  // absent when opened with load_tokenizer = false
+  std::unique_ptr<Backend> backend;    // where the model runs (weights uploaded once)
+  LlamaModel model;                    // the forward pass: forward, forward_step, new_cache
   // Generation ends at any of these: the checkpoint's eos ids, the tokenizer's stop tokens and
   // <|eot_id|> (the chat format ends every turn with it, base models included).
   std::vector<int64_t> stop_ids;
-  SamplingParams sampling;  // generation_config.json's defaults (seed 0)
+  // generation_config.json's temperature / top_p / top_k over the library's defaults; seed 0 (set
+  // one per request for different draws).
+  SamplingParams sampling;
 
   LoadedModel(const std::filesystem::path& dir, const OpenOptions& options)
       : folder(open_model_folder(dir, options.config)),
-        backend(make_backend(options.device, options.threads, folder.config)),
+        tokenizer(open_tokenizer(dir, options, folder.config)),
+        backend(prefetched_backend(folder, options)),
         model(folder.config, folder.weights, *backend),
-        sampling(SamplingParams::from_generation_config(folder.generation)) {
-    if (options.progress) prefetch_weights(folder.checkpoint, options.progress);
-    stop_ids = folder.eos_ids;
-    if (!options.load_tokenizer) return;
-    tokenizer.emplace(load_tokenizer(options.tokenizer.empty() ? dir : options.tokenizer));
-    if (static_cast<int64_t>(tokenizer->vocab_size()) > folder.config.vocab_size)
-      fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ",
-           folder.config.vocab_size, " (wrong tokenizer?)");
+        stop_ids(stop_ids_of(folder, tokenizer)),
+        sampling(SamplingParams::from_generation_config(folder.generation)) {}
+
+  const LlamaConfig& config() const { return folder.config; }
+  std::string backend_description() const { return describe_backend(*backend); }
+
+ private:
+  static std::optional<Tokenizer> open_tokenizer(const std::filesystem::path& dir,
+                                                 const OpenOptions& options,
+                                                 const LlamaConfig& config) {
+    if (!options.load_tokenizer) return std::nullopt;
+    Tokenizer tokenizer = load_tokenizer(options.tokenizer.empty() ? dir : options.tokenizer);
+    if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
+      fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",
+           config.vocab_size, " (wrong tokenizer?)");
+    return tokenizer;
+  }
+
+  static std::unique_ptr<Backend> prefetched_backend(const ModelFolder& folder,
+                                                     const OpenOptions& options) {
+    if (options.prefetch) prefetch_weights(folder.checkpoint, options.progress);
+    return make_backend(options.device, options.threads, folder.config);
+  }
+
+  static std::vector<int64_t> stop_ids_of(const ModelFolder& folder,
+                                          const std::optional<Tokenizer>& tokenizer) {
+    std::vector<int64_t> ids = folder.eos_ids;
+    if (!tokenizer) return ids;
     const std::vector<TokenId> tokenizer_stops = tokenizer->stop_ids();
     std::vector<int64_t> more(tokenizer_stops.begin(), tokenizer_stops.end());
     if (const auto eot = tokenizer->find_added("<|eot_id|>")) more.push_back(*eot);
     for (const int64_t id : more)
-      if (std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end()) stop_ids.push_back(id);
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    return ids;
   }
-
-  const LlamaConfig& config() const { return folder.config; }
-  std::string backend_description() const { return describe_backend(*backend); }
 };
 
 // Opens the Hugging Face model folder `dir` (config.json, *.safetensors, tokenizer.json,
@@ -109,6 +136,16 @@ struct LoadedModel {
 inline std::unique_ptr<LoadedModel> open_model(const std::filesystem::path& dir,
                                                const OpenOptions& options = {}) {
   return std::make_unique<LoadedModel>(dir, options);
+}
+
+// generate_text (engine/generate_text.hpp) with the model's tokenizer and stop ids.
+inline GenerationResult generate_text(LoadedModel& m, std::span<const int32_t> prompt,
+                                      const SamplingParams& sampling, int64_t max_new_tokens,
+                                      const std::function<bool(std::string_view)>& on_text,
+                                      bool ignore_eos = false) {
+  if (!m.tokenizer) fail("generate_text: the model was opened without its tokenizer");
+  return generate_text(m.model, *m.tokenizer, m.stop_ids, prompt, sampling, max_new_tokens, on_text,
+                       ignore_eos);
 }
 
 }  // namespace hllm

@@ -1,6 +1,7 @@
 // Reading JSON files (config.json and friends) with errors that name the file and the field.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,9 @@ struct JsonFields {
 
   int64_t integer(const char* key) const {
     if (!has(key) || !object.at(key).is_number_integer()) wrong(key, "an integer");
+    // An unsigned value above INT64_MAX would wrap to a negative one (2^64 - 1 -> -1).
+    if (object.at(key).is_number_unsigned() && object.at(key).get<uint64_t>() > uint64_t{INT64_MAX})
+      wrong(key, "an integer below 2^63");
     return object.at(key).get<int64_t>();
   }
   int64_t positive_integer(const char* key) const {

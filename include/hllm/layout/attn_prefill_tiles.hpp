@@ -50,6 +50,7 @@
 //    sums the fp32 p, each lane its own columns; the quad sums them at the end), out = O / l.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "hllm/core/dtype.hpp"

@@ -69,13 +69,16 @@ struct LlamaConfig {
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
 };
 
-// generation_config.json's sampling defaults (transformers' GenerationConfig); unset fields keep
-// the library's defaults (SamplingParams::from_generation_config applies them).
+// generation_config.json's sampling defaults; unset fields keep the library's defaults
+// (SamplingParams::from_generation_config applies them). Unlike transformers' generate(), where a
+// missing do_sample means greedy, a missing do_sample samples: a serving engine samples unless told
+// otherwise (vLLM reads temperature / top_p / top_k from this file the same way).
 struct GenerationConfig {
-  bool do_sample = true;  // false: greedy
-  std::optional<double> temperature;
-  std::optional<double> top_p;
-  std::optional<int64_t> top_k;
+  bool do_sample = true;               // false: greedy, whatever the fields below say
+  std::optional<double> temperature;   // softmax temperature
+  std::optional<double> top_p;         // nucleus mass
+  std::optional<int64_t> top_k;        // keep the k most likely tokens (0 = off)
   std::vector<int64_t> eos_token_ids;  // empty: config.json's eos_token_id applies
 };
+
 }  // namespace hllm

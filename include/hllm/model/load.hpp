@@ -40,6 +40,10 @@ struct ModelFolder {
 inline ModelFolder open_model_folder(
     const std::filesystem::path& dir,
     const std::optional<std::filesystem::path>& config_override = {}) {
+  if (std::filesystem::is_regular_file(dir))
+    fail(dir.string(),
+         " is a file: hllm opens Hugging Face model folders (config.json + "
+         "*.safetensors, as downloaded from the hub); GGUF files are not supported yet");
   if (!std::filesystem::is_directory(dir))
     fail("model folder ", dir.string(), " does not exist or is not a folder");
   const std::filesystem::path config_path = config_override.value_or(dir / "config.json");

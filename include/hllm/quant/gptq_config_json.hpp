@@ -24,8 +24,9 @@ inline QuantConfig parse_quant_config(const json& q, const std::string& where,
   QuantConfig c;
   c.method = QuantMethod::gptq;
   if (!fields.has("bits") || !q.at("bits").is_number_integer()) fields.wrong("bits", "4");
-  c.bits = q.at("bits").get<int>();
-  if (c.bits != 4) fail(where, ": GPTQ bits ", c.bits, " is not supported (supported: 4)");
+  const int64_t bits = fields.integer("bits");  // not get<int>(): 4294967300 would become 4
+  if (bits != 4) fail(where, ": GPTQ bits ", bits, " is not supported (supported: 4)");
+  c.bits = static_cast<int>(bits);
   c.group_size = fields.has("group_size") ? fields.integer("group_size") : 128;
   if (c.group_size == 0 || c.group_size < -1)
     fields.wrong("group_size", "a positive integer or -1 (per channel)");

@@ -61,19 +61,43 @@ inline std::string_view python_strip(std::string_view text) {
   return text.substr(begin, end - begin);
 }
 
+// One piece of a rendered chat: a control token of the format (`special`, e.g. "<|eot_id|>") or
+// text that came from the messages (roles, "\n\n", stripped content).
+struct ChatSegment {
+  std::string_view special;  // empty for text
+  std::string text;
+};
+
+// `messages` in the Llama-3 format as segments: the one place the format is written down.
+inline std::vector<ChatSegment> llama3_chat_segments(std::span<const ChatMessage> messages,
+                                                     bool add_generation_prompt,
+                                                     std::string_view bos_token) {
+  std::vector<ChatSegment> segments;
+  const auto header = [&](std::string_view role) {
+    segments.push_back({"<|start_header_id|>", {}});
+    segments.push_back({{}, std::string(role)});
+    segments.push_back({"<|end_header_id|>", {}});
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i == 0 && !bos_token.empty()) segments.push_back({bos_token, {}});
+    header(messages[i].role);
+    segments.push_back({{}, "\n\n" + std::string(python_strip(messages[i].content))});
+    segments.push_back({"<|eot_id|>", {}});
+  }
+  if (add_generation_prompt) {
+    header("assistant");
+    segments.push_back({{}, "\n\n"});
+  }
+  return segments;
+}
+
 // The prompt text for `messages` in the Llama-3 format.
 inline std::string render_llama3_chat(std::span<const ChatMessage> messages,
                                       bool add_generation_prompt, std::string_view bos_token) {
   std::string text;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    if (i == 0) text += bos_token;
-    text += "<|start_header_id|>";
-    text += messages[i].role;
-    text += "<|end_header_id|>\n\n";
-    text += python_strip(messages[i].content);
-    text += "<|eot_id|>";
-  }
-  if (add_generation_prompt) text += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  for (const ChatSegment& segment :
+       llama3_chat_segments(messages, add_generation_prompt, bos_token))
+    text += segment.special.empty() ? std::string_view(segment.text) : segment.special;
   return text;
 }
 

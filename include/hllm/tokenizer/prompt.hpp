@@ -30,44 +30,23 @@ enum class SpecialTokens {
   control,  // ... are the special tokens themselves (trusted input)
 };
 
-namespace detail {
-
-inline TokenId require_special(const Tokenizer& tokenizer, const char* content) {
-  const auto id = tokenizer.find_added(content);
-  if (!id) fail("the tokenizer has no ", content, " token: not the Llama-3 chat format");
-  return *id;
-}
-
-inline void append_text(const Tokenizer& tokenizer, std::string_view text,
-                        std::vector<TokenId>& ids) {
-  const std::vector<TokenId> piece = tokenizer.encode(text, /*match_special=*/false);
-  ids.insert(ids.end(), piece.begin(), piece.end());
-}
-
-}  // namespace detail
-
 inline std::vector<TokenId> encode_prompt(const Tokenizer& tokenizer,
                                           std::span<const ChatMessage> messages,
                                           SpecialTokens in_content = SpecialTokens::text) {
   if (in_content == SpecialTokens::control)
     return encode_chat(tokenizer, messages, /*add_generation_prompt=*/true);
-  const TokenId start = detail::require_special(tokenizer, "<|start_header_id|>");
-  const TokenId end = detail::require_special(tokenizer, "<|end_header_id|>");
-  const TokenId eot = detail::require_special(tokenizer, "<|eot_id|>");
   std::vector<TokenId> ids;
-  if (!messages.empty() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
-  const auto header = [&](std::string_view role) {
-    ids.push_back(start);
-    detail::append_text(tokenizer, role, ids);
-    ids.push_back(end);
-  };
-  for (const ChatMessage& message : messages) {
-    header(message.role);
-    detail::append_text(tokenizer, "\n\n" + std::string(python_strip(message.content)), ids);
-    ids.push_back(eot);
+  for (const ChatSegment& segment :
+       llama3_chat_segments(messages, /*add_generation_prompt=*/true, tokenizer.bos_token())) {
+    if (segment.special.empty()) {
+      const std::vector<TokenId> text = tokenizer.encode(segment.text, /*match_special=*/false);
+      ids.insert(ids.end(), text.begin(), text.end());
+    } else if (const auto id = tokenizer.find_added(segment.special)) {
+      ids.push_back(*id);
+    } else {
+      fail("the tokenizer has no ", segment.special, " token: not the Llama-3 chat format");
+    }
   }
-  header("assistant");
-  detail::append_text(tokenizer, "\n\n", ids);
   return ids;
 }
 

@@ -12,7 +12,7 @@
 // encode(text): added tokens written in the text are matched first (leftmost-longest, as HF's
 // AddedVocabulary); each stretch between them is split by the Llama-3 regex (pretokenize.hpp) and
 // each piece becomes one token if it is in the vocab whole (ignore_merges), else goes through BPE.
-// No BOS is added: the chat template writes it (chat.hpp).
+// No BOS is added: the chat template writes it (chat.hpp), encode_prompt too (prompt.hpp).
 // decode(ids): the bytes of each token, then UTF-8 with U+FFFD for invalid sequences (utf8.hpp).
 #pragma once
 

@@ -10,7 +10,7 @@
 //
 // tokenizer.json's large "model" section is read by the scanner of bpe_load.hpp; the small
 // sections and the config files go through nlohmann::json, which of the tokenizer headers only
-// these two include.
+// this one and bpe_load.hpp include.
 #pragma once
 
 #include <algorithm>

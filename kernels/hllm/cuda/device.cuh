@@ -1,6 +1,7 @@
-// Definitions of the CUDA entry points declared in hllm/cuda/device.hpp. Include this file in
-// exactly one CUDA translation unit of a program that links hllm::cuda (the functions are not
-// inline: one definition each, so plain C++ files can call them).
+// The CUDA backend's entry points for plain C++ code (model/cuda_entry.hpp): this file defines
+// them and registers them when the program starts. Include it in exactly one CUDA translation
+// unit of the executable that links hllm::cuda (in a static library the linker would drop the
+// unreferenced object, and with it the registration).
 #pragma once
 
 #include <algorithm>
@@ -9,22 +10,22 @@
 
 #include "hllm/cuda/backend.cuh"
 #include "hllm/cuda/common.cuh"
-#include "hllm/cuda/device.hpp"
+#include "hllm/model/cuda_entry.hpp"
 
-namespace hllm {
+namespace hllm::detail::cuda_entry {
 
-int cuda_device_count() { return cuda::device_count(); }
+inline int device_count() { return cuda::device_count(); }
 
-std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
+inline std::unique_ptr<Backend> make_backend() { return std::make_unique<CudaBackend>(); }
 
-double cuda_bytes_in_use() {
+inline double bytes_in_use() {
   size_t free_bytes = 0, total_bytes = 0;
   HLLM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   return static_cast<double>(total_bytes - free_bytes);
 }
 
 // Median of 9 copies of 1 GiB after two warm-ups, timed with events.
-double cuda_copy_bandwidth_gbps() {
+inline double copy_bandwidth_gbps() {
   constexpr size_t BYTES = size_t{1} << 30;
   cuda::DeviceBuffer<uint8_t> src(BYTES), dst(BYTES);
   HLLM_CUDA_CHECK(cudaMemset(src.data(), 1, BYTES));
@@ -47,4 +48,13 @@ double cuda_copy_bandwidth_gbps() {
   return 2.0 * static_cast<double>(BYTES) / (ms[ms.size() / 2] * 1e-3) * 1e-9;
 }
 
-}  // namespace hllm
+inline const CudaEntryPoints ENTRY_POINTS{device_count, make_backend, copy_bandwidth_gbps,
+                                          bytes_in_use};
+
+}  // namespace hllm::detail::cuda_entry
+
+namespace {
+// Set during the static initialization of the translation unit that includes this file.
+[[maybe_unused]] const bool hllm_cuda_entry_points_registered =
+    (hllm::cuda_entry_points() = &hllm::detail::cuda_entry::ENTRY_POINTS, true);
+}  // namespace

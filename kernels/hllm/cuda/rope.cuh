@@ -7,7 +7,8 @@
 //   kv.k[paged_kv_row(seq, pos)]   = rotate(k[t, g, :])                  g < n_kv_heads
 //   kv.v[paged_kv_row(seq, pos)]   = v[t, g, :]                          (copied as is)
 //
-// Rotation (HF "rotate half", model/rope.hpp): element i pairs with i + head_dim/2,
+// Rotation (HF "rotate half", model/rope.hpp; the pair rotation is layout/rope_rotate.hpp's):
+// element i pairs with i + head_dim/2,
 //   angle_i = rope_angle(pos, inv_freq[i]) = float(pos) · inv_freq[i]
 //   c = cos(angle_i) · attention_factor, s = sin(angle_i) · attention_factor   (full-range sincosf:
 //   positions reach 131072 radians, far outside __sinf's accurate range)
