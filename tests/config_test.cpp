@@ -181,3 +181,20 @@ TEST(RopeTable, ScalingTypesFollowTheirDefinitions) {
 }
 
 }  // namespace
+
+// Error messages describe a bad value without json::dump() of the whole of it: 100,000 nested
+// arrays (200 KB, found by reading the parsers' error paths while fuzzing) would overflow the stack
+// in a recursive dump. The message shows the kind and size instead; flat values as written.
+TEST(Config, ErrorsOnDeeplyNestedValuesDoNotRecurse) {
+  const std::string depth(100000, '[');
+  json j = llama3_8b();
+  j["hidden_size"] = json::parse(depth + std::string(100000, ']'));
+  EXPECT_NE(error_of(j).find("an array of 1 values"), std::string::npos) << error_of(j);
+  EXPECT_EQ(hllm::describe_json(json::parse("[4096, 4096]")), "[4096,4096]");
+  EXPECT_EQ(hllm::describe_json(json{{"a", 1}}), "an object with 1 keys");
+  const std::string long_text = hllm::describe_json(json(std::string(500, 'x')));
+  EXPECT_LE(long_text.size(), 124u);
+  // Cut at a UTF-8 boundary: the result is valid UTF-8 that nlohmann can dump again.
+  EXPECT_NO_THROW(json(hllm::describe_json(json(std::string(300, 'x') + "é"))).dump());
+  EXPECT_NO_THROW(json(hllm::describe_json(json(std::string(118, 'x') + "éé"))).dump());
+}

@@ -25,7 +25,8 @@ if(NOT JOBS)
   set(JOBS 2)
 endif()
 
-macro(skip why)
+macro(skip)
+  string(CONCAT why ${ARGN})
   message("fuzz_smoke: SKIPPED: ${why}")
   if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.29)
     cmake_language(EXIT 77)
@@ -52,7 +53,7 @@ execute_process(
     -o ${WORK_DIR}/probe
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
 if(NOT rc EQUAL 0)
-  skip("${CXX_COMPILER} cannot link -fsanitize=fuzzer (libFuzzer missing; Debian: apt-get install "
+  skip("${CXX_COMPILER} cannot link -fsanitize=fuzzer (libFuzzer missing, Debian: apt-get install "
        "libfuzzer-14-dev):\n${out}")
 endif()
 
@@ -153,6 +154,14 @@ if(NOT HARNESSES)
   endforeach()
 endif()
 
+# The harnesses' scratch files (the inputs of the file parsers): on tmpfs, as a folder on disk makes
+# them ~40x slower; removed at the end, since a crash skips a harness's own cleanup.
+string(MD5 work_id "${WORK_DIR}")
+set(scratch /dev/shm/hllm-fuzz-smoke-${work_id})
+if(NOT IS_DIRECTORY /dev/shm)
+  set(scratch ${WORK_DIR}/scratch)
+endif()
+
 set(failed)
 foreach(harness IN LISTS HARNESSES)
   set(exe ${build}/${harness}_fuzz)
@@ -170,9 +179,9 @@ foreach(harness IN LISTS HARNESSES)
     endif()
     set(env HLLM_FUZZ_TOKENIZER=${MODEL_DIR})
   endif()
-  file(MAKE_DIRECTORY ${corpora}/${harness} ${WORK_DIR}/artifacts/${harness})
+  file(MAKE_DIRECTORY ${corpora}/${harness} ${WORK_DIR}/artifacts/${harness} ${scratch})
   execute_process(
-    COMMAND ${CMAKE_COMMAND} -E env ${env} ${exe} -max_total_time=${FUZZ_SECONDS}
+    COMMAND ${CMAKE_COMMAND} -E env ${env} HLLM_FUZZ_SCRATCH=${scratch} ${exe} -max_total_time=${FUZZ_SECONDS}
       -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -dict=${dict}
       -artifact_prefix=${WORK_DIR}/artifacts/${harness}/ ${corpora}/${harness}
     WORKING_DIRECTORY ${WORK_DIR}
@@ -205,6 +214,7 @@ foreach(harness IN LISTS HARNESSES)
     list(APPEND failed ${harness})
   endif()
 endforeach()
+file(REMOVE_RECURSE ${scratch})
 if(failed)
   message(FATAL_ERROR "fuzz_smoke: failed: ${failed}")
 endif()

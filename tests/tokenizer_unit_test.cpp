@@ -268,6 +268,18 @@ TEST(TokenizerErrors, BadFiles) {
   j["model"]["byte_fallback"] = true;
   expect_error(load(j.dump()), "byte_fallback");
   expect_error([] { hllm::load_tokenizer("/nonexistent/dir"); }, "not found");
+  // Found by fuzzing (tests/fuzz): a field of the wrong type is an hllm::Error, not nlohmann's
+  // type_error; a top-level key given twice is refused (two "added_tokens" sections left the
+  // content index pointing into freed memory).
+  j = good;
+  j["added_tokens"][0]["rstrip"] = "";
+  expect_error(load(j.dump()), "bad.json: unexpected JSON");
+  j = good;
+  j["pre_tokenizer"]["type"] = 7;
+  expect_error(load(j.dump()), "bad.json");
+  std::string twice = good.dump();
+  twice.insert(1, "\"added_tokens\":[{\"id\":1,\"content\":\"a\"}],");
+  expect_error(load(twice), "\"added_tokens\" appears twice");
 }
 
 TEST(TokenizerErrors, BadConfigsIdsAndText) {

@@ -26,11 +26,15 @@
 
 namespace hllm::fuzz {
 
-// A folder of this process's own (tmpfs when there is one), removed at exit.
+// A folder of this process's own, removed at exit (not after a crash): under $HLLM_FUZZ_SCRATCH
+// when set, else on tmpfs when there is one.
 inline const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
     std::filesystem::path base = "/dev/shm";
-    if (::access(base.c_str(), W_OK) != 0) base = std::filesystem::temp_directory_path();
+    if (const char* env = std::getenv("HLLM_FUZZ_SCRATCH"); env != nullptr && *env != '\0')
+      base = env;
+    else if (::access(base.c_str(), W_OK) != 0)
+      base = std::filesystem::temp_directory_path();
     std::filesystem::path d = base / ("hllm-fuzz-" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     return d;

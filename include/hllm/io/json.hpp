@@ -1,6 +1,7 @@
 // Reading JSON files (config.json and friends) with errors that name the file and the field.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +28,29 @@ inline json read_json_file(const std::filesystem::path& path) {
   }
 }
 
+// A JSON value as an error message shows it: scalars and flat arrays of scalars as written (a
+// shape, data_offsets), anything nested as its kind and size, at most ~120 bytes (cut at a UTF-8
+// boundary). Never json::dump() of a whole untrusted value: it recurses once per nesting level,
+// so 100,000 nested brackets (200 KB of input) overflow the stack.
+inline std::string describe_json(const json& value) {
+  constexpr size_t MAX_BYTES = 120;
+  const bool flat = std::all_of(value.begin(), value.end(),
+                                [](const json& element) { return element.is_primitive(); });
+  std::string text;
+  if (value.is_primitive() || (value.is_array() && flat && value.size() <= 16))
+    text = value.dump();
+  else if (value.is_array())
+    text = "an array of " + std::to_string(value.size()) + " values";
+  else
+    text = "an object with " + std::to_string(value.size()) + " keys";
+  if (text.size() > MAX_BYTES) {
+    size_t cut = MAX_BYTES;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text = text.substr(0, cut) + "...";
+  }
+  return text;
+}
+
 // A JSON object together with the file it came from, for messages like
 // "config.json: field \"num_hidden_layers\" must be a positive integer".
 struct JsonFields {
@@ -36,7 +60,7 @@ struct JsonFields {
   bool has(const char* key) const { return object.contains(key) && !object.at(key).is_null(); }
 
   [[noreturn]] void wrong(const char* key, const char* expected) const {
-    const std::string found = object.contains(key) ? object.at(key).dump() : "nothing";
+    const std::string found = object.contains(key) ? describe_json(object.at(key)) : "nothing";
     fail(where, ": field \"", key, "\" must be ", expected, " (found ", found, ")");
   }
 

@@ -91,7 +91,7 @@ inline TensorInfo parse_tensor_entry(const std::string& where, const std::string
                                      const nlohmann::json& entry, uint64_t data_size) {
   const std::string at = str_cat(where, ": tensor \"", name, "\"");
   if (!entry.is_object())
-    fail(at, ": header entry is not a JSON object (found ", entry.dump(), ")");
+    fail(at, ": header entry is not a JSON object (found ", describe_json(entry), ")");
   TensorInfo info;
   info.name = name;
 
@@ -107,7 +107,7 @@ inline TensorInfo parse_tensor_entry(const std::string& where, const std::string
   if (shape == entry.end() || !shape->is_array())
     fail(at, ": \"shape\" must be an array of non-negative integers");
   if (shape->size() > MAX_DIMS)
-    fail(at, ": shape ", shape->dump(), " has rank ", shape->size(), " (at most ", MAX_DIMS,
+    fail(at, ": shape ", describe_json(*shape), " has rank ", shape->size(), " (at most ", MAX_DIMS,
          " dimensions are supported)");
   // numel over the non-zero dims must fit in int64 so that Shape::numel and Tensor's strides can
   // never overflow, even for a zero-size tensor whose other dims are huge.
@@ -115,19 +115,19 @@ inline TensorInfo parse_tensor_entry(const std::string& where, const std::string
   bool has_zero_dim = false;
   for (const auto& dim : *shape) {
     if (!dim.is_number_unsigned() || dim.get<uint64_t>() > uint64_t{INT64_MAX})
-      fail(at, ": shape ", shape->dump(), " must list non-negative integers");
+      fail(at, ": shape ", describe_json(*shape), " must list non-negative integers");
     const uint64_t d = dim.get<uint64_t>();
     info.shape.dims[info.shape.rank++] = static_cast<int64_t>(d);
     if (d == 0) {
       has_zero_dim = true;
     } else if (__builtin_mul_overflow(numel_nonzero, d, &numel_nonzero) ||
                numel_nonzero > uint64_t{INT64_MAX}) {
-      fail(at, ": shape ", shape->dump(), " has too many elements (overflows 64 bits)");
+      fail(at, ": shape ", describe_json(*shape), " has too many elements (overflows 64 bits)");
     }
   }
   uint64_t nbytes = 0;
   if (!has_zero_dim && __builtin_mul_overflow(numel_nonzero, dtype_size(info.dtype), &nbytes))
-    fail(at, ": shape ", shape->dump(), " of ", dtype_name(info.dtype),
+    fail(at, ": shape ", describe_json(*shape), " of ", dtype_name(info.dtype),
          " overflows 64 bits of bytes");
 
   const auto offsets = entry.find("data_offsets");
@@ -136,13 +136,14 @@ inline TensorInfo parse_tensor_entry(const std::string& where, const std::string
     fail(at, ": \"data_offsets\" must be [begin, end] with non-negative integers");
   info.begin = (*offsets)[0].get<uint64_t>();
   info.end = (*offsets)[1].get<uint64_t>();
-  if (info.end < info.begin) fail(at, ": data_offsets ", offsets->dump(), " end before they begin");
+  if (info.end < info.begin)
+    fail(at, ": data_offsets ", describe_json(*offsets), " end before they begin");
   if (info.end > data_size)
-    fail(at, ": data_offsets ", offsets->dump(), " run past the end of the ", data_size,
+    fail(at, ": data_offsets ", describe_json(*offsets), " run past the end of the ", data_size,
          "-byte data section (truncated file?)");
   if (info.end - info.begin != nbytes)
     fail(at, ": shape ", info.shape.str(), " of ", dtype_name(info.dtype), " needs ", nbytes,
-         " bytes but data_offsets ", offsets->dump(), " span ", info.end - info.begin);
+         " bytes but data_offsets ", describe_json(*offsets), " span ", info.end - info.begin);
   return info;
 }
 
@@ -225,7 +226,7 @@ class SafetensorsFile {
     for (const auto& [key, value] : entry.items()) {
       if (!value.is_string())
         fail(where, ": \"__metadata__\" value for \"", key, "\" must be a string (found ",
-             value.dump(), ")");
+             describe_json(value), ")");
       metadata_.emplace(key, value.get<std::string>());
     }
   }
@@ -333,8 +334,8 @@ class Checkpoint {
     std::map<std::string, size_t> shard_index;  // shard file name -> index into files_
     for (const auto& [name, shard] : index.at("weight_map").items()) {
       if (!shard.is_string())
-        fail(where, ": tensor \"", name, "\" must map to a shard file name (found ", shard.dump(),
-             ")");
+        fail(where, ": tensor \"", name, "\" must map to a shard file name (found ",
+             describe_json(shard), ")");
       const auto& shard_name = shard.get_ref<const std::string&>();
       if (!is_plain_file_name(shard_name))
         fail(where, ": tensor \"", name, "\" maps to \"", shard_name,

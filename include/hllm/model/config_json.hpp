@@ -103,7 +103,7 @@ inline LlamaConfig parse_llama_config(const json& config, const std::string& whe
   if (fields.has("architectures")) {
     const json& archs = config.at("architectures");
     if (!archs.is_array() || archs.size() != 1 || archs[0] != "LlamaForCausalLM")
-      fail(where, ": architectures ", archs.dump(),
+      fail(where, ": architectures ", describe_json(archs),
            " is not supported (supported: [\"LlamaForCausalLM\"])");
   }
   if (fields.string_or("hidden_act", "silu") != "silu")

@@ -14,7 +14,8 @@ namespace hllm {
 // A missing quant_method means GPTQ only when `assume_gptq` (AutoGPTQ's side file has none).
 inline QuantConfig parse_quant_config(const json& q, const std::string& where,
                                       bool assume_gptq = false) {
-  if (!q.is_object()) fail(where, ": quantization_config must be an object (found ", q.dump(), ")");
+  if (!q.is_object())
+    fail(where, ": quantization_config must be an object (found ", describe_json(q), ")");
   const JsonFields fields{q, where + " quantization_config"};
   const std::string method = fields.string_or("quant_method", assume_gptq ? "gptq" : "");
   if (method != "gptq")

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hllm/engine/sampler.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/tokenizer/chat.hpp"
 
 namespace hllm::serve {
@@ -107,7 +108,7 @@ inline float ranged_float(const nlohmann::json& v, const std::string& name, doub
                           const char* range) {
   const double x = number_field(v, name);
   if (!(x >= lo && x <= hi))
-    bad_field(name, "'" + name + "' must be in " + range + " (got " + v.dump() + ")");
+    bad_field(name, "'" + name + "' must be in " + range + " (got " + describe_json(v) + ")");
   return static_cast<float>(x);
 }
 
@@ -116,8 +117,8 @@ inline int64_t integer_field(const nlohmann::json& v, const std::string& name, i
   int64_t x = 0;
   if (v.is_number_integer()) {
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
-      bad_field(name,
-                "'" + name + "' must be at most " + std::to_string(hi) + " (got " + v.dump() + ")");
+      bad_field(name, "'" + name + "' must be at most " + std::to_string(hi) + " (got " +
+                          describe_json(v) + ")");
     x = v.get<int64_t>();
   } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
              v.get<double>() == std::floor(v.get<double>()) && std::fabs(v.get<double>()) < 9e18) {
@@ -131,7 +132,7 @@ inline int64_t integer_field(const nlohmann::json& v, const std::string& name, i
               "'" + name + "' must be " +
                   (open_above ? "at least " + std::to_string(lo)
                               : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]") +
-                  " (got " + v.dump() + ")");
+                  " (got " + describe_json(v) + ")");
   }
   return x;
 }
@@ -156,7 +157,7 @@ inline std::string message_content(const nlohmann::json& content, const std::str
       bad_field(p, "'" + p + "' must be an object with a 'type'");
     if (part["type"] != "text")
       bad_field(p, "'" + p + "': only text content parts are supported (got type " +
-                       part["type"].dump() + ")");
+                       describe_json(part["type"]) + ")");
     if (!part.contains("text") || !part["text"].is_string())
       bad_field(p, "'" + p + ".text' must be a string");
     text += part["text"].get<std::string>();
@@ -217,7 +218,8 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
     s.temperature = ranged_float(*v, "temperature", 0, 100, "[0, 100]");
   if (const auto* v = field("top_p")) {
     s.top_p = ranged_float(*v, "top_p", 0, 1, "(0, 1]");
-    if (*s.top_p <= 0.0f) bad_field("top_p", "'top_p' must be in (0, 1] (got " + v->dump() + ")");
+    if (*s.top_p <= 0.0f)
+      bad_field("top_p", "'top_p' must be in (0, 1] (got " + describe_json(*v) + ")");
   }
   if (const auto* v = field("top_k")) {
     // vLLM spells "off" as -1; 0 means off here.
@@ -229,7 +231,7 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
     if (const auto* v = field(name)) {
       s.repetition_penalty = ranged_float(*v, name, 0, 100, "(0, 100]");
       if (*s.repetition_penalty <= 0.0f)
-        bad_field(name, std::string("'") + name + "' must be > 0 (got " + v->dump() + ")");
+        bad_field(name, std::string("'") + name + "' must be > 0 (got " + describe_json(*v) + ")");
     }
   if (const auto* v = field("presence_penalty"))
     s.presence_penalty = ranged_float(*v, "presence_penalty", -2, 2, "[-2, 2]");

@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "hllm/io/json.hpp"
+
 namespace hllm::serve {
 
 // Splits a byte stream into SSE events, however the bytes arrive (a line may span two reads).
@@ -128,7 +130,7 @@ inline std::string apply_chat_chunk(std::string_view payload, ChatStreamTally& t
   if (const auto e = chunk.find("error"); e != chunk.end() && !e->is_null()) {
     std::string message = e->is_object() && e->contains("message") && (*e)["message"].is_string()
                               ? (*e)["message"].get<std::string>()
-                              : e->dump();
+                              : describe_json(*e);
     if (tally.error.empty()) tally.error = "error in stream: " + message;
     return {};
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/tokenizer/bpe.hpp"
 #include "hllm/tokenizer/json_scan.hpp"
 #include "hllm/tokenizer/vocab.hpp"
@@ -292,7 +293,8 @@ inline void parse_bpe_model(JsonScanner& scan, const std::string& source, BpeMod
       const bool unset = v.is_null() || v == false || v == "";
       if (!unset && (key == "byte_fallback" || key == "dropout" ||
                      key == "continuing_subword_prefix" || key == "end_of_word_suffix")) {
-        fail(source, ": model.", key, " = ", v.dump(), " is not supported (byte-level BPE only)");
+        fail(source, ": model.", key, " = ", describe_json(v),
+             " is not supported (byte-level BPE only)");
       }
     }
   });

@@ -26,6 +26,7 @@
 
 #include "hllm/core/error.hpp"
 #include "hllm/core/mmap.hpp"
+#include "hllm/io/json.hpp"
 #include "hllm/tokenizer/bpe_load.hpp"
 #include "hllm/tokenizer/json_scan.hpp"
 #include "hllm/tokenizer/pretokenize.hpp"
@@ -55,7 +56,11 @@ struct TokenizerLoader {
     nlohmann::json sections =
         nlohmann::json::object();  // the small pipeline sections, checked below
     bool have_model = false;
+    std::vector<std::string> seen;  // a key given twice would be read twice (added_tokens: twice)
     scan.object([&](const std::string& key) {
+      if (std::find(seen.begin(), seen.end(), key) != seen.end())
+        fail(source, ": key \"", key, "\" appears twice at the top level");
+      seen.push_back(key);
       if (key == "model") {
         parse_bpe_model(scan, source, tok.model_);
         have_model = true;
@@ -106,7 +111,8 @@ struct TokenizerLoader {
     const auto check_id = [&](const nlohmann::json& v, const char* key) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
           v.get<int64_t>() >= static_cast<int64_t>(tok.vocab_size())) {
-        fail(source, ": ", key, " must be a token id below ", tok.vocab_size(), ", got ", v.dump());
+        fail(source, ": ", key, " must be a token id below ", tok.vocab_size(), ", got ",
+             describe_json(v));
       }
       return static_cast<TokenId>(v.get<int64_t>());
     };
@@ -223,19 +229,37 @@ struct TokenizerLoader {
 }  // namespace detail
 
 // Parses the text of a tokenizer.json; `source` names it in error messages.
+namespace detail {
+
+// The loaders read fields with nlohmann's typed accessors; a field of the wrong type is the file's
+// fault, so it becomes an hllm::Error naming the file like every other problem.
+template <typename Load>
+auto rethrow_json_errors(const std::string& source, Load load) -> decltype(load()) {
+  try {
+    return load();
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": unexpected JSON (", e.what(), ")");
+  }
+}
+
+}  // namespace detail
+
 inline Tokenizer tokenizer_from_json(std::string_view json, const std::string& source) {
-  return detail::TokenizerLoader::from_json(json, source);
+  return detail::rethrow_json_errors(
+      source, [&] { return detail::TokenizerLoader::from_json(json, source); });
 }
 
 // Reads bos_token, eos_token and chat_template from the text of a tokenizer_config.json.
 inline void set_tokenizer_config(Tokenizer& tok, std::string_view json, const std::string& source) {
-  detail::TokenizerLoader::tokenizer_config(tok, json, source);
+  detail::rethrow_json_errors(
+      source, [&] { detail::TokenizerLoader::tokenizer_config(tok, json, source); });
 }
 
 // Reads eos_token_id (an id or a list of ids) and bos_token_id from a generation_config.json.
 inline void set_generation_config(Tokenizer& tok, std::string_view json,
                                   const std::string& source) {
-  detail::TokenizerLoader::generation_config(tok, json, source);
+  detail::rethrow_json_errors(
+      source, [&] { detail::TokenizerLoader::generation_config(tok, json, source); });
 }
 
 // Loads `path`: a tokenizer.json, or a model folder holding one. tokenizer_config.json and
