@@ -38,10 +38,10 @@ namespace hllm {
 inline std::unique_ptr<Backend> make_backend(std::string_view device, int threads,
                                              const LlamaConfig& config) {
   if (device == "cuda") {
-    if (!cuda_built_in()) make_cuda_backend();  // throws: says how to build with CUDA
-    if (!cuda_supports(config))
+    if (!cuda_supports(config))  // refused by name whatever the machine
       fail("device cuda: head_dim ", config.head_dim,
            " is not supported by the CUDA kernels (64 or 128); use device cpu");
+    if (!cuda_built_in()) make_cuda_backend();  // throws: says how to build with CUDA
     if (cuda_device_count() == 0) fail("device cuda: no GPU found");
     return make_cuda_backend();
   }
