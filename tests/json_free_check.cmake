@@ -3,7 +3,7 @@
 # costs every translation unit that includes it seconds of compile time. JSON is parsed only by the
 # headers that load files or speak HTTP, listed below; every other header under include/hllm/ is
 # checked, so a new header is covered without being listed.
-# Run: cmake -DCXX_COMPILER=g++ -DSOURCE_DIR=. -DWORK_DIR=/tmp/x -P tests/json_free_check.cmake
+# Run: cmake -DCXX_COMPILER=g++ -DSOURCE_DIR=. -DWORK_DIR=build/json_free -P tests/json_free_check.cmake
 get_filename_component(SOURCE_DIR ${SOURCE_DIR} ABSOLUTE)
 set(loaders
   hllm/hllm.hpp hllm/io/json.hpp hllm/io/safetensors.hpp
