@@ -1,7 +1,12 @@
-// The continuous-batching engine (engine/engine.hpp) on the CPU with the tiny fixture model:
+// The continuous-batching engine (engine/engine.hpp over engine/engine_core.hpp) on the CPU with
+// the tiny fixture model. The oracle is the plain single-sequence loop (reference_generate.hpp):
 //   - a request's output does not depend on what runs beside it (greedy and seeded sampling,
-//     different prompt lengths, prompts longer than one prefill chunk), and equals the plain
-//     single-sequence generation loop's;
+//     different prompt lengths, prompts longer than one step's token budget);
+//   - nor on preemption: 32 requests on a pool that holds a few at a time each produce exactly
+//     their solo output;
+//   - nor on the prefix cache: chat-style requests that share a long history produce the output
+//     they produce with caching off, computing only what is new; a token changed in the middle
+//     of a history is a miss from its block on;
 //   - every KV block is free again afterwards; aborts and callbacks that stop end sequences early;
 //   - requests that can never run are refused, a full queue says busy.
 #include "hllm/engine/engine.hpp"
@@ -18,8 +23,8 @@
 #include <vector>
 
 #include "hllm/cpu/backend.hpp"
-#include "hllm/engine/generate.hpp"
 #include "hllm/model/load.hpp"
+#include "reference_generate.hpp"
 
 namespace {
 
@@ -29,7 +34,7 @@ const fs::path MODEL_DIR = fs::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512"
 struct Outcome {
   std::vector<int32_t> ids;
   hllm::FinishReason finish = hllm::FinishReason::cancelled;
-  int64_t prompt_tokens = 0, completion_tokens = 0;
+  int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   std::string error;
 };
 
@@ -43,10 +48,10 @@ std::future<void> submit(hllm::Engine& engine, hllm::EngineRequest request, Outc
     out.ids.push_back(id);
     return stop_after < 0 || static_cast<int64_t>(out.ids.size()) < stop_after;
   };
-  request.on_finish = [&out, done](hllm::FinishReason r, int64_t prompt, int64_t completion,
-                                   const std::string& error) {
-    out.finish = r, out.prompt_tokens = prompt, out.completion_tokens = completion;
-    out.error = error;
+  request.on_finish = [&out, done](const hllm::RequestEnd& end) {
+    out.finish = end.reason, out.prompt_tokens = end.prompt_tokens;
+    out.completion_tokens = end.completion_tokens, out.cached_tokens = end.cached_tokens;
+    out.error = end.error;
     done->set_value();
   };
   const uint64_t submitted = engine.submit(std::move(request));
@@ -95,7 +100,7 @@ TEST_F(EngineTest, OutputsDoNotDependOnBatching) {
 
   hllm::EngineOptions options;
   options.max_num_seqs = 8;    // 12 requests: some wait for a slot
-  options.prefill_chunk = 16;  // prompts of up to 72 tokens take several chunks
+  options.max_num_batched_tokens = 16;  // prompts of up to 72 tokens take several steps
   options.max_model_len = 128;
   std::vector<Outcome> alone(REQUESTS), together(REQUESTS);
   {
@@ -120,17 +125,121 @@ TEST_F(EngineTest, OutputsDoNotDependOnBatching) {
     EXPECT_TRUE(alone[i].error.empty()) << alone[i].error;
   }
 
-  // And the same as the single-sequence loop `hllm run` uses.
-  for (int i = 0; i < REQUESTS; i += 3) {
-    hllm::KvCache cache = model_.new_cache(128);
-    std::vector<int32_t> cached;
-    hllm::Sampler sampler(requests[i].sampling);
-    hllm::GenerationOptions gen;
-    gen.max_new_tokens = requests[i].max_tokens;
-    const hllm::GenerationResult r = hllm::generate(model_, cache, requests[i].prompt, cached,
-                                                    sampler, gen, [](int32_t) { return true; });
-    EXPECT_EQ(r.ids, alone[i].ids) << "request " << i;
+  // And the same as the plain single-sequence loop.
+  for (int i = 0; i < REQUESTS; i += 3)
+    EXPECT_EQ(hllm::test::reference_generate(model_, requests[i].prompt, requests[i].sampling,
+                                             requests[i].max_tokens),
+              alone[i].ids)
+        << "request " << i;
+}
+
+TEST_F(EngineTest, PreemptionDoesNotChangeOutputs) {
+  constexpr int REQUESTS = 32;
+  std::mt19937 rng(7);
+  const int32_t vocab = static_cast<int32_t>(folder_.config.vocab_size);
+  std::vector<hllm::EngineRequest> requests;
+  for (int i = 0; i < REQUESTS; ++i)
+    requests.push_back(request(random_prompt(rng, 5 + 13 * i % 40, vocab), 20 + i % 25,
+                               /*seed=*/500 + i, /*temperature=*/i % 3 == 0 ? 0.0f : 0.9f));
+
+  // 32 requests of up to ~90 tokens on a pool of 128 positions: only a few fit at once, so
+  // decodes that cross a block boundary find the pool empty and preempt the newest.
+  hllm::EngineOptions options;
+  options.max_num_seqs = 16;
+  options.max_model_len = 128;
+  options.kv_cache_tokens = 128;
+  options.max_num_batched_tokens = 32;
+  std::vector<Outcome> outs(REQUESTS);
+  hllm::EngineStats stats;
+  {
+    hllm::Engine engine(model_, options);
+    std::vector<std::future<void>> done;
+    for (int i = 0; i < REQUESTS; ++i) done.push_back(submit(engine, requests[i], outs[i]));
+    for (auto& d : done) d.wait();
+    stats = engine.stats();
   }
+  EXPECT_GT(stats.preemptions, 0) << "the pool was meant to be too small for every request";
+  EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
+  EXPECT_EQ(stats.finished, REQUESTS);
+  for (int i = 0; i < REQUESTS; ++i) {
+    EXPECT_EQ(outs[i].ids, hllm::test::reference_generate(model_, requests[i].prompt,
+                                                          requests[i].sampling,
+                                                          requests[i].max_tokens))
+        << "request " << i;
+    EXPECT_EQ(outs[i].finish, hllm::FinishReason::length) << outs[i].error;
+  }
+}
+
+// Chat-style traffic: every request re-sends a shared 100-token history (a system prompt and
+// earlier turns) plus its own new message. With the prefix cache the shared full blocks are
+// computed once; the outputs must be the same as with caching off.
+TEST_F(EngineTest, PrefixCacheSharesHistoriesWithoutChangingOutputs) {
+  std::mt19937 rng(11);
+  const int32_t vocab = static_cast<int32_t>(folder_.config.vocab_size);
+  const std::vector<int32_t> history = random_prompt(rng, 100, vocab);
+  std::vector<hllm::EngineRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int32_t> prompt = history;
+    const std::vector<int32_t> message = random_prompt(rng, 3 + i, vocab);
+    prompt.insert(prompt.end(), message.begin(), message.end());
+    requests.push_back(request(prompt, 12, 900 + i, i % 2 == 0 ? 0.0f : 0.7f));
+  }
+  const auto run = [&](bool caching, std::vector<Outcome>& outs) {
+    hllm::EngineOptions options;
+    options.max_model_len = 256;
+    options.prefix_caching = caching;
+    hllm::Engine engine(model_, options);
+    submit(engine, requests[0], outs[0]).wait();  // the first computes the history
+    std::vector<std::future<void>> done;
+    for (size_t i = 1; i < requests.size(); ++i)
+      done.push_back(submit(engine, requests[i], outs[i]));
+    for (auto& d : done) d.wait();
+    return engine.stats();
+  };
+  std::vector<Outcome> cached(requests.size()), uncached(requests.size());
+  const hllm::EngineStats with = run(true, cached);
+  const hllm::EngineStats without = run(false, uncached);
+
+  const int64_t shared = 100 / 16 * 16;  // full blocks of the history
+  EXPECT_EQ(cached[0].cached_tokens, 0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(cached[i].ids, uncached[i].ids) << "request " << i;
+    EXPECT_EQ(uncached[i].cached_tokens, 0);
+    if (i > 0) {
+      EXPECT_GE(cached[i].cached_tokens, shared) << "request " << i;
+    }
+  }
+  EXPECT_TRUE(with.prefix_caching);
+  EXPECT_GE(with.prefix_hit_tokens, 7 * shared);
+  EXPECT_GT(with.kv_blocks_cached, 0);
+  EXPECT_EQ(with.kv_blocks_free, with.kv_blocks_total);  // cached blocks are free to evict
+  EXPECT_FALSE(without.prefix_caching);
+  EXPECT_EQ(without.prefix_hit_tokens, 0);
+  EXPECT_EQ(without.kv_blocks_cached, 0);
+}
+
+// A token changed at position 40 of a history: blocks 0 and 1 (positions 0-31) still match,
+// block 2 on must be computed again, and the output is that of the changed prompt.
+TEST_F(EngineTest, PrefixCacheMissesFromAChangedBlockOn) {
+  std::mt19937 rng(13);
+  const int32_t vocab = static_cast<int32_t>(folder_.config.vocab_size);
+  const std::vector<int32_t> original = random_prompt(rng, 90, vocab);
+  std::vector<int32_t> changed = original;
+  changed[40] = (changed[40] + 1) % vocab;
+  hllm::EngineOptions options;
+  options.max_model_len = 128;
+  hllm::Engine engine(model_, options);
+  Outcome first, again, edited;
+  submit(engine, request(original, 8, 1, 0.0f), first).wait();
+  submit(engine, request(original, 8, 1, 0.0f), again).wait();
+  submit(engine, request(changed, 8, 1, 0.0f), edited).wait();
+  EXPECT_EQ(first.cached_tokens, 0);
+  EXPECT_EQ(again.cached_tokens, 80);  // (90 - 1) / 16 full blocks; the last token is re-fed
+  EXPECT_EQ(edited.cached_tokens, 32);
+  EXPECT_EQ(again.ids, first.ids);
+  hllm::SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  EXPECT_EQ(edited.ids, hllm::test::reference_generate(model_, changed, greedy, 8));
 }
 
 TEST_F(EngineTest, StopIdsAbortAndCallbacksEndSequences) {

@@ -1,5 +1,5 @@
 // open_model() and what it assembles, against lower-level oracles: the model folder's own files,
-// the tokenizer's encode/encode_chat, and the generate() loop with a StreamDecoder.
+// the tokenizer's encode/encode_chat, and a plain generation loop with a StreamDecoder.
 #include "hllm/engine/open_model.hpp"
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
+#include "reference_generate.hpp"
 
 namespace {
 
@@ -127,18 +128,13 @@ TEST(GenerateText, EqualsTheGenerationLoopWithAStreamDecoder) {
         return true;
       });
 
-  hllm::KvCache cache = m->model.new_cache(static_cast<int64_t>(prompt.size()) + 24);
-  std::vector<int32_t> cached;
-  hllm::Sampler sampler(sampling);
+  const std::vector<int32_t> direct =
+      hllm::test::reference_generate(m->model, prompt, sampling, 24, m->stop_ids);
   hllm::StreamDecoder decoder(*m->tokenizer);
   std::string expected;
-  const hllm::GenerationResult direct = hllm::generate(m->model, cache, prompt, cached, sampler,
-                                                       {24, m->stop_ids, false}, [&](int32_t id) {
-                                                         expected += decoder.push(id);
-                                                         return true;
-                                                       });
+  for (int32_t id : direct) expected += decoder.push(id);
   expected += decoder.finish();
-  EXPECT_EQ(r.ids, direct.ids);
+  EXPECT_EQ(r.ids, direct);
   EXPECT_EQ(text, expected);
   EXPECT_FALSE(text.empty());
 

@@ -1,7 +1,8 @@
 // `hllm chat [-m MODEL_DIR] [--system "..."] [sampling flags]` — an interactive conversation.
 //
-// Every turn re-sends the whole history through the chat format (the KV cache keeps the prefix that
-// did not change, so only the new part is computed). Commands: /reset forgets the history, /exit
+// Every turn re-sends the whole history through the chat format. The engine core's prefix cache
+// (engine/engine_core.hpp, the server's) keeps the K/V of the history's full blocks between turns,
+// so only the new part is computed. Each answer samples with seed + its turn number. Commands: /reset forgets the history, /exit
 // (or Ctrl-D) quits. Ctrl-C stops the answer being written; at the prompt it quits.
 //
 // Context policy: when the history plus the new message no longer fits the context, the oldest
@@ -47,9 +48,12 @@ inline void add_chat_command(CLI::App& app) {
     TextModel m = load_text_model(options->model);
     const bool interactive = isatty(STDIN_FILENO) != 0;
     install_interrupt_handler();
-    KvCache cache = m.loaded->model.new_cache(m.context);
-    std::vector<int32_t> cached;
-    Sampler sampler(m.sampling);
+    EngineOptions engine;
+    engine.max_num_seqs = 1;
+    engine.max_model_len = m.context;
+    engine.kv_cache_tokens = m.context;
+    EngineCore core(m.loaded->model, engine);
+    uint64_t turn = 0;
     std::vector<ChatMessage> history;
     if (!options->system.empty()) history.push_back({"system", options->system});
     const size_t first_exchange = history.size();
@@ -107,8 +111,10 @@ inline void add_chat_command(CLI::App& app) {
       const int64_t budget =
           std::min(options->max_new_tokens, m.context - static_cast<int64_t>(prompt.size()));
       const GenerationOptions generation{budget, m.stop_ids(), options->model.ignore_eos};
+      SamplingParams sampling = m.sampling;
+      sampling.seed += turn++;
       const GenerationResult result =
-          generate(m.loaded->model, cache, prompt, cached, sampler, generation, [&](int32_t id) {
+          generate(core, prompt, sampling, generation, [&](int32_t id) {
             const std::string piece = text.push(id);
             answer += piece;
             std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -20,13 +20,15 @@ namespace hllm::tools {
 inline void print_generation_summary(const GenerationResult& r, const TextModel& m) {
   const double decode_rate =
       r.ids.size() > 1 ? static_cast<double>(r.ids.size() - 1) / r.decode_seconds : 0.0;
+  const std::string cached =
+      r.cached_tokens > 0 ? ", " + std::to_string(r.cached_tokens) + " from the prefix cache" : "";
   std::fprintf(
       stderr,
-      "hllm: prompt %lld tokens, first token after %.1f ms (%.1f tok/s prefill); %zu tokens "
+      "hllm: prompt %lld tokens%s, first token after %.1f ms (%.1f tok/s prefill); %zu tokens "
       "at %.2f tok/s; finish: %s (%s, seed %llu)\n",
-      static_cast<long long>(r.prompt_tokens), r.prefill_seconds * 1e3,
-      static_cast<double>(r.prompt_tokens) / r.prefill_seconds, r.ids.size(), decode_rate,
-      finish_reason_name(r.finish), m.loaded->backend_description().c_str(),
+      static_cast<long long>(r.prompt_tokens), cached.c_str(), r.prefill_seconds * 1e3,
+      static_cast<double>(r.computed_prompt_tokens()) / r.prefill_seconds, r.ids.size(),
+      decode_rate, finish_reason_name(r.finish), m.loaded->backend_description().c_str(),
       static_cast<unsigned long long>(m.sampling.seed));
 }
 

@@ -45,6 +45,8 @@ inline void add_serve_command(CLI::App& app) {
     int64_t max_model_len = 0;
     int64_t kv_cache_tokens = 0;
     int64_t max_waiting = 256;
+    int64_t max_num_batched_tokens = 0;
+    bool no_prefix_caching = false;
     double max_body_mib = 4.0;
   };
   auto o = std::make_shared<Options>();
@@ -78,8 +80,17 @@ inline void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   command
       ->add_option("--kv-cache-tokens", o->kv_cache_tokens,
-                   "KV cache size in tokens (default: max-num-seqs x 1024)")
+                   "KV cache size in tokens (default: max-num-seqs x 1024); blocks are taken as "
+                   "sequences grow, and the newest is preempted (recomputed later) when it is full")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  command
+      ->add_option("--max-num-batched-tokens", o->max_num_batched_tokens,
+                   "tokens per engine step: decodes first, then prompt chunks (default: 256 on "
+                   "the CPU, 2048 on a GPU; at least max-num-seqs)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  command->add_flag("--no-prefix-caching", o->no_prefix_caching,
+                    "compute every prompt from the start (default: requests that share a prefix, "
+                    "such as each turn of a chat, share its KV blocks)");
   command
       ->add_option("--max-waiting", o->max_waiting, "queued requests beyond which new ones get 429")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -118,6 +129,8 @@ inline void add_serve_command(CLI::App& app) {
       engine_options.max_model_len = o->max_model_len;
       engine_options.kv_cache_tokens = o->kv_cache_tokens;
       engine_options.max_waiting = o->max_waiting;
+      engine_options.max_num_batched_tokens = o->max_num_batched_tokens;
+      engine_options.prefix_caching = !o->no_prefix_caching;
       engine = std::make_unique<Engine>(m->loaded->model, engine_options);
     } catch (...) {
       stop_listening();
@@ -138,10 +151,15 @@ inline void add_serve_command(CLI::App& app) {
 
     const std::string shown_host =
         o->host.find(':') != std::string::npos ? "[" + o->host + "]" : o->host;
-    std::fprintf(stderr, "hllm: serving %s on http://%s:%d/v1 (%s, max_model_len %lld%s)\n",
+    const EngineStats pool = engine->stats();
+    std::fprintf(stderr,
+                 "hllm: serving %s on http://%s:%d/v1 (%s, max_model_len %lld, KV cache %lld "
+                 "tokens, prefix caching %s%s)\n",
                  serve_options.model_name.c_str(), shown_host.c_str(), port,
                  m->loaded->backend_description().c_str(),
                  static_cast<long long>(engine->options().max_model_len),
+                 static_cast<long long>(pool.kv_blocks_total * KvCache::KV_BLOCK_SIZE),
+                 pool.prefix_caching ? "on" : "off",
                  o->api_key.empty() ? "" : ", API key required");
     std::fflush(stderr);
     while (serve_stop_requested == 0 && server.running())

@@ -1,34 +1,22 @@
-// The generation loop shared by `run`, `chat` and the server: prefill, then sample one token at a
-// time through the KV cache until a stop id, the token budget, or the caller says stop.
+// One completion, start to end, on an EngineCore (engine/engine_core.hpp) on the caller's thread:
+// what `run` and `chat` use. The core's scheduler, prefix cache and stop / length / cancel rules
+// are the server's, so a chat keeps the K/V of its history between turns the same way the server
+// does between requests.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/engine/engine_core.hpp"
+#include "hllm/engine/request.hpp"
 #include "hllm/engine/sampler.hpp"
-#include "hllm/model/kv_cache.hpp"
-#include "hllm/model/llama.hpp"
 
 namespace hllm {
-
-enum class FinishReason { stop, length, cancelled };
-
-inline const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::stop:
-      return "stop";
-    case FinishReason::length:
-      return "length";
-    case FinishReason::cancelled:
-      return "cancelled";
-  }
-  return "?";
-}
 
 struct GenerationOptions {
   int64_t max_new_tokens = 256;
@@ -39,65 +27,49 @@ struct GenerationOptions {
 struct GenerationResult {
   std::vector<int32_t> ids;  // generated ids, the stop id excluded
   FinishReason finish = FinishReason::length;
-  int64_t prompt_tokens = 0;     // tokens prefilled by this call (after any cached prefix)
-  double prefill_seconds = 0.0;  // until the first token's logits
+  int64_t prompt_tokens = 0;     // the whole prompt
+  int64_t cached_tokens = 0;     // of which found in the prefix cache (not computed again)
+  double prefill_seconds = 0.0;  // until the first token was sampled
   double decode_seconds = 0.0;   // the rest
+  int64_t computed_prompt_tokens() const { return prompt_tokens - cached_tokens; }
 };
 
-// Makes `cache` hold exactly `prompt` (re-using the longest prefix it already holds, feeding only
-// the rest), then generates. `on_token(id)` sees every generated id as it comes and returns false
-// to stop (FinishReason::cancelled). The generated ids are appended to `cache` as they are fed
-// back.
-inline GenerationResult generate(LlamaModel& model, KvCache& cache, std::span<const int32_t> prompt,
-                                 std::vector<int32_t>& cached_ids, Sampler& sampler,
-                                 const GenerationOptions& options,
+// Generates after `prompt` on `core` until a stop id, the token budget, or on_token returns false
+// (FinishReason::cancelled); on_token sees every generated id as it comes. Other requests on the
+// core advance too. Throws hllm::Error when the request can never run (see EngineCore::validate);
+// a failing forward pass is rethrown as hllm::Error.
+inline GenerationResult generate(EngineCore& core, std::span<const int32_t> prompt,
+                                 const SamplingParams& sampling, const GenerationOptions& options,
                                  const std::function<bool(int32_t)>& on_token) {
   using clock = std::chrono::steady_clock;
-  if (prompt.empty()) fail("generate: the prompt is empty");
-  if (static_cast<int64_t>(prompt.size()) + options.max_new_tokens > cache.capacity())
-    fail("the prompt (", prompt.size(), " tokens) plus ", options.max_new_tokens,
-         " new tokens exceed the context of ", cache.capacity(), " tokens");
-
-  // Longest common prefix with what the cache holds; at least the last prompt token is re-fed so
-  // there are logits to sample from.
-  size_t reuse = 0;
-  while (reuse < cached_ids.size() && reuse + 1 < prompt.size() &&
-         cached_ids[reuse] == prompt[reuse])
-    ++reuse;
-  cache.truncate(static_cast<int64_t>(reuse));
-  cached_ids.assign(prompt.begin(), prompt.end());
-
   GenerationResult result;
-  result.prompt_tokens = static_cast<int64_t>(prompt.size() - reuse);
-  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
+  std::optional<RequestEnd> ended;
+  std::optional<clock::time_point> first_token;
   const auto start = clock::now();
-  model.forward(prompt.subspan(reuse), cache, logits, /*all_logits=*/false);
-  const auto prefilled = clock::now();
-  result.prefill_seconds = std::chrono::duration<double>(prefilled - start).count();
 
-  std::vector<int32_t> context(prompt.begin(), prompt.end());  // for the penalties
-  for (int64_t step = 0;; ++step) {
-    const int32_t next = sampler.sample(logits, context, result.ids.size());
-    const bool is_stop =
-        std::find(options.stop_ids.begin(), options.stop_ids.end(), next) != options.stop_ids.end();
-    if (is_stop && !options.ignore_eos) {
-      result.finish = FinishReason::stop;
-      break;
-    }
-    result.ids.push_back(next);
-    context.push_back(next);
-    if (!on_token(next)) {
-      result.finish = FinishReason::cancelled;
-      break;
-    }
-    if (step + 1 >= options.max_new_tokens) {
-      result.finish = FinishReason::length;
-      break;
-    }
-    model.forward({&next, 1}, cache, logits, /*all_logits=*/false);
-    cached_ids.push_back(next);
-  }
-  result.decode_seconds = std::chrono::duration<double>(clock::now() - prefilled).count();
+  EngineRequest request;
+  request.prompt.assign(prompt.begin(), prompt.end());
+  request.sampling = sampling;
+  request.max_tokens = options.max_new_tokens;
+  request.stop_ids = options.stop_ids;
+  request.ignore_eos = options.ignore_eos;
+  request.on_token = [&](int32_t id) {
+    if (!first_token) first_token = clock::now();
+    result.ids.push_back(id);
+    return on_token(id);
+  };
+  request.on_finish = [&](const RequestEnd& end) { ended = end; };
+  core.add(std::move(request));
+  while (!ended) core.step();
+
+  const auto finished = clock::now();
+  const auto prefilled = first_token.value_or(finished);
+  if (!ended->error.empty()) fail(ended->error);
+  result.finish = ended->reason;
+  result.prompt_tokens = ended->prompt_tokens;
+  result.cached_tokens = ended->cached_tokens;
+  result.prefill_seconds = std::chrono::duration<double>(prefilled - start).count();
+  result.decode_seconds = std::chrono::duration<double>(finished - prefilled).count();
   return result;
 }
 

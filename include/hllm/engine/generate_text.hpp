@@ -1,4 +1,4 @@
-// Text out of an opened model: the generation loop (engine/generate.hpp) in a fresh KV cache,
+// Text out of an opened model: one completion (engine/generate.hpp) on a fresh engine core,
 // stopping at the model's stop ids, with each generated token turned into UTF-8 text as soon as it
 // is complete (tokenizer/stream.hpp) — what `hllm run` and a program embedding hllm both want
 // (engine/open_model.hpp has the same call for an opened model).
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/engine/engine_core.hpp"
 #include "hllm/engine/generate.hpp"
 #include "hllm/engine/sampler.hpp"
 #include "hllm/model/llama.hpp"
@@ -24,7 +25,8 @@ namespace hllm {
 // `stop_ids`. on_text gets every piece of text as it is decoded and returns false to stop
 // (FinishReason::cancelled); the last piece (bytes held back while a UTF-8 character was
 // incomplete) comes after the loop, and its return value is ignored. The KV cache holds exactly
-// prompt + max_new_tokens positions, which must fit the model's context.
+// prompt + max_new_tokens positions, which must fit the model's context. (A caller with several
+// prompts keeps one EngineCore and calls generate() on it: shared prefixes are computed once.)
 inline GenerationResult generate_text(LlamaModel& model, const Tokenizer& tokenizer,
                                       std::span<const int64_t> stop_ids,
                                       std::span<const int32_t> prompt,
@@ -38,12 +40,15 @@ inline GenerationResult generate_text(LlamaModel& model, const Tokenizer& tokeni
   if (max_new_tokens < 1 || (total > context && !extends))
     fail("generate_text: ", prompt.size(), " prompt tokens + ", max_new_tokens,
          " new tokens must be within the model's context of ", context, " tokens (and >= 1 new)");
-  KvCache cache = model.new_cache(total);
-  std::vector<int32_t> cached;
-  Sampler sampler(sampling);
+  EngineOptions engine;
+  engine.max_num_seqs = 1;
+  engine.max_model_len = total;
+  engine.kv_cache_tokens = total;
+  engine.prefix_caching = false;  // one request: nothing to share
+  EngineCore core(model, engine);
   StreamDecoder text(tokenizer);
   const GenerationOptions options{max_new_tokens, {stop_ids.begin(), stop_ids.end()}, ignore_eos};
-  GenerationResult result = generate(model, cache, prompt, cached, sampler, options,
+  GenerationResult result = generate(core, prompt, sampling, options,
                                      [&](int32_t id) { return on_text(text.push(id)); });
   on_text(text.finish());
   return result;

@@ -1,7 +1,9 @@
 // An OpenAI-compatible HTTP server (cpp-httplib) over the continuous-batching Engine: what
 // `hllm serve` runs, a drop-in for vLLM behind Open WebUI or any OpenAI SDK.
 //
-//   GET  /health               200 {"status":"ok", kv blocks, running, waiting}; 503 while loading
+//   GET  /health               200 {"status":"ok", kv blocks, running, waiting, prefix cache};
+//                              503 while loading
+//   GET  /metrics              the same numbers as Prometheus text (serve/metrics.hpp)
 //   GET  /v1/models            the one served model (answers while the weights still load)
 //   POST /v1/chat/completions  messages -> Llama-3 chat format; stream (SSE) or one JSON
 //   POST /v1/completions       prompt -> BOS + text
@@ -34,6 +36,7 @@
 
 #include "hllm/core/error.hpp"
 #include "hllm/engine/engine.hpp"
+#include "hllm/serve/metrics.hpp"
 #include "hllm/serve/request.hpp"
 #include "hllm/serve/stop_text.hpp"
 #include "hllm/tokenizer/chat.hpp"
@@ -45,7 +48,7 @@ namespace hllm::serve {
 
 struct ServeOptions {
   std::string model_name = "hllm";          // the id in /v1/models and in every response
-  std::string api_key;                      // "" = open; else every route but /health needs it
+  std::string api_key;  // "" = open; else every route but /health and /metrics needs it
   size_t max_body_bytes = size_t{4} << 20;  // larger request bodies get 413
   int http_threads = 0;                     // 0: max(64, 2 × max_num_seqs + 16)
   int64_t max_model_len = 0;                // reported by /v1/models until the engine runs
@@ -186,7 +189,7 @@ class OpenAiServer {
     http_.set_payload_max_length(options_.max_body_bytes);
     http_.set_tcp_nodelay(true);  // streamed tokens are small writes: no Nagle delay (~40 ms)
     http_.set_pre_routing_handler([this](const Request& req, Response& res) {
-      if (options_.api_key.empty() || req.path == "/health")
+      if (options_.api_key.empty() || req.path == "/health" || req.path == "/metrics")
         return httplib::Server::HandlerResponse::Unhandled;
       const std::string token = detail::bearer_token(req.get_header_value("Authorization"));
       const bool ok = !token.empty() && detail::constant_time_equal(token, options_.api_key);
@@ -222,8 +225,18 @@ class OpenAiServer {
             {{"status", "ok"},
              {"kv_blocks_total", s.kv_blocks_total},
              {"kv_blocks_free", s.kv_blocks_free},
+             {"kv_blocks_cached", s.kv_blocks_cached},
              {"running", s.running},
-             {"waiting", s.waiting}});
+             {"waiting", s.waiting},
+             {"preemptions", s.preemptions},
+             {"prefix_caching", s.prefix_caching},
+             {"prefix_cache_hit_rate", s.prefix_hit_rate()}});
+    });
+    http_.Get("/metrics", [this](const Request&, Response& res) {
+      const ServedModel* m = model_.load();
+      if (m == nullptr) return reply(res, 503, {{"status", "loading"}});
+      res.set_content(prometheus_metrics(m->engine->stats(), options_.model_name),
+                      "text/plain; version=0.0.4; charset=utf-8");
     });
     http_.Get("/v1/models", [this](const Request&, Response& res) {
       reply(res, 200, {{"object", "list"}, {"data", nlohmann::json::array({model_card()})}});
@@ -328,9 +341,8 @@ class OpenAiServer {
       EngineRequest e = engine_request(*m, job->request);
       job->prompt_tokens = static_cast<int64_t>(e.prompt.size());
       e.on_token = [channel = job->channel](int32_t id) { return channel->push(id); };
-      e.on_finish = [channel = job->channel](FinishReason r, int64_t, int64_t completion,
-                                             const std::string& error) {
-        channel->finish(r, completion, error);
+      e.on_finish = [channel = job->channel](const RequestEnd& end) {
+        channel->finish(end.reason, end.completion_tokens, end.error);
       };
       try {
         job->engine_id = m->engine->submit(std::move(e));

@@ -1,0 +1,312 @@
+// EngineCore: many requests over one model and one paged KV cache, one step at a time, on the
+// caller's thread. The Scheduler (engine/scheduler.hpp) plans each step; the core runs the plan
+// on the model, samples, and hands out tokens. What `hllm serve` runs on its engine thread
+// (engine/engine.hpp), and what `hllm run` / `hllm chat` run directly (engine/generate.hpp), so
+// every caller gets the same prefix cache and the same stop / length / cancel rules.
+//
+// One step():
+//   1. the scheduler's plan: decode rows, prefill chunks, admissions, preemptions
+//   2. one forward over every decode row (all rows give logits), then one forward per prefill
+//      chunk (logits of its last row only when the chunk ends the known tokens)
+//   3. each sampled id goes through accept(): a stop id ends the request (not emitted),
+//      otherwise on_token sees it (false: cancelled), then max_tokens ends it (length).
+//
+// KV cache: one pool (KvCache) of n_blocks × 16 positions per layer; each sequence's block table
+// (its rows of the pool) comes from the scheduler. Blocks are taken as sequences grow; when the
+// pool runs out the newest sequence is preempted and later recomputed. Requests longer than the
+// context are refused at add().
+//
+// Batch invariance: every op computes each token's row the same way whatever else is in the step,
+// chunking included, and each request samples from its own seeded generator, so a request's
+// output depends neither on what runs beside it nor on preemption and prefix-cache hits. (Dynamic
+// NTK RoPE is the exception: its frequencies follow the longest sequence of a step, so prefix
+// caching is off for it.)
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "hllm/core/error.hpp"
+#include "hllm/engine/request.hpp"
+#include "hllm/engine/sampler.hpp"
+#include "hllm/engine/scheduler.hpp"
+#include "hllm/model/kv_cache.hpp"
+#include "hllm/model/llama.hpp"
+
+namespace hllm {
+
+struct EngineOptions {
+  int64_t max_num_seqs = 32;    // sequences decoded together at most
+  int64_t max_model_len = 0;    // prompt + completion tokens per request (0: model's, <= 8192)
+  int64_t kv_cache_tokens = 0;  // KV pool size in positions (0: max_num_seqs × 1024, at least
+                                // max_model_len)
+  // Tokens fed per step: decodes first, then prefill chunks (0: 256 on the CPU, 2048 on a GPU;
+  // at least max_num_seqs).
+  int64_t max_num_batched_tokens = 0;
+  bool prefix_caching = true;  // share computed KV blocks between requests with the same prefix
+  int64_t max_waiting = 256;   // queued requests beyond which Engine::submit refuses (HTTP 429)
+};
+
+struct EngineStats {
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_free = 0;    // allocatable now: unused, or cached and held by nobody
+  int64_t kv_blocks_cached = 0;  // holding a findable prefix (in use or not)
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t finished = 0;  // requests ended since start
+  int64_t preemptions = 0;
+  bool prefix_caching = false;
+  int64_t prefix_query_tokens = 0;  // prompt tokens looked up in the prefix cache
+  int64_t prefix_hit_tokens = 0;    // of which found there
+  double prefix_hit_rate() const {
+    return prefix_query_tokens > 0 ? static_cast<double>(prefix_hit_tokens) /
+                                         static_cast<double>(prefix_query_tokens)
+                                   : 0.0;
+  }
+};
+
+class EngineCore {
+ public:
+  EngineCore(LlamaModel& model, const EngineOptions& options)
+      : model_(model),
+        options_(resolve(options, model)),
+        blocks_per_seq_((options_.max_model_len + KvCache::KV_BLOCK_SIZE - 1) /
+                        KvCache::KV_BLOCK_SIZE),
+        pool_(model.new_cache(options_.kv_cache_tokens)),
+        scheduler_(scheduler_options(options_, pool_)) {}
+
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  const EngineOptions& options() const { return options_; }
+
+  // Throws hllm::Error when the request can never run: empty prompt, prompt + max_tokens beyond
+  // max_model_len, ids outside the vocabulary. Reads only what never changes (any thread).
+  void validate(const EngineRequest& request) const {
+    const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+    if (prompt == 0) fail("the prompt is empty");
+    if (request.max_tokens < 1) fail("max_tokens must be at least 1");
+    if (prompt + request.max_tokens > options_.max_model_len)
+      fail("the prompt (", prompt, " tokens) plus max_tokens (", request.max_tokens,
+           ") exceed the context of ", options_.max_model_len, " tokens");
+    const int32_t vocab = static_cast<int32_t>(model_.config().vocab_size);
+    for (int32_t id : request.prompt)
+      if (id < 0 || id >= vocab) fail("token id ", id, " is outside the vocabulary");
+  }
+
+  // Queues a validated request under a fresh id (0: the core picks one) and returns the id.
+  uint64_t add(EngineRequest request, uint64_t id = 0) {
+    validate(request);
+    if (id == 0) id = ++last_id_;
+    last_id_ = std::max(last_id_, id);
+    if (requests_.contains(id)) fail("engine: request id ", id, " is in use");
+    std::vector<int32_t> prompt = request.prompt;
+    requests_.emplace(id, Request(std::move(request)));
+    scheduler_.add(id, std::move(prompt));
+    return id;
+  }
+
+  // Ends a request now (on_finish says cancelled). Unknown or finished ids: false.
+  bool abort(uint64_t id) {
+    if (!requests_.contains(id)) return false;
+    end(id, FinishReason::cancelled, "");
+    return true;
+  }
+
+  // Ends every request (cancelled, with `error` when it is not empty).
+  void abort_all(const std::string& error = "") {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, r] : requests_) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    for (uint64_t id : ids) end(id, FinishReason::cancelled, error);
+  }
+
+  bool has_work() const { return !requests_.empty(); }
+
+  // Called just before each on_finish, when the stats already count the request as gone (the
+  // server refreshes what /health reads there).
+  void on_before_finish(std::function<void()> hook) { before_finish_ = std::move(hook); }
+
+  // One step (see the top). A failing step ends every running request with the error; the
+  // waiting ones stay queued.
+  void step() {
+    const StepPlan plan = scheduler_.schedule();
+    if (plan.empty()) return;
+    std::vector<std::pair<uint64_t, int32_t>> sampled;
+    try {
+      run(plan, sampled);
+      scheduler_.complete(plan);
+    } catch (const std::exception& e) {
+      const std::vector<uint64_t> running = scheduler_.running();
+      for (uint64_t id : running) end(id, FinishReason::cancelled, e.what());
+      return;
+    }
+    for (const auto& [id, token] : sampled) accept(id, token);
+  }
+
+  EngineStats stats() const {
+    const SchedulerStats s = scheduler_.stats();
+    EngineStats st;
+    st.kv_blocks_total = s.blocks_total;
+    st.kv_blocks_free = s.blocks_free;
+    st.kv_blocks_cached = s.blocks_cached;
+    st.running = s.running;
+    st.waiting = s.waiting;
+    st.finished = finished_;
+    st.preemptions = s.preemptions;
+    st.prefix_caching = scheduler_.options().prefix_caching;
+    st.prefix_query_tokens = s.prefix_query_tokens;
+    st.prefix_hit_tokens = s.prefix_hit_tokens;
+    return st;
+  }
+
+ private:
+  struct Request {
+    EngineRequest request;
+    Sampler sampler;
+    int64_t generated = 0;
+    explicit Request(EngineRequest r) : request(std::move(r)), sampler(request.sampling) {}
+  };
+
+  static EngineOptions resolve(EngineOptions o, LlamaModel& model) {
+    const LlamaConfig& c = model.config();
+    if (o.max_model_len <= 0) o.max_model_len = std::min<int64_t>(c.max_position_embeddings, 8192);
+    if (o.max_model_len <= 0) o.max_model_len = 2048;
+    if (o.max_num_seqs < 1) fail("max_num_seqs must be at least 1");
+    if (o.kv_cache_tokens <= 0)
+      o.kv_cache_tokens = std::max(o.max_num_seqs * 1024, o.max_model_len);
+    if (o.kv_cache_tokens < o.max_model_len)
+      fail("the KV cache (", o.kv_cache_tokens,
+           " tokens) must hold at least one request of max_model_len (", o.max_model_len,
+           ") tokens");
+    if (o.max_num_batched_tokens <= 0)
+      o.max_num_batched_tokens = model.backend().device() == Device::cpu ? 256 : 2048;
+    o.max_num_batched_tokens = std::max(o.max_num_batched_tokens, o.max_num_seqs);
+    if (c.rope_scaling.type == RopeType::dynamic) o.prefix_caching = false;
+    return o;
+  }
+
+  static SchedulerOptions scheduler_options(const EngineOptions& o, const KvCache& pool) {
+    SchedulerOptions s;
+    s.max_num_seqs = o.max_num_seqs;
+    s.max_num_batched_tokens = o.max_num_batched_tokens;
+    s.n_blocks = pool.rows() / KvCache::KV_BLOCK_SIZE;
+    s.block_size = KvCache::KV_BLOCK_SIZE;
+    s.watermark_blocks = std::max<int64_t>(1, s.n_blocks / 100);  // vLLM's 1%
+    s.prefix_caching = o.prefix_caching;
+    return s;
+  }
+
+  // Runs the plan's forwards; the ids sampled, in plan order, go to `sampled`.
+  void run(const StepPlan& plan, std::vector<std::pair<uint64_t, int32_t>>& sampled) {
+    std::vector<const ScheduledChunk*> decodes, chunks;
+    for (const ScheduledChunk& c : plan.chunks)
+      (c.count == 1 && c.samples ? decodes : chunks).push_back(&c);
+    const int64_t vocab = model_.config().vocab_size;
+    if (!decodes.empty()) {
+      const int64_t b = static_cast<int64_t>(decodes.size());
+      logits_.resize(static_cast<size_t>(b * vocab));
+      model_.forward_step(make_step(decodes), pool_, logits_, /*all_logits=*/true);
+      for (int64_t i = 0; i < b; ++i)
+        sampled.emplace_back(decodes[i]->id,
+                             sample(decodes[i]->id, std::span(logits_).subspan(i * vocab, vocab)));
+    }
+    for (const ScheduledChunk* c : chunks) {
+      const ScheduledChunk* one[] = {c};
+      logits_.resize(static_cast<size_t>(vocab));
+      // Dynamic NTK follows the sequence's known length, as a plain prefill of it would.
+      model_.forward_step(make_step(one), pool_,
+                          c->samples ? std::span<float>(logits_) : std::span<float>(),
+                          /*all_logits=*/false,
+                          static_cast<int64_t>(scheduler_.tokens(c->id).size()));
+      if (c->samples) sampled.emplace_back(c->id, sample(c->id, logits_));
+    }
+  }
+
+  // The step of `chunks`, sequence i of the step being chunks[i]'s (block table row i, padded to
+  // blocks_per_seq_; the padding is never read).
+  Step make_step(std::span<const ScheduledChunk* const> chunks) {
+    ids_.clear(), seq_.clear(), positions_.clear();
+    tables_.assign(chunks.size() * static_cast<size_t>(blocks_per_seq_), 0);
+    int64_t end = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const ScheduledChunk& c = *chunks[i];
+      const std::span<const int32_t> tokens = scheduler_.tokens(c.id);
+      const std::span<const int32_t> table = scheduler_.block_table(c.id);
+      std::copy(table.begin(), table.end(),
+                tables_.begin() + static_cast<std::ptrdiff_t>(i * blocks_per_seq_));
+      for (int64_t t = c.begin; t < c.begin + c.count; ++t) {
+        ids_.push_back(tokens[static_cast<size_t>(t)]);
+        seq_.push_back(static_cast<int32_t>(i));
+        positions_.push_back(static_cast<int32_t>(t));
+      }
+      end = std::max(end, c.begin + c.count);
+    }
+    Step step;
+    step.ids = ids_;
+    step.seq = seq_;
+    step.positions = positions_;
+    step.block_tables = tables_;
+    step.max_blocks_per_seq = static_cast<int32_t>(blocks_per_seq_);
+    step.block_size = KvCache::KV_BLOCK_SIZE;
+    step.max_kv_len = kv_length_bound(end, blocks_per_seq_ * KvCache::KV_BLOCK_SIZE);
+    return step;
+  }
+
+  int32_t sample(uint64_t id, std::span<float> logits) {
+    Request& r = requests_.at(id);
+    return r.sampler.sample(logits, scheduler_.tokens(id), static_cast<size_t>(r.generated));
+  }
+
+  // A sampled id: ends the request (stop id, on_token says stop, max_tokens) or becomes the
+  // sequence's next token.
+  void accept(uint64_t id, int32_t token) {
+    Request& r = requests_.at(id);
+    const std::vector<int64_t>& stops = r.request.stop_ids;
+    const bool stop_id = std::find(stops.begin(), stops.end(), token) != stops.end();
+    if (stop_id && !r.request.ignore_eos) return end(id, FinishReason::stop, "");
+    ++r.generated;
+    if (r.request.on_token && !r.request.on_token(token))
+      return end(id, FinishReason::cancelled, "");
+    if (r.generated >= r.request.max_tokens) return end(id, FinishReason::length, "");
+    scheduler_.append(id, token);
+  }
+
+  // Blocks back and the stats current before the caller hears of the end.
+  void end(uint64_t id, FinishReason reason, const std::string& error) {
+    const auto it = requests_.find(id);
+    RequestEnd done;
+    done.reason = reason;
+    done.prompt_tokens = static_cast<int64_t>(it->second.request.prompt.size());
+    done.completion_tokens = it->second.generated;
+    done.cached_tokens = std::min(scheduler_.cached_tokens(id), done.prompt_tokens);
+    done.error = error;
+    const std::function<void(const RequestEnd&)> on_finish =
+        std::move(it->second.request.on_finish);
+    requests_.erase(it);
+    scheduler_.remove(id);
+    ++finished_;
+    if (before_finish_) before_finish_();
+    if (on_finish) on_finish(done);
+  }
+
+  LlamaModel& model_;
+  const EngineOptions options_;
+  const int64_t blocks_per_seq_;
+  KvCache pool_;
+  Scheduler scheduler_;
+  std::unordered_map<uint64_t, Request> requests_;
+  uint64_t last_id_ = 0;
+  int64_t finished_ = 0;
+  std::function<void()> before_finish_;
+  std::vector<int32_t> ids_, seq_, positions_, tables_;
+  std::vector<float> logits_;
+};
+
+}  // namespace hllm
