@@ -136,10 +136,10 @@ class EngineCore {
   // One step (see the top). A failing step ends every running request with the error; the
   // waiting ones stay queued.
   void step() {
-    const StepPlan plan = scheduler_.schedule();
-    if (plan.empty()) return;
     std::vector<std::pair<uint64_t, int32_t>> sampled;
     try {
+      const StepPlan plan = scheduler_.schedule();
+      if (plan.empty()) return;
       run(plan, sampled);
       scheduler_.complete(plan);
     } catch (const std::exception& e) {

@@ -100,6 +100,7 @@ class LlamaModel {
                     int64_t rope_length = 0) {
     const LlamaConfig& c = config_;
     const int64_t n = static_cast<int64_t>(step.ids.size());
+    if (n == 0) fail("forward: a step with no tokens");
     const int64_t n_logits = all_logits ? n : 1;
     if (!logits.empty() && static_cast<int64_t>(logits.size()) != n_logits * c.vocab_size)
       fail("forward: logits buffer holds ", logits.size(), " floats, need ",
