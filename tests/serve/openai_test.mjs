@@ -1,7 +1,8 @@
 // `hllm serve` against real clients: the official `openai` npm SDK and plain fetch. Starts the
 // runner on a free port with the bundled demo model and checks the goldens, streaming, stop
-// strings, 32 concurrent streams (each equal to the same request alone), auth, bad input and a
-// client that disconnects mid-stream. Exit 0: passed, 1: failed, 77: skipped (no SDK installed).
+// strings, 32 concurrent streams (each equal to the same request alone), 16 conversations without
+// max_tokens running at once, prefix-cache hits in /metrics, auth, bad input and a client that
+// disconnects mid-stream. Exit 0: passed, 1: failed, 77: skipped (no SDK installed).
 //
 // Environment: HLLM_RUNNER (the hllm binary), HLLM_DEMO_MODEL_DIR, HLLM_TEST_DATA,
 // HLLM_SERVE_NODE_MODULES (a folder with node_modules/openai, installed by cmake).
@@ -247,6 +248,66 @@ try {
     requests.forEach((r, i) => eq(together[i].text, alone[i], `request ${i} concurrent vs alone`));
     const h = await idle();
     eq([h.running, h.waiting, h.kv_blocks_free], [0, 0, h.kv_blocks_total], 'health after');
+  });
+
+  // Open WebUI, LangChain and the AI SDK send no max_tokens: each request may run to the whole
+  // context (8192 here). KV blocks are taken as sequences grow, so 16 such conversations all
+  // start at once on a pool (32 x 1024 positions) that holds only 4 whole contexts.
+  await test('16 conversations without max_tokens all get a first token', async () => {
+    const controllers = [];
+    const started = new Array(16).fill(false);
+    const readers = [];
+    for (let i = 0; i < 16; i++) {
+      const controller = new AbortController();
+      const stream = await client.chat.completions.create(
+          { model: NAME, messages: [{ role: 'user', content: `Conversation ${i}: say something.` }],
+            stream: true, ignore_eos: true, temperature: 0 }, { signal: controller.signal });
+      controllers.push(controller);
+      // Keeps reading (leaving the loop would close the stream, and the server would stop it).
+      readers.push((async () => {
+        for await (const chunk of stream)
+          if (chunk.choices.length > 0 && chunk.choices[0].delta.content) started[i] = true;
+      })().catch(() => {}));
+    }
+    for (let i = 0; i < 1200 && !started.every((x) => x); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const h = await health();
+    check(started.every((x) => x),
+          `every conversation streamed a first token (${JSON.stringify(started)}; health ${JSON.stringify(h)})`);
+    eq([h.running, h.waiting], [16, 0], 'all 16 run at once (running, waiting)');
+    for (const c of controllers) c.abort();
+    await Promise.all(readers);
+    const after = await idle();
+    eq([after.running, after.kv_blocks_free], [0, after.kv_blocks_total], 'health after');
+  });
+
+  await test('a re-sent history is served from the prefix cache: same answer, /metrics counts it',
+             async () => {
+    const history = [
+      { role: 'system', content: 'You are a careful assistant. '.repeat(20) },
+      { role: 'user', content: 'Tell me about the sea.' },
+    ];
+    const request = { model: NAME, messages: history, max_tokens: 12, temperature: 0 };
+    const metric = (text, name) => Number(text.match(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm'))?.[1]);
+    const before = await (await fetch(BASE + '/metrics')).text();
+    const first = await client.chat.completions.create(request);
+    const second = await client.chat.completions.create(request);
+    eq(second.choices[0].message.content, first.choices[0].message.content, 'same answer');
+    const res = await fetch(BASE + '/metrics');
+    eq(res.status, 200, '/metrics is public like /health');
+    check(res.headers.get('content-type').startsWith('text/plain'), 'Prometheus text format');
+    const after = await res.text();
+    const hits = metric(after, 'hllm_prefix_cache_hits_total') -
+                 metric(before, 'hllm_prefix_cache_hits_total');
+    const queries = metric(after, 'hllm_prefix_cache_queries_total') -
+                    metric(before, 'hllm_prefix_cache_queries_total');
+    const prompt = first.usage.prompt_tokens;
+    eq(queries, 2 * prompt, 'both prompts were looked up');
+    eq(hits, Math.floor((prompt - 1) / 16) * 16, 'the second found every full block of the first');
+    check(/# TYPE hllm_num_requests_running gauge/.test(after), '/metrics names its types');
+    const h = await health();
+    check(h.prefix_caching === true && h.prefix_cache_hit_rate > 0 && h.kv_blocks_cached > 0,
+          `/health shows the cache: ${JSON.stringify(h)}`);
   });
 
   await test('bad input: 4xx with an OpenAI error body, and the server keeps serving', async () => {
