@@ -19,6 +19,10 @@
 //   node tools/bench_serve.mjs --base-url http://127.0.0.1:8000/v1 --turns 5 --conversations 16 \
 //     -c 8 --history-words 2000 --prompt-words 30 --max-tokens 64
 //
+// --no-max-tokens sends no max_tokens, as Open WebUI, LangChain and the AI SDK do by default (the
+// server may then have to plan for a whole context per request), and instead closes each stream
+// after --max-tokens content chunks; tokens are then counted one per chunk.
+//
 // Words are drawn per conversation from a generator seeded by its index, so conversations share
 // no prefix with each other yet every run sends the same user messages; with --temperature 0 the
 // replies, and so the whole requests, match between two servers that compute the same tokens.
@@ -36,6 +40,7 @@ const { values: a } = parseArgs({
     turns: { type: 'string', default: '1' },
     conversations: { type: 'string' },
     'history-words': { type: 'string', default: '0' },
+    'no-max-tokens': { type: 'boolean', default: false },
     temperature: { type: 'string', default: '0' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -43,7 +48,8 @@ const { values: a } = parseArgs({
 });
 if (a.help) {
   console.log('usage: bench_serve.mjs [--base-url URL/v1] [--api-key KEY] [--model ID] [-n N] ' +
-              '[-c C] [--max-tokens T] [--prompt-words W] [--temperature X] [--json]\n' +
+              '[-c C] [--max-tokens T] [--no-max-tokens] [--prompt-words W] [--temperature X] ' +
+              '[--json]\n' +
               '       [--turns T --conversations N --history-words W]  (multi-turn chat mode)');
   process.exit(0);
 }
@@ -94,13 +100,16 @@ const quantile = (xs, q) => {
 const mean = (xs) => xs.length ? xs.reduce((s, x) => s + x, 0) / xs.length : NaN;
 
 // One streamed request: { ttft, gaps[], tokens, promptTokens, text } (times in ms), or { error }.
+const cutAtMaxTokens = a['no-max-tokens'];
 const one = async (messages) => {
   const t0 = performance.now();
+  const controller = new AbortController();
   try {
     const r = await fetch(`${base}/chat/completions`, {
-      method: 'POST', headers,
+      method: 'POST', headers, signal: controller.signal,
       body: JSON.stringify({ model, messages,
-                             max_tokens: maxTokens, temperature: Number(a.temperature),
+                             ...(cutAtMaxTokens ? {} : { max_tokens: maxTokens }),
+                             temperature: Number(a.temperature),
                              ignore_eos: true, stream: true,
                              stream_options: { include_usage: true } }),
     });
@@ -127,8 +136,12 @@ const one = async (messages) => {
         last = now;
         chunks++;
         text += content;
+        if (cutAtMaxTokens && chunks >= maxTokens) break;
       }
+      if (cutAtMaxTokens && chunks >= maxTokens) break;
     }
+    // The client has what it wanted and hangs up: the server must notice and stop.
+    if (cutAtMaxTokens && chunks >= maxTokens) controller.abort();
     return { ttft, gaps, tokens: tokens ?? chunks, promptTokens, text };
   } catch (e) {
     return { error: String(e.cause?.message ?? e.message) };
