@@ -84,8 +84,8 @@ class BlockManager {
       const auto it = by_hash_.find(hashes[i]);
       if (it == by_hash_.end()) break;
       const Block& b = blocks_[static_cast<size_t>(it->second)];
-      const auto want = tokens.subspan(i * static_cast<size_t>(block_size_),
-                                       static_cast<size_t>(block_size_));
+      const auto want =
+          tokens.subspan(i * static_cast<size_t>(block_size_), static_cast<size_t>(block_size_));
       const uint64_t parent = i == 0 ? salt : hashes[i - 1];
       if (b.parent != parent || !std::equal(want.begin(), want.end(), b.tokens.begin())) break;
       found.push_back(it->second);

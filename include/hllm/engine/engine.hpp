@@ -51,7 +51,7 @@ class Engine {
     core_.validate(request);
     std::lock_guard lock(mutex_);
     if (stopping_) fail("the engine is shutting down");
-    if (static_cast<int64_t>(incoming_.size()) + stats_.waiting >= options().max_waiting)
+    if (stats_.waiting >= options().max_waiting)  // counts incoming_ too (publish, below)
       throw EngineBusy("too many requests are waiting (" + std::to_string(options().max_waiting) +
                        "); try again later");
     const uint64_t id = ++next_id_;

@@ -65,9 +65,9 @@ struct EngineStats {
   int64_t prefix_query_tokens = 0;  // prompt tokens looked up in the prefix cache
   int64_t prefix_hit_tokens = 0;    // of which found there
   double prefix_hit_rate() const {
-    return prefix_query_tokens > 0 ? static_cast<double>(prefix_hit_tokens) /
-                                         static_cast<double>(prefix_query_tokens)
-                                   : 0.0;
+    return prefix_query_tokens > 0
+               ? static_cast<double>(prefix_hit_tokens) / static_cast<double>(prefix_query_tokens)
+               : 0.0;
   }
 };
 
@@ -221,10 +221,9 @@ class EngineCore {
       const ScheduledChunk* one[] = {c};
       logits_.resize(static_cast<size_t>(vocab));
       // Dynamic NTK follows the sequence's known length, as a plain prefill of it would.
-      model_.forward_step(make_step(one), pool_,
-                          c->samples ? std::span<float>(logits_) : std::span<float>(),
-                          /*all_logits=*/false,
-                          static_cast<int64_t>(scheduler_.tokens(c->id).size()));
+      model_.forward_step(
+          make_step(one), pool_, c->samples ? std::span<float>(logits_) : std::span<float>(),
+          /*all_logits=*/false, static_cast<int64_t>(scheduler_.tokens(c->id).size()));
       if (c->samples) sampled.emplace_back(c->id, sample(c->id, logits_));
     }
   }

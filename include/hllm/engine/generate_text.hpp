@@ -48,8 +48,8 @@ inline GenerationResult generate_text(LlamaModel& model, const Tokenizer& tokeni
   EngineCore core(model, engine);
   StreamDecoder text(tokenizer);
   const GenerationOptions options{max_new_tokens, {stop_ids.begin(), stop_ids.end()}, ignore_eos};
-  GenerationResult result = generate(core, prompt, sampling, options,
-                                     [&](int32_t id) { return on_text(text.push(id)); });
+  GenerationResult result =
+      generate(core, prompt, sampling, options, [&](int32_t id) { return on_text(text.push(id)); });
   on_text(text.finish());
   return result;
 }

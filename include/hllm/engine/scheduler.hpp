@@ -208,13 +208,13 @@ class Scheduler {
  private:
   struct Seq {
     uint64_t id = 0;
-    std::vector<int32_t> tokens;  // known: the prompt, then the sampled ids
-    int64_t computed = 0;         // tokens whose K/V are in the cache
-    std::vector<int32_t> blocks;  // block table
+    std::vector<int32_t> tokens;   // known: the prompt, then the sampled ids
+    int64_t computed = 0;          // tokens whose K/V are in the cache
+    std::vector<int32_t> blocks;   // block table
     std::vector<uint64_t> hashes;  // chain hashes of the full blocks of `tokens` seen so far
-    int64_t registered = 0;       // leading blocks already offered to the prefix cache
-    int64_t cached_tokens = 0;    // found in the prefix cache at the first admission
-    bool admitted = false;        // at least once (a preempted sequence comes back)
+    int64_t registered = 0;        // leading blocks already offered to the prefix cache
+    int64_t cached_tokens = 0;     // found in the prefix cache at the first admission
+    bool admitted = false;         // at least once (a preempted sequence comes back)
     uint64_t salt = 0;
     int64_t pending() const { return static_cast<int64_t>(tokens.size()) - computed; }
   };
@@ -312,9 +312,9 @@ class Scheduler {
     for (; s.registered < full; ++s.registered) {
       const size_t i = static_cast<size_t>(s.registered);
       const uint64_t parent = i == 0 ? s.salt : s.hashes[i - 1];
-      blocks_.register_block(s.blocks[i], s.hashes[i], parent,
-                             std::span(s.tokens).subspan(i * static_cast<size_t>(bs),
-                                                         static_cast<size_t>(bs)));
+      blocks_.register_block(
+          s.blocks[i], s.hashes[i], parent,
+          std::span(s.tokens).subspan(i * static_cast<size_t>(bs), static_cast<size_t>(bs)));
     }
   }
 

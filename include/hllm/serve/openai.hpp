@@ -47,8 +47,8 @@
 namespace hllm::serve {
 
 struct ServeOptions {
-  std::string model_name = "hllm";          // the id in /v1/models and in every response
-  std::string api_key;  // "" = open; else every route but /health and /metrics needs it
+  std::string model_name = "hllm";  // the id in /v1/models and in every response
+  std::string api_key;              // "" = open; else every route but /health and /metrics needs it
   size_t max_body_bytes = size_t{4} << 20;  // larger request bodies get 413
   int http_threads = 0;                     // 0: max(64, 2 × max_num_seqs + 16)
   int64_t max_model_len = 0;                // reported by /v1/models until the engine runs
