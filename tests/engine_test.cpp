@@ -99,7 +99,7 @@ TEST_F(EngineTest, OutputsDoNotDependOnBatching) {
                                /*seed=*/100 + i, /*temperature=*/i % 2 == 0 ? 0.0f : 0.8f));
 
   hllm::EngineOptions options;
-  options.max_num_seqs = 8;    // 12 requests: some wait for a slot
+  options.max_num_seqs = 8;             // 12 requests: some wait for a slot
   options.max_num_batched_tokens = 16;  // prompts of up to 72 tokens take several steps
   options.max_model_len = 128;
   std::vector<Outcome> alone(REQUESTS), together(REQUESTS);
@@ -142,32 +142,66 @@ TEST_F(EngineTest, PreemptionDoesNotChangeOutputs) {
     requests.push_back(request(random_prompt(rng, 5 + 13 * i % 40, vocab), 20 + i % 25,
                                /*seed=*/500 + i, /*temperature=*/i % 3 == 0 ? 0.0f : 0.9f));
 
+  std::vector<std::vector<int32_t>> expected;
+  for (const hllm::EngineRequest& r : requests)
+    expected.push_back(hllm::test::reference_generate(model_, r.prompt, r.sampling, r.max_tokens));
+
   // 32 requests of up to ~90 tokens on a pool of 128 positions: only a few fit at once, so
-  // decodes that cross a block boundary find the pool empty and preempt the newest.
+  // decodes that cross a block boundary find the pool empty and preempt the newest. With prefix
+  // caching a resumed sequence mostly finds its own blocks again; without, it recomputes all.
+  for (const bool caching : {true, false}) {
+    hllm::EngineOptions options;
+    options.max_num_seqs = 16;
+    options.max_model_len = 128;
+    options.kv_cache_tokens = 128;
+    options.max_num_batched_tokens = 32;
+    options.prefix_caching = caching;
+    std::vector<Outcome> outs(REQUESTS);
+    hllm::EngineStats stats;
+    {
+      hllm::Engine engine(model_, options);
+      std::vector<std::future<void>> done;
+      for (int i = 0; i < REQUESTS; ++i) done.push_back(submit(engine, requests[i], outs[i]));
+      for (auto& d : done) d.wait();
+      stats = engine.stats();
+    }
+    EXPECT_GT(stats.preemptions, 0) << "the pool was meant to be too small for every request";
+    EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
+    EXPECT_EQ(stats.finished, REQUESTS);
+    for (int i = 0; i < REQUESTS; ++i) {
+      EXPECT_EQ(outs[i].ids, expected[i]) << "request " << i << ", caching " << caching;
+      EXPECT_EQ(outs[i].finish, hllm::FinishReason::length) << outs[i].error;
+    }
+  }
+}
+
+// Requests aborted while they wait for a slot, or before the engine thread saw them, end as
+// cancelled with nothing generated, and leave every block free.
+TEST_F(EngineTest, AbortsOfWaitingRequests) {
   hllm::EngineOptions options;
-  options.max_num_seqs = 16;
   options.max_model_len = 128;
-  options.kv_cache_tokens = 128;
-  options.max_num_batched_tokens = 32;
-  std::vector<Outcome> outs(REQUESTS);
-  hllm::EngineStats stats;
-  {
-    hllm::Engine engine(model_, options);
-    std::vector<std::future<void>> done;
-    for (int i = 0; i < REQUESTS; ++i) done.push_back(submit(engine, requests[i], outs[i]));
-    for (auto& d : done) d.wait();
-    stats = engine.stats();
+  options.max_num_seqs = 1;
+  hllm::Engine engine(model_, options);
+  Outcome running, waiting, early;
+  uint64_t waiting_id = 0, early_id = 0;
+  auto running_done = submit(engine, request({1, 2, 3}, 100, 1, 0.0f), running);
+  auto waiting_done = submit(engine, request({4, 5, 6}, 10, 1, 0.0f), waiting, -1, &waiting_id);
+  auto early_done = submit(engine, request({7, 8, 9}, 10, 1, 0.0f), early, -1, &early_id);
+  engine.abort(early_id);  // most likely still on its way to the engine thread
+  engine.abort(waiting_id);
+  waiting_done.wait();
+  early_done.wait();
+  running_done.wait();
+  for (const Outcome* o : {&waiting, &early}) {
+    EXPECT_EQ(o->finish, hllm::FinishReason::cancelled);
+    EXPECT_TRUE(o->ids.empty());
+    EXPECT_EQ(o->completion_tokens, 0);
   }
-  EXPECT_GT(stats.preemptions, 0) << "the pool was meant to be too small for every request";
+  EXPECT_EQ(running.finish, hllm::FinishReason::length);
+  const hllm::EngineStats stats = engine.stats();
   EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
-  EXPECT_EQ(stats.finished, REQUESTS);
-  for (int i = 0; i < REQUESTS; ++i) {
-    EXPECT_EQ(outs[i].ids, hllm::test::reference_generate(model_, requests[i].prompt,
-                                                          requests[i].sampling,
-                                                          requests[i].max_tokens))
-        << "request " << i;
-    EXPECT_EQ(outs[i].finish, hllm::FinishReason::length) << outs[i].error;
-  }
+  EXPECT_EQ(stats.running + stats.waiting, 0);
+  EXPECT_EQ(stats.finished, 3);
 }
 
 // Chat-style traffic: every request re-sends a shared 100-token history (a system prompt and

@@ -42,8 +42,23 @@ SchedulerOptions small(int64_t blocks, int64_t budget = 64, int64_t seqs = 8) {
   return o;
 }
 
+// Every block a chunk writes (positions begin .. begin + count - 1) belongs to its sequence alone
+// and is not findable in the prefix cache: shared and cached blocks are never written.
+void expect_private_writes(const Scheduler& s, const StepPlan& plan) {
+  const int64_t bs = s.options().block_size;
+  for (const ScheduledChunk& c : plan.chunks) {
+    const auto table = s.block_table(c.id);
+    for (int64_t b = c.begin / bs; b <= (c.begin + c.count - 1) / bs; ++b) {
+      ASSERT_LT(b, static_cast<int64_t>(table.size())) << "sequence " << c.id;
+      EXPECT_EQ(s.blocks().ref_count(table[b]), 1) << "sequence " << c.id << " block " << b;
+      EXPECT_FALSE(s.blocks().is_cached(table[b])) << "sequence " << c.id << " block " << b;
+    }
+  }
+}
+
 // Runs a plan as the engine would: complete it, then token 7 for every chunk that samples.
 void run(Scheduler& s, const StepPlan& plan, int32_t token = 7) {
+  expect_private_writes(s, plan);
   s.complete(plan);
   for (const ScheduledChunk& c : plan.chunks)
     if (c.samples) s.append(c.id, token);
@@ -242,8 +257,7 @@ TEST(Scheduler, RandomSchedulesKeepEveryInvariant) {
     o.n_blocks = (max_len + o.block_size - 1) / o.block_size +
                  std::uniform_int_distribution<int64_t>(0, 30)(rng);
     o.max_num_seqs = std::uniform_int_distribution<int64_t>(1, 8)(rng);
-    o.max_num_batched_tokens =
-        o.max_num_seqs + std::uniform_int_distribution<int64_t>(0, 24)(rng);
+    o.max_num_batched_tokens = o.max_num_seqs + std::uniform_int_distribution<int64_t>(0, 24)(rng);
     o.watermark_blocks = std::uniform_int_distribution<int64_t>(0, 2)(rng);
     o.prefix_caching = rng() % 4 != 0;
     Scheduler s(o);
@@ -257,8 +271,8 @@ TEST(Scheduler, RandomSchedulesKeepEveryInvariant) {
     while (arrived < arrivals || !left.empty()) {
       if (arrived < arrivals && rng() % 3 == 0) {
         const auto& prefix = prefixes[rng() % prefixes.size()];
-        std::vector<int32_t> prompt(prefix.begin(),
-                                    prefix.begin() + std::uniform_int_distribution<int>(0, 12)(rng));
+        std::vector<int32_t> prompt(
+            prefix.begin(), prefix.begin() + std::uniform_int_distribution<int>(0, 12)(rng));
         const int extra = std::uniform_int_distribution<int>(1, 10)(rng);
         for (int i = 0; i < extra; ++i) prompt.push_back(static_cast<int32_t>(rng() % 50));
         const int64_t room = max_len - static_cast<int64_t>(prompt.size());
@@ -280,6 +294,7 @@ TEST(Scheduler, RandomSchedulesKeepEveryInvariant) {
         ASSERT_EQ(std::count(seen.begin(), seen.end(), c.id), 0) << "a sequence twice in a step";
         seen.push_back(c.id);
       }
+      expect_private_writes(s, plan);
       s.complete(plan);
       for (const ScheduledChunk& c : plan.chunks) {
         if (!c.samples) continue;

@@ -2,8 +2,9 @@
 //
 // Every turn re-sends the whole history through the chat format. The engine core's prefix cache
 // (engine/engine_core.hpp, the server's) keeps the K/V of the history's full blocks between turns,
-// so only the new part is computed. Each answer samples with seed + its turn number. Commands: /reset forgets the history, /exit
-// (or Ctrl-D) quits. Ctrl-C stops the answer being written; at the prompt it quits.
+// so only the new part is computed. Each answer samples with seed + its turn number.
+// Commands: /reset forgets the history, /exit (or Ctrl-D) quits. Ctrl-C stops the answer being
+// written; at the prompt it quits.
 //
 // Context policy: when the history plus the new message no longer fits the context, the oldest
 // exchanges (user + assistant) are dropped, the system message is kept, and a note says so on
@@ -113,14 +114,13 @@ inline void add_chat_command(CLI::App& app) {
       const GenerationOptions generation{budget, m.stop_ids(), options->model.ignore_eos};
       SamplingParams sampling = m.sampling;
       sampling.seed += turn++;
-      const GenerationResult result =
-          generate(core, prompt, sampling, generation, [&](int32_t id) {
-            const std::string piece = text.push(id);
-            answer += piece;
-            std::fwrite(piece.data(), 1, piece.size(), stdout);
-            std::fflush(stdout);
-            return interrupted == 0;
-          });
+      const GenerationResult result = generate(core, prompt, sampling, generation, [&](int32_t id) {
+        const std::string piece = text.push(id);
+        answer += piece;
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+        return interrupted == 0;
+      });
       const std::string rest = text.finish();
       answer += rest;
       std::fwrite(rest.data(), 1, rest.size(), stdout);

@@ -2,8 +2,13 @@
 // An OpenAI-compatible server (include/hllm/serve/openai.hpp) over the continuous-batching engine.
 // It listens at once (GET /v1/models answers, /health says "loading") and loads the model, then
 // prints "hllm: serving NAME on http://HOST:PORT/v1" on stderr. Ctrl-C / SIGTERM stop it cleanly:
-// new requests get 503, running ones end, the engine and the HTTP threads are joined.
+// new requests get 503, running ones end, the engine and the HTTP threads are joined — within
+// --shutdown-timeout seconds, after which it exits anyway with status 1 (a client trickling its
+// headers or an idle keep-alive connection cannot hold it up). A second Ctrl-C / SIGTERM exits at
+// once (status 128 + the signal).
 #pragma once
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -22,6 +27,17 @@
 namespace hllm::tools {
 
 inline volatile std::sig_atomic_t serve_stop_requested = 0;
+
+// SIGINT / SIGTERM: the first asks for a clean stop, a second one exits now (only
+// async-signal-safe calls here).
+inline void on_serve_stop_signal(int signal) {
+  if (serve_stop_requested != 0) {
+    constexpr char MESSAGE[] = "hllm: second stop signal: exiting now\n";
+    [[maybe_unused]] const ssize_t written = write(STDERR_FILENO, MESSAGE, sizeof MESSAGE - 1);
+    _exit(128 + signal);  // the shell's convention for "ended by this signal"
+  }
+  serve_stop_requested = 1;
+}
 
 // The model id clients see: the model folder's name ("Meta-Llama-3-8B-Instruct").
 inline std::string default_served_name(const std::string& model_dir) {
@@ -48,6 +64,7 @@ inline void add_serve_command(CLI::App& app) {
     int64_t max_num_batched_tokens = 0;
     bool no_prefix_caching = false;
     double max_body_mib = 4.0;
+    double shutdown_timeout = 10.0;
   };
   auto o = std::make_shared<Options>();
   CLI::App* command =
@@ -96,6 +113,10 @@ inline void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command->add_option("--max-body-mib", o->max_body_mib, "request body limit in MiB (413 above)")
       ->check(CLI::Range(0.001, 1024.0));
+  command
+      ->add_option("--shutdown-timeout", o->shutdown_timeout,
+                   "seconds a clean stop (Ctrl-C, SIGTERM) may take before the server exits anyway")
+      ->check(CLI::Range(0.0, 3600.0));
   add_special_tokens_flag(*command, o->model.allow_special_tokens);
   command->callback([o] {
     if (o->api_key.empty() && std::getenv("HLLM_API_KEY") != nullptr)
@@ -144,7 +165,7 @@ inline void add_serve_command(CLI::App& app) {
     server.set_model(std::move(served));
 
     struct sigaction action {};
-    action.sa_handler = [](int) { serve_stop_requested = 1; };
+    action.sa_handler = on_serve_stop_signal;
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
@@ -165,7 +186,17 @@ inline void add_serve_command(CLI::App& app) {
     while (serve_stop_requested == 0 && server.running())
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
-    std::fprintf(stderr, "hllm: stopping\n");
+    std::fprintf(stderr, "hllm: stopping (at most %g s; a second Ctrl-C exits now)\n",
+                 o->shutdown_timeout);
+    std::fflush(stderr);
+    std::thread([seconds = o->shutdown_timeout] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      std::fprintf(stderr,
+                   "hllm: the clean stop is still waiting on connections after %g s: exiting\n",
+                   seconds);
+      std::fflush(stderr);
+      std::_Exit(1);  // not a clean stop: say so to whoever supervises the process
+    }).detach();
     server.begin_shutdown();  // new completions: 503; streams in flight end
     engine->stop();           // everything still running finishes (cancelled)
     stop_listening();

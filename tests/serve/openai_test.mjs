@@ -1,12 +1,14 @@
 // `hllm serve` against real clients: the official `openai` npm SDK and plain fetch. Starts the
 // runner on a free port with the bundled demo model and checks the goldens, streaming, stop
 // strings, 32 concurrent streams (each equal to the same request alone), 16 conversations without
-// max_tokens running at once, prefix-cache hits in /metrics, auth, bad input and a client that
-// disconnects mid-stream. Exit 0: passed, 1: failed, 77: skipped (no SDK installed).
+// max_tokens running at once, prefix-cache hits in /metrics, auth, bad input, clients
+// that disconnect mid-stream or give up on a (gzip-accepting) non-streaming answer, and a clean
+// stop that a slowloris connection cannot hold up. Exit 0: passed, 1: failed, 77: skipped (no SDK installed).
 //
 // Environment: HLLM_RUNNER (the hllm binary), HLLM_DEMO_MODEL_DIR, HLLM_TEST_DATA,
 // HLLM_SERVE_NODE_MODULES (a folder with node_modules/openai, installed by cmake).
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -43,7 +45,8 @@ const MAX_BODY_MIB = 1;
 // picked here and passed on could be taken by a test running beside this one in between).
 const server = spawn(RUNNER, ['serve', '-m', DEMO, '--port', '0', '--api-key', KEY,
                               '--served-model-name', NAME, '--max-num-seqs', '32',
-                              '--max-body-mib', String(MAX_BODY_MIB), '-t', '2'],
+                              '--max-body-mib', String(MAX_BODY_MIB), '-t', '2',
+                              '--shutdown-timeout', '20'],
                      { stdio: ['ignore', 'inherit', 'pipe'] });
 let serverLog = '';
 let serverExit = null;
@@ -88,9 +91,9 @@ const test = async (name, fn) => {
 };
 
 const auth = { Authorization: `Bearer ${KEY}` };
-const post = (route, body, headers = auth) =>
+const post = (route, body, headers = auth, signal = undefined) =>
   fetch(BASE + route, { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers },
-                        body: typeof body === 'string' ? body : JSON.stringify(body) });
+                        body: typeof body === 'string' ? body : JSON.stringify(body), signal });
 const health = async () => (await fetch(BASE + '/health')).json();
 let client;  // once the server named its address
 
@@ -359,6 +362,39 @@ try {
     await stillServes('bad input');
   });
 
+  // Node's fetch, the openai SDK and python requests all send Accept-Encoding: gzip. A gzipped
+  // non-streaming answer would hide the heartbeat bytes that find out the client is gone.
+  await test('a non-streaming client that accepts gzip and gives up frees its request', async () => {
+    const small = await post('/v1/chat/completions',
+                             { messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 },
+                             { ...auth, 'Accept-Encoding': 'gzip, deflate' });
+    eq(small.headers.get('content-encoding'), null, 'JSON answers are not compressed');
+    check(small.headers.get('content-type').startsWith('application/json'),
+          `content type ${small.headers.get('content-type')}`);
+    await small.json();
+    const controller = new AbortController();
+    const pending = post('/v1/chat/completions',
+                         { messages: [{ role: 'user', content: 'a long one' }], max_tokens: 8000,
+                           ignore_eos: true, temperature: 0 },
+                         { ...auth, 'Accept-Encoding': 'gzip' }, controller.signal)
+      .then((r) => r.text()).catch(() => 'aborted');
+    let during = await health();
+    for (let i = 0; i < 40 && during.running !== 1; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      during = await health();
+    }
+    eq(during.running, 1, 'running before the client gives up');
+    controller.abort();
+    await pending;
+    let h = await health();  // the heartbeat (once a second) finds the closed socket
+    for (let i = 0; i < 60 && h.running !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      h = await health();
+    }
+    eq([h.running, h.kv_blocks_free], [0, h.kv_blocks_total],
+       'health within 3 s of the disconnect (8000 tokens would take longer)');
+  });
+
   await test('a client that disconnects mid-stream frees its request', async () => {
     const controller = new AbortController();
     const r = await post('/v1/chat/completions',
@@ -392,11 +428,75 @@ try {
     await stillServes('a disconnect');
   });
 
+  // A connection that sends one header line every 500 ms (slowloris) keeps a cpp-httplib thread
+  // reading forever; a stop must not wait for it beyond --shutdown-timeout.
+  const trickle = (base) => {
+    const { hostname, port } = new URL(base);
+    const socket = net.connect(Number(port), hostname);
+    socket.on('error', () => {});
+    socket.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n');
+    const timer = setInterval(() => socket.write(`X-Slow-${Date.now()}: 1\r\n`), 500);
+    return () => { clearInterval(timer); socket.destroy(); };
+  };
+
+  // Another server of the demo model on a free port: { process, base, log(), exited() }.
+  const startServer = async (args) => {
+    const p = spawn(RUNNER, ['serve', '-m', DEMO, '--port', '0', '-t', '1', ...args],
+                    { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    let exit = null;
+    p.on('exit', (code, signal) => { exit = { code, signal }; });
+    const base = await new Promise((resolve, reject) => {
+      p.stderr.on('data', (d) => {
+        log += d;
+        const m = log.match(/hllm: serving .* on (http:\/\/[^/\s]+)\/v1/);
+        if (m) resolve(m[1]);
+      });
+      setTimeout(() => reject(new Error(`server not ready: ${log}`)), 60000);
+    });
+    const waitExit = async (ms) => {
+      for (let t = 0; t < ms && exit === null; t += 20) await new Promise((r) => setTimeout(r, 20));
+      if (exit === null) p.kill('SIGKILL');
+      return exit;
+    };
+    return { p, base, log: () => log, waitExit };
+  };
+
+  await test('SIGTERM within --shutdown-timeout despite a trickling client (exit 1)', async () => {
+    const s = await startServer(['--shutdown-timeout', '2']);
+    const stopTrickle = trickle(s.base);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    s.p.kill('SIGTERM');
+    const exit = await s.waitExit(10000);
+    stopTrickle();
+    eq(exit, { code: 1, signal: null }, 'exit after SIGTERM, held up past the deadline');
+    check(Date.now() - t0 < 5000, `exited ${Date.now() - t0} ms after SIGTERM (deadline 2 s)`);
+    check(s.log().includes('still waiting on connections'), `says why: ${s.log().slice(-200)}`);
+  });
+
+  await test('a second Ctrl-C exits at once', async () => {
+    const s = await startServer([]);
+    const stopTrickle = trickle(s.base);
+    await new Promise((r) => setTimeout(r, 300));
+    s.p.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    s.p.kill('SIGINT');
+    const exit = await s.waitExit(2000);
+    stopTrickle();
+    eq(exit, { code: 130, signal: null }, 'exit status after the second SIGINT');
+    check(Date.now() - t0 < 1500, `exited ${Date.now() - t0} ms after the second SIGINT`);
+    check(s.log().includes('second stop signal'), `says why: ${s.log().slice(-200)}`);
+  });
+
   await test('SIGTERM stops the server cleanly', async () => {
+    const t0 = Date.now();
     server.kill('SIGTERM');
-    // cpp-httplib lets keep-alive connections time out first (~3 s; more on a loaded machine).
+    // cpp-httplib lets keep-alive connections time out first (~3-5 s; more on a loaded machine),
+    // within the 20 s --shutdown-timeout given above; past it the exit status would be 1.
     for (let i = 0; i < 300 && serverExit === null; i++) await new Promise((r) => setTimeout(r, 50));
-    eq(serverExit, { code: 0, signal: null }, 'exit after SIGTERM');
+    eq(serverExit, { code: 0, signal: null }, `exit after SIGTERM (${Date.now() - t0} ms)`);
   });
 } catch (e) {
   failures++;

@@ -11,8 +11,9 @@
 // so a hash names a whole prefix, not only the block's own tokens (the K/V of a position depend on
 // every token before it). A new sequence whose prompt starts with the same tokens looks the chain
 // up block by block and shares what it finds instead of computing it again. Shared blocks are
-// full, so nobody ever writes into them again: no copy-on-write. The salt separates what must
-// not be shared (a different model, RoPE setting or per-request cache salt).
+// full, so nobody ever writes into them again: no copy-on-write. The salt separates requests
+// whose blocks must not be shared with each other (a per-request cache salt); one pool serves one
+// model with one RoPE setting, so those need no salt.
 //
 // A registered block stays findable after its last holder leaves: it goes to the queue's tail
 // and is only evicted (its hash forgotten) when allocate() reaches it — least recently freed
@@ -20,8 +21,9 @@
 // cached content is given up. A sequence's blocks are released last block first, so the end of a
 // chain is evicted before its start (a prefix without its end is still useful, not the reverse).
 //
-// A lookup checks each candidate's stored tokens and parent hash, so a 64-bit hash collision can
-// at worst miss a hit, never hand out the wrong K/V. Not thread-safe: the scheduler owns it.
+// A lookup checks each candidate's stored tokens and parent hash, so a wrong hit needs two
+// different prefixes whose 64-bit chain hashes collide and whose next blocks hold the same
+// tokens (odds ~2^-64 per lookup). Not thread-safe: the scheduler owns it.
 #pragma once
 
 #include <algorithm>
@@ -54,10 +56,7 @@ inline uint64_t kv_block_hash(uint64_t parent, std::span<const int32_t> tokens, 
 class BlockManager {
  public:
   BlockManager(int64_t n_blocks, int32_t block_size)
-      : block_size_(block_size), blocks_(static_cast<size_t>(n_blocks)) {
-    if (n_blocks <= 0 || n_blocks > INT32_MAX - 1)
-      fail("KV block pool: need 1 .. 2^31-2 blocks (got ", n_blocks, ")");
-    if (block_size <= 0) fail("KV block pool: block size must be positive (got ", block_size, ")");
+      : block_size_(checked_block_size(block_size)), blocks_(checked_count(n_blocks)) {
     // The free queue is a doubly linked list through next/prev with a sentinel (index n_blocks).
     next_.assign(static_cast<size_t>(n_blocks) + 1, SENTINEL_UNSET);
     prev_.assign(static_cast<size_t>(n_blocks) + 1, SENTINEL_UNSET);
@@ -182,6 +181,16 @@ class BlockManager {
 
  private:
   static constexpr int32_t SENTINEL_UNSET = -1;
+
+  static size_t checked_count(int64_t n_blocks) {
+    if (n_blocks <= 0 || n_blocks > INT32_MAX - 1)
+      fail("KV block pool: need 1 .. 2^31-2 blocks (got ", n_blocks, ")");
+    return static_cast<size_t>(n_blocks);
+  }
+  static int32_t checked_block_size(int32_t block_size) {
+    if (block_size <= 0) fail("KV block pool: block size must be positive (got ", block_size, ")");
+    return block_size;
+  }
 
   struct Block {
     int32_t refs = 0;

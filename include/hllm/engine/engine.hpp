@@ -46,7 +46,8 @@ class Engine {
   const EngineOptions& options() const { return core_.options(); }
 
   // Queues a request and returns its id. Throws hllm::Error when it can never run (empty prompt,
-  // prompt + max_tokens beyond max_model_len) and EngineBusy when the queue is full.
+  // prompt + max_tokens beyond max_model_len) and EngineBusy when the queue is full (preempted
+  // requests waiting to resume count too: they hold a place in line).
   uint64_t submit(EngineRequest request) {
     core_.validate(request);
     std::lock_guard lock(mutex_);

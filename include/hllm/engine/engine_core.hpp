@@ -16,11 +16,13 @@
 // pool runs out the newest sequence is preempted and later recomputed. Requests longer than the
 // context are refused at add().
 //
-// Batch invariance: every op computes each token's row the same way whatever else is in the step,
-// chunking included, and each request samples from its own seeded generator, so a request's
-// output depends neither on what runs beside it nor on preemption and prefix-cache hits. (Dynamic
-// NTK RoPE is the exception: its frequencies follow the longest sequence of a step, so prefix
-// caching is off for it.)
+// Batch invariance (CPU backend): every op computes each token's row the same way whatever else
+// is in the step, chunking included, and each request samples from its own seeded generator, so a
+// request's output depends neither on what runs beside it nor on preemption and prefix-cache hits.
+// The CUDA backend picks its attention split and GEMV/GEMM path by batch size, so there the same
+// holds only up to rounding. Dynamic NTK RoPE is an exception everywhere: its frequencies follow
+// the longest sequence of a step, so prefix caching is off for it, and a preempted sequence's
+// recomputed K/V can differ from those it had.
 #pragma once
 
 #include <algorithm>
@@ -147,7 +149,13 @@ class EngineCore {
       for (uint64_t id : running) end(id, FinishReason::cancelled, e.what());
       return;
     }
-    for (const auto& [id, token] : sampled) accept(id, token);
+    for (const auto& [id, token] : sampled) {
+      try {
+        accept(id, token);
+      } catch (const std::exception& e) {  // on_token threw: that request ends with the error
+        if (requests_.contains(id)) end(id, FinishReason::cancelled, e.what());
+      }
+    }
   }
 
   EngineStats stats() const {
@@ -292,7 +300,10 @@ class EngineCore {
     scheduler_.remove(id);
     ++finished_;
     if (before_finish_) before_finish_();
-    if (on_finish) on_finish(done);
+    try {
+      if (on_finish) on_finish(done);
+    } catch (...) {  // on_finish must not throw; the request is gone already, nothing to undo
+    }
   }
 
   LlamaModel& model_;

@@ -43,7 +43,6 @@ struct SchedulerOptions {
   int32_t block_size = 16;               // positions per block
   int64_t watermark_blocks = 1;          // kept free at admission while others run
   bool prefix_caching = true;
-  uint64_t salt = 0;  // part of every block hash: what else the K/V depend on (model, RoPE)
 };
 
 // `count` tokens of sequence `id` from position `begin` on, fed in one step.
@@ -64,7 +63,7 @@ struct StepPlan {
 struct SchedulerStats {
   int64_t running = 0, waiting = 0;
   int64_t blocks_total = 0, blocks_free = 0, blocks_cached = 0;
-  int64_t prefix_query_tokens = 0;  // tokens looked up at admission (prefix caching on)
+  int64_t prefix_query_tokens = 0;  // prompt tokens looked up at first admission (caching on)
   int64_t prefix_hit_tokens = 0;    // of which found in the cache
   int64_t preemptions = 0;
 };
@@ -91,7 +90,7 @@ class Scheduler {
     Seq s;
     s.id = id;
     s.tokens = std::move(prompt);
-    s.salt = kv_block_hash(options_.salt, {}, cache_salt);
+    s.salt = cache_salt;
     seqs_.emplace(id, std::move(s));
     waiting_.push_back(id);
   }
@@ -285,12 +284,12 @@ class Scheduler {
     s.blocks = std::move(table);
     s.computed = hit_tokens;
     s.registered = hit_tokens / bs;
-    if (!s.admitted) s.cached_tokens = hit_tokens;
-    s.admitted = true;
-    if (options_.prefix_caching) {
-      stats_.prefix_query_tokens += n;
+    if (!s.admitted && options_.prefix_caching) {  // prompts only: not the recompute of a
+      stats_.prefix_query_tokens += n;             // preempted sequence
       stats_.prefix_hit_tokens += hit_tokens;
     }
+    if (!s.admitted) s.cached_tokens = hit_tokens;
+    s.admitted = true;
     return true;
   }
 
@@ -300,8 +299,7 @@ class Scheduler {
     while (static_cast<int64_t>(s.hashes.size()) < n_blocks) {
       const size_t i = s.hashes.size();
       const uint64_t parent = i == 0 ? s.salt : s.hashes[i - 1];
-      s.hashes.push_back(
-          kv_block_hash(parent, std::span(s.tokens).subspan(i * bs, bs), options_.salt));
+      s.hashes.push_back(kv_block_hash(parent, std::span(s.tokens).subspan(i * bs, bs), s.salt));
     }
   }
 

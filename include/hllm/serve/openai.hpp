@@ -179,9 +179,16 @@ class OpenAiServer {
   using Request = httplib::Request;
   using Response = httplib::Response;
 
+  // JSON bodies carry an explicit charset. Besides being exact, it keeps cpp-httplib (up to at
+  // least 0.34) from gzipping them for clients that accept gzip — it compresses only the bare
+  // "application/json": a compressor would swallow the heartbeat spaces of a non-streaming
+  // response, so a client that gives up would not be noticed until the whole answer was
+  // generated. serve_openai checks this with a gzip-accepting client.
+  static constexpr const char* JSON_TYPE = "application/json; charset=utf-8";
+
   static void reply(Response& res, int status, const nlohmann::json& body) {
     res.status = status;
-    res.set_content(detail::dump(body), "application/json");
+    res.set_content(detail::dump(body), JSON_TYPE);
   }
   static void reply(Response& res, const ApiError& e) { reply(res, e.status, e.to_json()); }
 
@@ -362,7 +369,7 @@ class OpenAiServer {
       res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
     }
     res.set_chunked_content_provider(
-        job->request.stream ? "text/event-stream" : "application/json",
+        job->request.stream ? "text/event-stream" : JSON_TYPE,
         [this, job](size_t, httplib::DataSink& sink) {
           if (!run(*job, sink)) return false;
           sink.done();
