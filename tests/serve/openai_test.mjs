@@ -311,6 +311,23 @@ try {
     const h = await health();
     check(h.prefix_caching === true && h.prefix_cache_hit_rate > 0 && h.kv_blocks_cached > 0,
           `/health shows the cache: ${JSON.stringify(h)}`);
+
+    // vLLM's cache_salt: the same history under another salt shares nothing with it.
+    const hitsNow = async () => metric(await (await fetch(BASE + '/metrics')).text(),
+                                       'hllm_prefix_cache_hits_total');
+    const salted = { ...request, cache_salt: 'tenant-a' };
+    let h0 = await hitsNow();
+    const a1 = await client.chat.completions.create(salted);
+    eq(await hitsNow() - h0, 0, 'a new salt starts empty');
+    h0 = await hitsNow();
+    await client.chat.completions.create(salted);
+    eq(await hitsNow() - h0, Math.floor((prompt - 1) / 16) * 16, 'the same salt hits its blocks');
+    h0 = await hitsNow();
+    await client.chat.completions.create({ ...request, cache_salt: 'tenant-b' });
+    eq(await hitsNow() - h0, 0, 'another salt does not');
+    eq(a1.choices[0].message.content, first.choices[0].message.content, 'same answer salted');
+    const bad = await post('/v1/chat/completions', { ...request, cache_salt: 42 });
+    eq([bad.status, (await bad.json()).error.param], [400, 'cache_salt'], 'cache_salt 42');
   });
 
   await test('bad input: 4xx with an OpenAI error body, and the server keeps serving', async () => {

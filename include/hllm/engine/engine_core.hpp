@@ -109,8 +109,9 @@ class EngineCore {
     last_id_ = std::max(last_id_, id);
     if (requests_.contains(id)) fail("engine: request id ", id, " is in use");
     std::vector<int32_t> prompt = request.prompt;
+    const uint64_t salt = request.cache_salt;
     requests_.emplace(id, Request(std::move(request)));
-    scheduler_.add(id, std::move(prompt));
+    scheduler_.add(id, std::move(prompt), salt);
     return id;
   }
 

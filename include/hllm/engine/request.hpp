@@ -40,6 +40,7 @@ struct EngineRequest {
   int64_t max_tokens = 256;       // completion tokens at most
   std::vector<int64_t> stop_ids;  // ids that end the completion (not emitted)
   bool ignore_eos = false;        // keep going past stop ids
+  uint64_t cache_salt = 0;        // prefix-cache blocks are shared only among equal salts
   // Engine thread: each generated id as soon as it is sampled; return false to stop
   // (FinishReason::cancelled, e.g. the client went away or a stop string matched).
   std::function<bool(int32_t)> on_token;

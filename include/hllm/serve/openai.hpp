@@ -120,6 +120,14 @@ inline std::string bearer_token(std::string_view header) {
   return std::string(header);
 }
 
+// A request's cache_salt as the engine's 64-bit salt: FNV-1a over its bytes, never 0 (0 is the
+// shared cache). Two different salts colliding would only let them share blocks, as with no salt.
+inline uint64_t salt_of(std::string_view text) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h == 0 ? 1 : h;
+}
+
 // Compares in time independent of where the strings differ (the length may leak; the key may not).
 inline bool constant_time_equal(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -311,6 +319,7 @@ class OpenAiServer {
     }
     e.stop_ids = m.stop_ids;
     e.ignore_eos = r.ignore_eos;
+    if (!r.cache_salt.empty()) e.cache_salt = detail::salt_of(r.cache_salt);
     return e;
   }
 

@@ -89,6 +89,9 @@ struct CompletionRequest {
   bool ignore_eos = false;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // vLLM's extension: requests with different salts never share prefix-cache blocks (so one
+  // tenant cannot learn from cache timing what another sent). "" = the shared cache.
+  std::string cache_salt;
 };
 
 namespace detail {
@@ -283,6 +286,12 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
   }
   if (const auto* v = field("user"))
     if (!v->is_string()) bad_field("user", "'user' must be a string");
+  if (const auto* v = field("cache_salt")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty() ||
+        v->get_ref<const std::string&>().size() > 1024)
+      bad_field("cache_salt", "'cache_salt' must be a non-empty string of at most 1024 bytes");
+    r.cache_salt = v->get<std::string>();
+  }
   return r;
 }
 
