@@ -8,6 +8,9 @@
 # text must equal what the runner prints for the same request (`hllm run ... --temperature 0`).
 # Run: cmake -DSOURCE_DIR=<repo> -DBUILD_DIR=<hllm build> -DWORK_DIR=<scratch> -DMODEL_DIR=<model>
 #        -DRUNNER=<hllm binary> [-DGENERATOR=Ninja] [-DMAKE_PROGRAM=...] [-DCXX_COMPILER=...] -P tests/consumer_test.cmake
+set(SCRIPT_TEST_NAME consumer_package)
+include(${CMAKE_CURRENT_LIST_DIR}/script_util.cmake)
+
 foreach(var IN ITEMS SOURCE_DIR BUILD_DIR WORK_DIR MODEL_DIR RUNNER)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "consumer_package: -D${var}=... is required")
@@ -27,24 +30,10 @@ if(PREFIX_PATH)
   string(REPLACE "|" ":" prefixes "${PREFIX_PATH}")
   set(ENV{CMAKE_PREFIX_PATH} "${prefixes}:$ENV{CMAKE_PREFIX_PATH}")
 endif()
-if(GENERATOR)
-  list(APPEND configure_args -G ${GENERATOR})
-endif()
-if(MAKE_PROGRAM)
-  list(APPEND configure_args -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
-endif()
+append_generator_args(configure_args)
 if(CXX_COMPILER)
   list(APPEND configure_args -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
 endif()
-
-# Runs one step; on failure prints its output and stops the test, naming the step.
-function(step what)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "consumer_package: ${what} failed (${rc}):\n${out}")
-  endif()
-  message(STATUS "consumer_package: ${what}: ok")
-endfunction()
 
 # Configures, builds and runs examples/consumer in `dir` with the extra configure arguments.
 function(build_and_run how dir)

@@ -13,6 +13,9 @@
 #        [-DPREFIX_PATH=<CMAKE_PREFIX_PATH, "|" for ";", where to find nlohmann_json>]
 #        -P tests/fuzz_test.cmake
 # A long campaign by hand: tests/fuzz/README.md.
+set(SCRIPT_TEST_NAME fuzz_smoke)
+include(${CMAKE_CURRENT_LIST_DIR}/script_util.cmake)
+
 foreach(var IN ITEMS SOURCE_DIR WORK_DIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "fuzz_smoke: -D${var}=... is required")
@@ -58,22 +61,9 @@ if(NOT rc EQUAL 0)
 endif()
 
 # ---- Build ----------------------------------------------------------------------------------------
-function(step what)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "fuzz_smoke: ${what} failed (${rc}):\n${out}")
-  endif()
-  message(STATUS "fuzz_smoke: ${what}: ok")
-endfunction()
-
 set(build ${WORK_DIR}/build)
 set(configure_args -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DHLLM_SOURCE_DIR=${SOURCE_DIR})
-if(GENERATOR)
-  list(APPEND configure_args -G ${GENERATOR})
-endif()
-if(MAKE_PROGRAM)
-  list(APPEND configure_args -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
-endif()
+append_generator_args(configure_args)
 if(PREFIX_PATH)
   string(REPLACE "|" ";" PREFIX_PATH "${PREFIX_PATH}")
   list(APPEND configure_args "-DCMAKE_PREFIX_PATH=${PREFIX_PATH}")

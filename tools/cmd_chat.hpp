@@ -49,11 +49,8 @@ inline void add_chat_command(CLI::App& app) {
     TextModel m = load_text_model(options->model);
     const bool interactive = isatty(STDIN_FILENO) != 0;
     install_interrupt_handler();
-    EngineOptions engine;
-    engine.max_num_seqs = 1;
-    engine.max_model_len = m.context;
-    engine.kv_cache_tokens = m.context;
-    EngineCore core(m.loaded->model, engine);
+    EngineCore core(m.loaded->model,
+                    EngineOptions::one_sequence(m.context, /*prefix_caching=*/true));
     uint64_t turn = 0;
     std::vector<ChatMessage> history;
     if (!options->system.empty()) history.push_back({"system", options->system});

@@ -53,6 +53,16 @@ struct EngineOptions {
   int64_t max_num_batched_tokens = 0;
   bool prefix_caching = true;  // share computed KV blocks between requests with the same prefix
   int64_t max_waiting = 256;   // queued requests beyond which Engine::submit refuses (HTTP 429)
+
+  // One sequence at a time with a pool of exactly `context` positions (run, chat).
+  static EngineOptions one_sequence(int64_t context, bool prefix_caching) {
+    EngineOptions o;
+    o.max_num_seqs = 1;
+    o.max_model_len = context;
+    o.kv_cache_tokens = context;
+    o.prefix_caching = prefix_caching;
+    return o;
+  }
 };
 
 struct EngineStats {
@@ -108,9 +118,9 @@ class EngineCore {
     if (id == 0) id = ++last_id_;
     last_id_ = std::max(last_id_, id);
     if (requests_.contains(id)) fail("engine: request id ", id, " is in use");
-    std::vector<int32_t> prompt = request.prompt;
+    std::vector<int32_t> prompt = std::move(request.prompt);  // the scheduler keeps the tokens
     const uint64_t salt = request.cache_salt;
-    requests_.emplace(id, Request(std::move(request)));
+    requests_.emplace(id, Request(std::move(request), static_cast<int64_t>(prompt.size())));
     scheduler_.add(id, std::move(prompt), salt);
     return id;
   }
@@ -122,12 +132,12 @@ class EngineCore {
     return true;
   }
 
-  // Ends every request (cancelled, with `error` when it is not empty).
-  void abort_all(const std::string& error = "") {
+  // Ends every request (cancelled), oldest first.
+  void abort_all() {
     std::vector<uint64_t> ids;
     for (const auto& [id, r] : requests_) ids.push_back(id);
     std::sort(ids.begin(), ids.end());
-    for (uint64_t id : ids) end(id, FinishReason::cancelled, error);
+    for (uint64_t id : ids) end(id, FinishReason::cancelled, "");
   }
 
   bool has_work() const { return !requests_.empty(); }
@@ -177,10 +187,12 @@ class EngineCore {
 
  private:
   struct Request {
-    EngineRequest request;
+    EngineRequest request;  // its prompt moved to the scheduler
+    int64_t prompt_tokens;
     Sampler sampler;
     int64_t generated = 0;
-    explicit Request(EngineRequest r) : request(std::move(r)), sampler(request.sampling) {}
+    Request(EngineRequest r, int64_t prompt)
+        : request(std::move(r)), prompt_tokens(prompt), sampler(request.sampling) {}
   };
 
   static EngineOptions resolve(EngineOptions o, LlamaModel& model) {
@@ -291,7 +303,7 @@ class EngineCore {
     const auto it = requests_.find(id);
     RequestEnd done;
     done.reason = reason;
-    done.prompt_tokens = static_cast<int64_t>(it->second.request.prompt.size());
+    done.prompt_tokens = it->second.prompt_tokens;
     done.completion_tokens = it->second.generated;
     done.cached_tokens = std::min(scheduler_.cached_tokens(id), done.prompt_tokens);
     done.error = error;

@@ -40,12 +40,8 @@ inline GenerationResult generate_text(LlamaModel& model, const Tokenizer& tokeni
   if (max_new_tokens < 1 || (total > context && !extends))
     fail("generate_text: ", prompt.size(), " prompt tokens + ", max_new_tokens,
          " new tokens must be within the model's context of ", context, " tokens (and >= 1 new)");
-  EngineOptions engine;
-  engine.max_num_seqs = 1;
-  engine.max_model_len = total;
-  engine.kv_cache_tokens = total;
-  engine.prefix_caching = false;  // one request: nothing to share
-  EngineCore core(model, engine);
+  // One request: nothing to share with a later one.
+  EngineCore core(model, EngineOptions::one_sequence(total, /*prefix_caching=*/false));
   StreamDecoder text(tokenizer);
   const GenerationOptions options{max_new_tokens, {stop_ids.begin(), stop_ids.end()}, ignore_eos};
   GenerationResult result =

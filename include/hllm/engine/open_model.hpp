@@ -4,8 +4,9 @@
 //
 //   std::unique_ptr<hllm::LoadedModel> m = hllm::open_model("Meta-Llama-3-8B-Instruct");
 //   std::vector<int32_t> prompt = hllm::encode_prompt(*m->tokenizer, messages);
-//   hllm::EngineCore core(m->model, {.max_num_seqs = 1});     (engine/engine_core.hpp)
-//   hllm::generate(core, prompt, m->sampling, options, on_token) (engine/generate.hpp)
+//   hllm::EngineCore core(m->model, hllm::EngineOptions::one_sequence(8192, true));
+//   hllm::generate(core, prompt, m->sampling, options, on_token);
+//                                      (engine/engine_core.hpp, engine/generate.hpp)
 //
 // The runner's run, chat, serve, perplexity, bench, generate and logits commands open models only
 // through here, so they agree on what a model folder means.
