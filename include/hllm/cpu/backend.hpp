@@ -1,7 +1,8 @@
 // CpuBackend: the fp32 reference implementation of the Backend interface, vectorized (cpu/simd.hpp)
 // and threaded over one ThreadPool. Weights stay where they are (the mmap'd checkpoint) in their
-// stored dtype and are widened to fp32 as they are read; INT4 weights (layout/int4_tiles.hpp) are
-// dequantized on the fly by cpu/int4_matmul.hpp.
+// stored dtype and are widened to fp32 as they are read; INT4 weights (layout/int4_tiles.hpp) and
+// GGUF's ggml blocks (layout/ggml_blocks.hpp) are dequantized on the fly by cpu/int4_matmul.hpp and
+// cpu/ggml_matmul.hpp.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/activation.hpp"
 #include "hllm/cpu/attention_paged.hpp"
+#include "hllm/cpu/ggml_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
@@ -64,10 +66,13 @@ class CpuBackend final : public Backend {
     rope_ = step.rope;
   }
 
-  void embedding(const Tensor& table, const Tensor& out) override {
-    const int64_t dim = table.dim(1);
+  void embedding(const Linear& weight, const Tensor& out) override {
+    if (weight.is_int4()) fail("embedding: an INT4 embedding table is not supported");
+    const int64_t dim = weight.in_features();
+    const Tensor& table = weight.dense;
     pool_.parallel_for(static_cast<int64_t>(ids_.size()), [&](int64_t t) {
       float* dst = out.as<float>() + t * dim;
+      if (weight.is_ggml()) return cpu::ggml_dequant_row_fast(weight.ggml, ids_[t], dst);
       const int64_t row = ids_[t] * dim;
       switch (table.dtype) {
         case DType::bf16:
@@ -93,6 +98,7 @@ class CpuBackend final : public Backend {
   }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
     if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
+    if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
     cpu::matmul(x, weight.dense, out, pool_);
   }
   void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,

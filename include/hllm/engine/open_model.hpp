@@ -1,4 +1,4 @@
-// A model ready to run, in one call: a Hugging Face model folder -> weights (mmap'd, validated,
+// A model ready to run, in one call: a Hugging Face model folder or a GGUF file -> weights (mmap'd, validated,
 // GPTQ repacked), its tokenizer and chat format, a backend (cpu | cuda | auto), the Llama forward
 // pass, and the sampling defaults and stop tokens the checkpoint ships with.
 //
@@ -29,6 +29,7 @@
 #include "hllm/model/cuda_entry.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
+#include "hllm/tokenizer/gguf_tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer_load.hpp"
 
@@ -41,8 +42,7 @@ inline std::unique_ptr<Backend> make_backend(std::string_view device, int thread
                                              const LlamaConfig& config) {
   if (device == "cuda") {
     if (!cuda_supports(config))  // refused by name whatever the machine
-      fail("device cuda: head_dim ", config.head_dim,
-           " is not supported by the CUDA kernels (64 or 128); use device cpu");
+      fail("device cuda: ", cuda_refusal(config), "; use device cpu");
     if (!cuda_built_in()) make_cuda_backend();  // throws: says how to build with CUDA
     if (cuda_device_count() == 0) fail("device cuda: no GPU found");
     return make_cuda_backend();
@@ -93,7 +93,7 @@ struct LoadedModel {
 
   LoadedModel(const std::filesystem::path& dir, const OpenOptions& options)
       : folder(open_model_folder(dir, options.config)),
-        tokenizer(open_tokenizer(dir, options, folder.config)),
+        tokenizer(open_tokenizer(folder, options)),
         backend(prefetched_backend(folder, options)),
         model(folder.config, folder.weights, *backend),
         stop_ids(stop_ids_of(folder, tokenizer)),
@@ -103,11 +103,13 @@ struct LoadedModel {
   std::string backend_description() const { return describe_backend(*backend); }
 
  private:
-  static std::optional<Tokenizer> open_tokenizer(const std::filesystem::path& dir,
-                                                 const OpenOptions& options,
-                                                 const LlamaConfig& config) {
+  static std::optional<Tokenizer> open_tokenizer(const ModelFolder& folder,
+                                                 const OpenOptions& options) {
     if (!options.load_tokenizer) return std::nullopt;
-    Tokenizer tokenizer = load_tokenizer(options.tokenizer.empty() ? dir : options.tokenizer);
+    const LlamaConfig& config = folder.config;
+    Tokenizer tokenizer = !options.tokenizer.empty() ? load_tokenizer(options.tokenizer)
+                          : folder.gguf             ? tokenizer_from_gguf(*folder.gguf)
+                                                    : load_tokenizer(folder.dir);
     if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
       fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",
            config.vocab_size, " (wrong tokenizer?)");
@@ -116,7 +118,7 @@ struct LoadedModel {
 
   static std::unique_ptr<Backend> prefetched_backend(const ModelFolder& folder,
                                                      const OpenOptions& options) {
-    if (options.prefetch) prefetch_weights(folder.checkpoint, options.progress);
+    if (options.prefetch) prefetch_weights(folder, options.progress);
     return make_backend(options.device, options.threads, folder.config);
   }
 

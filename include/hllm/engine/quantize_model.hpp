@@ -71,7 +71,7 @@ class HessianRecorder final : public Backend {
   Linear upload_linear(const Linear& host) override { return inner_.upload_linear(host); }
   void to_host_f32(const Tensor& x, std::span<float> out) override { inner_.to_host_f32(x, out); }
   void begin_step(const Step& step) override { inner_.begin_step(step); }
-  void embedding(const Tensor& table, const Tensor& out) override { inner_.embedding(table, out); }
+  void embedding(const Linear& table, const Tensor& out) override { inner_.embedding(table, out); }
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
     inner_.rmsnorm(x, weight, eps, out);
   }

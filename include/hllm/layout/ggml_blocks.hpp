@@ -29,6 +29,7 @@
 #include <string_view>
 
 #include "hllm/core/dtype.hpp"
+#include "hllm/core/tensor.hpp"
 
 namespace hllm {
 
@@ -241,6 +242,23 @@ inline void ggml_dequant_block(GgmlType type, const uint8_t* block, float* out) 
       return;  // unsupported types never reach a tensor (the loader refuses them by name)
   }
 }
+
+// A matrix [out, in] of ggml blocks, wherever it lives: a view (the GGUF mapping, or memory a
+// Linear owns).
+struct GgmlView {
+  GgmlType type = GgmlType::Q4_0;
+  const uint8_t* data = nullptr;  // out rows of row_bytes() each
+  int64_t out = 0;
+  int64_t in = 0;  // a multiple of the type's block_elems
+  Device device = Device::cpu;
+
+  int64_t row_bytes() const {
+    const GgmlTypeInfo info = ggml_type_info(type);
+    return in / info.block_elems * info.block_bytes;
+  }
+  size_t nbytes() const { return static_cast<size_t>(out * row_bytes()); }
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }
+};
 
 // A whole row: in / block_elems blocks at `row` -> `in` floats.
 inline void ggml_dequant_row(GgmlType type, const uint8_t* row, int64_t in, float* out) {

@@ -89,7 +89,8 @@ class Backend {
   // A view of the host weight that this backend's ops can read (CPU: the same memory; a GPU backend
   // copies it to the device and keeps it alive as long as the backend lives).
   virtual Tensor upload_weight(const Tensor& host) = 0;
-  // The same for a linear layer's weight, dense or INT4; the returned Linear keeps any copy alive.
+  // The same for a linear layer's weight, dense, INT4 or ggml blocks (a backend without kernels
+  // for a kind refuses it, naming the storage); the returned Linear keeps any copy alive.
   virtual Linear upload_linear(const Linear& host) = 0;
   // Copies an activation tensor (or fp32 logits) to host memory as fp32.
   virtual void to_host_f32(const Tensor& x, std::span<float> out) = 0;
@@ -102,14 +103,16 @@ class Backend {
   // capture changes (token count, buffers, cache) — step inputs excepted.
   virtual void run_step(uint64_t key, const std::function<void()>& ops) { (void)key, ops(); }
 
-  // out[t, :] = table[ids[t], :] for the step's ids (range-checked by the caller).
-  virtual void embedding(const Tensor& table, const Tensor& out) = 0;
+  // out[t, :] = table[ids[t], :] for the step's ids (range-checked by the caller); the table is
+  // a [vocab, hidden] Linear (dense, or ggml blocks dequantized row by row).
+  virtual void embedding(const Linear& table, const Tensor& out) = 0;
   // out = weight * x / rms(x) per row (out may alias x).
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   // x += y, then out = rmsnorm(x) (the residual add fused with the next norm).
   virtual void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps,
                            const Tensor& out) = 0;
-  // out[n, out_features] = x[n, in_features] · weightᵀ (dense or INT4, dequantized on the fly);
+  // out[n, out_features] = x[n, in_features] · weightᵀ (dense, INT4 or ggml blocks, dequantized on
+  // the fly);
   // out is activation_dtype() or f32.
   virtual void matmul(const Tensor& x, const Linear& weight, const Tensor& out) = 0;
   // Rotates q [n, n_heads, head_dim] in place and k [n, n_kv_heads, head_dim] by the step's

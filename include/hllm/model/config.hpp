@@ -44,6 +44,10 @@ struct RopeScaling {
   std::optional<double> mscale;            // yarn (DeepSeek style): attention factor numerator
   std::optional<double> mscale_all_dim;    // yarn (DeepSeek style): attention factor denominator
   bool truncate = true;                    // yarn: round the ramp bounds to whole dimensions
+  // llama3 as a GGUF file stores it (the rope_freqs tensor): inv_freq[i] is divided by
+  // freq_divisors[i], which llama.cpp's converter computed from the four llama3 fields above
+  // (so those are unknown). Empty: the llama3 formula from the fields.
+  std::vector<double> freq_divisors;
 };
 
 struct LlamaConfig {

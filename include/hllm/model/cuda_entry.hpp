@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "hllm/core/error.hpp"
 #include "hllm/model/backend.hpp"
@@ -34,10 +35,18 @@ inline const CudaEntryPoints*& cuda_entry_points() {
 inline bool cuda_built_in() { return cuda_entry_points() != nullptr; }
 
 // The one rule for which models the CUDA kernels cover: head_dim 64 or 128 (every Llama-3 size:
-// the attention kernels are instantiated for those two); others run on the CPU.
-inline bool cuda_supports(const LlamaConfig& config) {
-  return config.head_dim == 128 || config.head_dim == 64;
+// the attention kernels are instantiated for those two) and no GGUF block-quantized weights (no
+// CUDA kernels for them yet); others run on the CPU. Returns why not, or "" when they do.
+inline std::string cuda_refusal(const LlamaConfig& config) {
+  if (config.quant.method == QuantMethod::ggml)
+    return "GGUF block-quantized weights (Q4_K, Q6_K, ...) have no CUDA kernels yet";
+  if (config.head_dim != 128 && config.head_dim != 64)
+    return "head_dim " + std::to_string(config.head_dim) +
+           " is not supported by the CUDA kernels (64 or 128)";
+  return "";
 }
+
+inline bool cuda_supports(const LlamaConfig& config) { return cuda_refusal(config).empty(); }
 
 inline int cuda_device_count() { return cuda_built_in() ? cuda_entry_points()->device_count() : 0; }
 

@@ -1,17 +1,21 @@
-// Linear: the weight of one linear layer as the Backend sees it, dense or INT4.
+// Linear: the weight of one linear layer (or the embedding table) as the Backend sees it: dense,
+// INT4 or ggml blocks.
 //
 //   dense: Tensor [out_features, in_features] (nn.Linear layout; bf16 / f16 / f32)
 //   int4:  Int4View in hllm's tile layout (layout/int4_tiles.hpp), repacked from GPTQ at load
+//   ggml:  GgmlView of a GGUF file's quantized blocks (layout/ggml_blocks.hpp), rows as stored
 //
-// `owner` keeps whatever memory the views point into alive (the repacked host tiles, or a device
-// copy made by Backend::upload_linear); dense views of an mmap'd checkpoint have no owner here:
-// the Checkpoint (ModelFolder) keeps them alive.
+// `owner` keeps whatever memory the views point into alive (the repacked host tiles, rows copied
+// at load, or a device copy made by Backend::upload_linear); views of an mmap'd file have no
+// owner here: the file (Checkpoint, GgufFile) keeps them alive.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "hllm/core/tensor.hpp"
+#include "hllm/layout/ggml_blocks.hpp"
 #include "hllm/quant/int4.hpp"
 
 namespace hllm {
@@ -19,20 +23,44 @@ namespace hllm {
 struct Linear {
   Tensor dense;                 // [out, in] when !is_int4()
   Int4View int4;                // when is_int4()
-  std::shared_ptr<void> owner;  // keeps the int4 memory alive; may be null
+  GgmlView ggml;                // when is_ggml()
+  std::shared_ptr<void> owner;  // keeps the int4 / copied memory alive; may be null
 
   Linear() = default;
   Linear(const Tensor& weight) : dense(weight) {}  // NOLINT: a dense weight is a Linear
   Linear(const Int4View& view, std::shared_ptr<void> memory)
       : int4(view), owner(std::move(memory)) {}
+  Linear(const GgmlView& view, std::shared_ptr<void> memory)
+      : ggml(view), owner(std::move(memory)) {}
 
   bool is_int4() const { return int4.tiles != nullptr; }
-  bool empty() const { return !is_int4() && dense.empty(); }
-  int64_t in_features() const { return is_int4() ? int4.in : dense.dim(1); }
-  int64_t out_features() const { return is_int4() ? int4.out : dense.dim(0); }
-  Device device() const { return is_int4() ? int4.device : dense.device; }
-  // Bytes a matmul reads for the weight (tiles with their scales, or the dense tensor).
-  size_t nbytes() const { return is_int4() ? int4.nbytes() : dense.nbytes(); }
+  bool is_ggml() const { return ggml.data != nullptr; }
+  bool is_dense() const { return !is_int4() && !is_ggml(); }
+  bool empty() const { return is_dense() && dense.empty(); }
+  int64_t in_features() const {
+    return is_int4() ? int4.in : is_ggml() ? ggml.in : dense.dim(1);
+  }
+  int64_t out_features() const {
+    return is_int4() ? int4.out : is_ggml() ? ggml.out : dense.dim(0);
+  }
+  Device device() const {
+    return is_int4() ? int4.device : is_ggml() ? ggml.device : dense.device;
+  }
+  // Bytes a matmul reads for the weight (tiles with their scales, blocks, or the dense tensor).
+  size_t nbytes() const {
+    return is_int4() ? int4.nbytes() : is_ggml() ? ggml.nbytes() : dense.nbytes();
+  }
+  // The first byte of the weight, whatever its kind (tells a tied lm_head from a copy).
+  const void* data() const {
+    return is_int4() ? static_cast<const void*>(int4.tiles)
+                     : is_ggml() ? static_cast<const void*>(ggml.data) : dense.data;
+  }
+  // "BF16", "INT4", "Q4_K": what the weight is stored as.
+  std::string storage_name() const {
+    if (is_int4()) return "INT4";
+    if (is_ggml()) return std::string(ggml_type_info(ggml.type).name);
+    return std::string(dtype_name(dense.dtype));
+  }
 };
 
 // Host INT4 weight that owns its tiles.

@@ -1,24 +1,30 @@
-// Opening a model folder as people download it from the Hugging Face hub:
-//   config.json, generation_config.json (optional),
-//   model.safetensors or sharded model-*.safetensors,
-//   for GPTQ checkpoints the quantization_config in config.json or, when that is absent,
-//   AutoGPTQ's quantize_config.json.
+// Opening a model as people download it:
+// - a Hugging Face folder: config.json, generation_config.json (optional), model.safetensors or
+//   sharded model-*.safetensors, for GPTQ checkpoints the quantization_config in config.json or,
+//   when that is absent, AutoGPTQ's quantize_config.json;
+// - a GGUF file (llama.cpp, Ollama, LM Studio): one file with the config, the weights and the
+//   tokenizer inside (model/gguf_load.hpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
+#include "hllm/io/gguf.hpp"
 #include "hllm/io/json.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/config.hpp"
 #include "hllm/model/config_json.hpp"
+#include "hllm/model/gguf_load.hpp"
 #include "hllm/model/weights.hpp"
 #include "hllm/model/weights_load.hpp"
 #include "hllm/quant/gptq_config_json.hpp"
@@ -26,9 +32,10 @@
 namespace hllm {
 
 struct ModelFolder {
-  std::filesystem::path dir;
+  std::filesystem::path dir;  // the folder, or the .gguf file
   LlamaConfig config;
-  Checkpoint checkpoint;         // owns the mmap'd weights the dense views below point into
+  Checkpoint checkpoint;  // a folder's mmap'd weights, which the dense views below point into
+  std::shared_ptr<const GgufFile> gguf;  // a GGUF file's mapping and metadata (null for folders)
   LlamaWeights weights;          // host views, validated against config; INT4 projections own
                                  // their repacked tiles (Linear::owner)
   GenerationConfig generation;   // generation_config.json (all defaults when there is none)
@@ -36,21 +43,44 @@ struct ModelFolder {
                                  // config.json's
 };
 
+// True for a path that names a GGUF file (by its ".gguf" name, or its first four bytes).
+inline bool is_gguf_file(const std::filesystem::path& path) {
+  if (!std::filesystem::is_regular_file(path)) return false;
+  if (path.extension() == ".gguf") return true;
+  char magic[4] = {};
+  std::ifstream in(path, std::ios::binary);
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+inline ModelFolder open_gguf_model(const std::filesystem::path& path) {
+  ModelFolder model;
+  model.dir = path;
+  model.gguf = std::make_shared<const GgufFile>(path);
+  model.config = gguf_llama_config(*model.gguf);
+  model.weights = gguf_llama_weights(*model.gguf, model.config);
+  model.eos_ids = model.config.eos_token_ids;
+  return model;
+}
+
 // config_override: a config.json to use instead of the folder's (e.g. a RoPE-scaled variant).
 inline ModelFolder open_model_folder(
     const std::filesystem::path& dir,
     const std::optional<std::filesystem::path>& config_override = {}) {
+  if (is_gguf_file(dir)) {
+    if (config_override) fail("--config applies to model folders, not to GGUF files");
+    return open_gguf_model(dir);
+  }
   if (std::filesystem::is_regular_file(dir))
     fail(dir.string(),
-         " is a file: hllm opens Hugging Face model folders (config.json + "
-         "*.safetensors, as downloaded from the hub); GGUF files are not supported yet");
+         " is neither a model folder (config.json + *.safetensors, as downloaded from the "
+         "Hugging Face hub) nor a GGUF file");
   if (!std::filesystem::is_directory(dir))
     fail("model folder ", dir.string(), " does not exist or is not a folder");
   const std::filesystem::path config_path = config_override.value_or(dir / "config.json");
   if (!std::filesystem::exists(config_path))
     fail(config_path.string(), " not found (a HF model folder has one)");
 
-  ModelFolder model{dir, load_llama_config(config_path), Checkpoint::open(dir), {}, {}, {}};
+  ModelFolder model{dir, load_llama_config(config_path), Checkpoint::open(dir), {}, {}, {}, {}};
   const std::filesystem::path quantize_config = dir / "quantize_config.json";
   if (!model.config.quant.quantized() && std::filesystem::exists(quantize_config))
     model.config.quant = parse_quant_config(read_json_file(quantize_config),
@@ -65,18 +95,30 @@ inline ModelFolder open_model_folder(
 // Called now and then while weights are read: bytes read so far, bytes in all.
 using LoadProgress = std::function<void(double done_bytes, double total_bytes)>;
 
-// Reads every page of the mapped checkpoint once (one byte per 4 KiB page faults it in), so the
+// Reads every page of the mapped weights once (one byte per 4 KiB page faults it in), so the
 // first forward pass does not pay for the disk silently; `progress` may report it.
-inline void prefetch_weights(const Checkpoint& checkpoint, const LoadProgress& progress = {}) {
-  const double total = static_cast<double>(checkpoint.total_bytes());
-  double done = 0.0;
+inline void prefetch_weights(const ModelFolder& model, const LoadProgress& progress = {}) {
+  struct Region {
+    const void* data;
+    size_t nbytes;
+  };
+  std::vector<Region> regions;
+  if (model.gguf) {
+    for (const GgufTensorInfo& t : model.gguf->tensors()) regions.push_back({t.data, t.nbytes});
+  } else {
+    for (const std::string& name : model.checkpoint.names()) {
+      const Tensor t = model.checkpoint.tensor(name);
+      regions.push_back({t.data, t.nbytes()});
+    }
+  }
+  double total = 0.0, done = 0.0;
+  for (const Region& r : regions) total += static_cast<double>(r.nbytes);
   unsigned checksum = 0;  // keeps the reads from being optimized away
   constexpr size_t PAGE = 4096;
-  for (const std::string& name : checkpoint.names()) {
-    const Tensor t = checkpoint.tensor(name);
-    const auto* bytes = static_cast<const volatile unsigned char*>(t.data);
-    for (size_t offset = 0; offset < t.nbytes(); offset += PAGE) checksum += bytes[offset];
-    done += static_cast<double>(t.nbytes());
+  for (const Region& r : regions) {
+    const auto* bytes = static_cast<const volatile unsigned char*>(r.data);
+    for (size_t offset = 0; offset < r.nbytes; offset += PAGE) checksum += bytes[offset];
+    done += static_cast<double>(r.nbytes);
     if (progress) progress(done, total);
   }
   (void)checksum;

@@ -18,7 +18,8 @@
 //   dynamic : theta' = theta * (factor * L / max_pos - (factor - 1))^(d / (d - 2)),
 //             L = max(seq_len, max_pos)
 //   llama3  : wavelengths 2π/inv_freq above orig/low_freq_factor are divided by factor, below
-//             orig/high_freq_factor kept, and blended linearly in between
+//             orig/high_freq_factor kept, and blended linearly in between (or, from a GGUF file,
+//             each inv_freq divided by the divisor the file stores for it)
 //   yarn    : per-dimension blend of interpolated (inv_freq / factor) and original frequencies
 //             with a linear ramp between the dims that make beta_fast and beta_slow rotations
 //             over orig ctx; cos and sin are scaled by attention_factor
@@ -141,7 +142,10 @@ inline RopeTable rope_table(const LlamaConfig& c, int64_t seq_len = 0) {
       for (double& f : inv_freq) f /= s.factor;
       break;
     case RopeType::llama3:
-      detail::apply_llama3_scaling(inv_freq, s);
+      if (s.freq_divisors.size() == inv_freq.size())
+        for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] /= s.freq_divisors[i];
+      else
+        detail::apply_llama3_scaling(inv_freq, s);
       break;
     case RopeType::yarn:
       attention_factor = detail::apply_yarn_scaling(inv_freq, s, c);

@@ -40,10 +40,10 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
-  Tensor embed;  // [vocab, hidden]
+  Linear embed;  // [vocab, hidden]: dense, or ggml blocks (GGUF); never INT4
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
-  Linear lm_head;     // [vocab, hidden], dense; the same view as embed when tied
+  Linear lm_head;     // [vocab, hidden]; the same view as embed when tied
 };
 
 }  // namespace hllm

@@ -13,7 +13,9 @@
 
 namespace hllm {
 
-enum class QuantMethod { none, gptq };
+// ggml: a GGUF file whose weights are (partly) ggml blocks, one type per tensor (Q4_K, Q6_K, ...);
+// the fields below then do not apply.
+enum class QuantMethod { none, gptq, ggml };
 
 struct QuantConfig {
   QuantMethod method = QuantMethod::none;

@@ -111,6 +111,9 @@ class CudaBackend final : public Backend {
   }
 
   Linear upload_linear(const Linear& host) override {
+    if (host.is_ggml())
+      fail("CUDA backend: ", host.storage_name(),
+           " weights (GGUF blocks) have no CUDA kernels yet; run with --device cpu");
     if (!host.is_int4()) return Linear(upload_weight(host.dense));
     const Int4View& h = host.int4;
     auto tiles = device_memory(h.nbytes());
@@ -226,11 +229,12 @@ class CudaBackend final : public Backend {
 
   // ---- ops ------------------------------------------------------------------------------------
 
-  void embedding(const Tensor& table, const Tensor& out) override {
-    check_bf16(table, "embedding table");
-    cuda::launch_embedding(bf(table), step_i32(layout_.ids), n_tokens_,
-                           static_cast<int>(table.dim(1)), static_cast<int>(table.dim(0)), bf(out),
-                           stream_);
+  void embedding(const Linear& table, const Tensor& out) override {
+    if (!table.is_dense()) fail("CUDA backend: the embedding table must be dense");
+    check_bf16(table.dense, "embedding table");
+    cuda::launch_embedding(bf(table.dense), step_i32(layout_.ids), n_tokens_,
+                           static_cast<int>(table.dense.dim(1)),
+                           static_cast<int>(table.dense.dim(0)), bf(out), stream_);
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
