@@ -42,13 +42,13 @@ TEST_P(DequantGolden, FirstRowsEqualGgufPy) {
     std::vector<float> row(static_cast<size_t>(in));
     int64_t worst = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      hllm::ggml_dequant_row(t->type, reinterpret_cast<const uint8_t*>(t->data) + r * row_bytes,
-                             in, row.data());
+      hllm::ggml_dequant_row(t->type, reinterpret_cast<const uint8_t*>(t->data) + r * row_bytes, in,
+                             row.data());
       for (int64_t i = 0; i < in; ++i)
         worst = std::max(worst, ulp_distance(row[i], expected.as<float>()[r * in + i]));
     }
-    EXPECT_LE(worst, 1) << GetParam() << " " << name << " ("
-                        << hllm::ggml_type_info(t->type).name << ")";
+    EXPECT_LE(worst, 1) << GetParam() << " " << name << " (" << hllm::ggml_type_info(t->type).name
+                        << ")";
   }
 }
 
@@ -92,7 +92,7 @@ TEST(GgmlBlocks, SmallBlockTypesFollowTheirDefinition) {
     qs4[i] = static_cast<uint8_t>(code4(i) | code4(i + 16) << 4);
     qs5[i] = static_cast<uint8_t>((code5(i) & 15) | (code5(i + 16) & 15) << 4);
     qh |= static_cast<uint32_t>(code5(i) >> 4) << i | static_cast<uint32_t>(code5(i + 16) >> 4)
-                                                            << (i + 16);
+                                                          << (i + 16);
   }
   const auto cat = [](std::initializer_list<std::vector<uint8_t>> parts) {
     std::vector<uint8_t> out;

@@ -27,7 +27,8 @@ class GgufGolden : public testing::TestWithParam<std::string> {
   void SetUp() override {
     folder_ = std::make_unique<hllm::ModelFolder>(
         hllm::open_model_folder(DATA / ("model." + GetParam() + ".gguf")));
-    golden_ = std::make_unique<hllm::SafetensorsFile>(DATA / ("golden." + GetParam() + ".safetensors"));
+    golden_ =
+        std::make_unique<hllm::SafetensorsFile>(DATA / ("golden." + GetParam() + ".safetensors"));
     model_ = std::make_unique<hllm::LlamaModel>(folder_->config, folder_->weights, backend_);
   }
 
@@ -67,8 +68,8 @@ TEST_P(GgufGolden, GreedyContinuation) {
     if (ours != expected[step]) {
       std::vector<float> sorted(logits);
       std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
-      EXPECT_LT(sorted[0] - sorted[1], 1e-2f) << "step " << step << ": " << ours << " vs golden "
-                                              << expected[step];
+      EXPECT_LT(sorted[0] - sorted[1], 1e-2f)
+          << "step " << step << ": " << ours << " vs golden " << expected[step];
     }
     const int32_t next = expected[step];  // teacher forcing keeps later steps comparable
     model_->forward({&next, 1}, cache, logits, false);
@@ -78,8 +79,7 @@ TEST_P(GgufGolden, GreedyContinuation) {
 std::string type_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
 
 INSTANTIATE_TEST_SUITE_P(FileTypes, GgufGolden,
-                         testing::Values("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m",
-                                         "q6_k"),
+                         testing::Values("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"),
                          type_name);
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf_from_folder.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer_load.hpp"
@@ -92,6 +93,27 @@ TEST_F(RunnerChat, RunReproducesTheGoldenAnswers) {
     EXPECT_EQ(o.exit_code, 0) << o.err;
     EXPECT_EQ(o.out, conversation["gen_text"].get<std::string>() + "\n") << args;
   }
+}
+
+// The same answers from the demo model written as a GGUF file the way llama.cpp's converter does
+// (permuted Q/K rows, tokenizer.ggml.*): `-m file.gguf` needs nothing beside it.
+TEST_F(RunnerChat, RunFromGgufReproducesTheGoldenAnswers) {
+  const fs::path gguf =
+      fs::temp_directory_path() / ("hllm_demo_" + std::to_string(getpid()) + ".gguf");
+  hllm::test::write_gguf_from_folder(DEMO, gguf);
+  const nlohmann::json golden =
+      nlohmann::json::parse(std::ifstream(fs::path(HLLM_TEST_DATA) / "demo_golden.chat.json"));
+  for (const auto& conversation : golden) {
+    std::string args = "run -m " + gguf.string() + " --temperature 0 -n 24 --ignore-eos";
+    for (const auto& m : conversation["messages"]) {
+      const std::string content = m["content"];
+      args += (m["role"] == "system" ? " --system " : " -p ") + quoted(content);
+    }
+    const Output o = run_runner(args);
+    EXPECT_EQ(o.exit_code, 0) << o.err;
+    EXPECT_EQ(o.out, conversation["gen_text"].get<std::string>() + "\n") << args;
+  }
+  fs::remove(gguf);
 }
 
 TEST_F(RunnerChat, WithoutAModelRunsTheDemoAndSaysSo) {

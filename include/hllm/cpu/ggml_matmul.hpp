@@ -30,26 +30,23 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
 #if defined(__x86_64__)
 // 8 bytes (the low 8 of v) -> 8 floats: unsigned codes minus `offset`.
 [[gnu::target("avx2,fma,f16c")]] inline __m256 codes8(__m128i v, int offset) {
-  return _mm256_cvtepi32_ps(
-      _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), _mm256_set1_epi32(offset)));
+  return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(v), _mm256_set1_epi32(offset)));
 }
 
 // 32 codes (bytes of v, each 0..63) -> out[0..31] = scale_k · (code − offset) − min_k, where the
 // scale and min of the first 16 codes are (s0, m0) and of the last 16 (s1, m1); mul then sub, as
 // the scalar dequantizer evaluates it (min 0: subtracting +0 changes nothing, −0 aside).
 [[gnu::target("avx2,fma,f16c")]] inline void store32(__m256i v, int offset, float s0, float m0,
-                                                      float s1, float m1, float* out) {
+                                                     float s1, float m1, float* out) {
   const __m128i halves[2] = {_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)};
   for (int h = 0; h < 2; ++h) {
     const __m256 scale = _mm256_set1_ps(h == 0 ? s0 : s1);
     const __m256 min = _mm256_set1_ps(h == 0 ? m0 : m1);
     const __m128i bytes = halves[h];
-    _mm256_storeu_ps(out + 16 * h,
-                     _mm256_sub_ps(_mm256_mul_ps(codes8(bytes, offset), scale), min));
-    _mm256_storeu_ps(out + 16 * h + 8, _mm256_sub_ps(_mm256_mul_ps(codes8(_mm_srli_si128(bytes, 8),
-                                                                          offset),
-                                                                   scale),
-                                                     min));
+    _mm256_storeu_ps(out + 16 * h, _mm256_sub_ps(_mm256_mul_ps(codes8(bytes, offset), scale), min));
+    _mm256_storeu_ps(
+        out + 16 * h + 8,
+        _mm256_sub_ps(_mm256_mul_ps(codes8(_mm_srli_si128(bytes, 8), offset), scale), min));
   }
 }
 
@@ -70,7 +67,7 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
 
 // Returns false for the types it has no vector path for (the caller uses the scalar one).
 [[gnu::target("avx2,fma,f16c")]] inline bool dequant_block_avx2(GgmlType type, const uint8_t* b,
-                                                                 float* out) {
+                                                                float* out) {
   using ggml_detail::load_f16;
   switch (type) {
     case GgmlType::Q4_0: {  // d·(q − 8); bytes i hold elements i and i + 16
@@ -85,7 +82,8 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
       const __m256 d = _mm256_set1_ps(load_f16(b));
       for (int j = 0; j < 4; ++j) {
         const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * j));
-        _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+        _mm256_storeu_ps(out + 8 * j,
+                         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
       }
       return true;
     }
@@ -123,8 +121,8 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
         for (int quarter = 0; quarter < 4; ++quarter) {
           const __m256i low_bytes = load32(ql + 64 * h + (quarter % 2) * 32);
           const __m256i low = quarter < 2 ? nibbles_lo(low_bytes) : nibbles_hi(low_bytes);
-          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(high_bits, 2 * quarter),
-                                                _mm256_set1_epi8(3));
+          const __m256i high =
+              _mm256_and_si256(_mm256_srli_epi16(high_bits, 2 * quarter), _mm256_set1_epi8(3));
           const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
           const int e = 128 * h + 32 * quarter;
           const float s0 = d * static_cast<float>(scales[e / 16]);
@@ -140,7 +138,7 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
 }
 
 [[gnu::target("avx2,fma,f16c")]] inline __m256 dot_block_avx2(const float* w, const float* x,
-                                                               int64_t n, __m256 acc) {
+                                                              int64_t n, __m256 acc) {
   for (int64_t k = 0; k < n; k += 8)
     acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), acc);
   return acc;
@@ -148,9 +146,9 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
 
 // Rows [row_begin, row_end) × tokens [tok_begin, tok_end).
 [[gnu::target("avx2,fma,f16c")]] inline void ggml_rows_avx2(const float* x, const GgmlView& w,
-                                                             float* y, int64_t row_begin,
-                                                             int64_t row_end, int64_t tok_begin,
-                                                             int64_t tok_end) {
+                                                            float* y, int64_t row_begin,
+                                                            int64_t row_end, int64_t tok_begin,
+                                                            int64_t tok_end) {
   const GgmlTypeInfo info = ggml_type_info(w.type);
   const int64_t blocks = w.in / info.block_elems, n = tok_end - tok_begin;
   alignas(32) float buffer[GGML_MAX_BLOCK];

@@ -38,8 +38,19 @@ namespace hllm {
 
 // Metadata value types (gguf_type in the spec).
 enum class GgufType : uint32_t {
-  u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7, string = 8, array = 9,
-  u64 = 10, i64 = 11, f64 = 12,
+  u8 = 0,
+  i8 = 1,
+  u16 = 2,
+  i16 = 3,
+  u32 = 4,
+  i32 = 5,
+  f32 = 6,
+  boolean = 7,
+  string = 8,
+  array = 9,
+  u64 = 10,
+  i64 = 11,
+  f64 = 12,
 };
 
 inline std::string_view gguf_type_name(GgufType t) {
@@ -54,11 +65,11 @@ inline std::string_view gguf_type_name(GgufType t) {
 // views, numeric arrays as their raw little-endian bytes (read with the accessors of GgufFile).
 struct GgufValue {
   GgufType type = GgufType::u8;
-  GgufType element = GgufType::u8;  // arrays only
-  uint64_t count = 0;               // arrays only
-  int64_t integer = 0;              // integer types and bool (u64 above 2^63 - 1 is refused)
-  double number = 0.0;              // every numeric type
-  std::string_view text;            // strings
+  GgufType element = GgufType::u8;        // arrays only
+  uint64_t count = 0;                     // arrays only
+  int64_t integer = 0;                    // integer types and bool (u64 above 2^63 - 1 is refused)
+  double number = 0.0;                    // every numeric type
+  std::string_view text;                  // strings
   std::vector<std::string_view> strings;  // arrays of strings
   const std::byte* raw = nullptr;         // arrays of numbers: count elements
 };
@@ -148,7 +159,8 @@ class GgufFile {
       wrong_type(key, v, "an array of integers");
     std::vector<int64_t> out(v.count);
     const size_t size = scalar_size(v.element);
-    for (uint64_t i = 0; i < v.count; ++i) out[i] = read_scalar(v.element, v.raw + i * size).integer;
+    for (uint64_t i = 0; i < v.count; ++i)
+      out[i] = read_scalar(v.element, v.raw + i * size).integer;
     return out;
   }
 
@@ -166,17 +178,29 @@ class GgufFile {
 
   static bool is_integer(GgufType t) {
     return t == GgufType::u8 || t == GgufType::i8 || t == GgufType::u16 || t == GgufType::i16 ||
-           t == GgufType::u32 || t == GgufType::i32 || t == GgufType::u64 ||
-           t == GgufType::i64 || t == GgufType::boolean;
+           t == GgufType::u32 || t == GgufType::i32 || t == GgufType::u64 || t == GgufType::i64 ||
+           t == GgufType::boolean;
   }
   // Bytes of one scalar element; 0 for string and array.
   static size_t scalar_size(GgufType t) {
     switch (t) {
-      case GgufType::u8: case GgufType::i8: case GgufType::boolean: return 1;
-      case GgufType::u16: case GgufType::i16: return 2;
-      case GgufType::u32: case GgufType::i32: case GgufType::f32: return 4;
-      case GgufType::u64: case GgufType::i64: case GgufType::f64: return 8;
-      default: return 0;
+      case GgufType::u8:
+      case GgufType::i8:
+      case GgufType::boolean:
+        return 1;
+      case GgufType::u16:
+      case GgufType::i16:
+        return 2;
+      case GgufType::u32:
+      case GgufType::i32:
+      case GgufType::f32:
+        return 4;
+      case GgufType::u64:
+      case GgufType::i64:
+      case GgufType::f64:
+        return 8;
+      default:
+        return 0;
     }
   }
   template <typename T>
@@ -188,21 +212,32 @@ class GgufFile {
   // The caller has checked that scalar_size(t) bytes exist at p.
   static Scalar read_scalar(GgufType t, const std::byte* p) {
     switch (t) {
-      case GgufType::u8: return from_int(load<uint8_t>(p));
-      case GgufType::i8: return from_int(load<int8_t>(p));
-      case GgufType::boolean: return from_int(load<uint8_t>(p) != 0);
-      case GgufType::u16: return from_int(load<uint16_t>(p));
-      case GgufType::i16: return from_int(load<int16_t>(p));
-      case GgufType::u32: return from_int(load<uint32_t>(p));
-      case GgufType::i32: return from_int(load<int32_t>(p));
-      case GgufType::i64: return from_int(load<int64_t>(p));
+      case GgufType::u8:
+        return from_int(load<uint8_t>(p));
+      case GgufType::i8:
+        return from_int(load<int8_t>(p));
+      case GgufType::boolean:
+        return from_int(load<uint8_t>(p) != 0);
+      case GgufType::u16:
+        return from_int(load<uint16_t>(p));
+      case GgufType::i16:
+        return from_int(load<int16_t>(p));
+      case GgufType::u32:
+        return from_int(load<uint32_t>(p));
+      case GgufType::i32:
+        return from_int(load<int32_t>(p));
+      case GgufType::i64:
+        return from_int(load<int64_t>(p));
       case GgufType::u64: {
         const uint64_t v = load<uint64_t>(p);  // above INT64_MAX: clamped, refused by users
         return from_int(static_cast<int64_t>(std::min<uint64_t>(v, INT64_MAX)));
       }
-      case GgufType::f32: return {0, static_cast<double>(load<float>(p))};
-      case GgufType::f64: return {0, load<double>(p)};
-      default: return {};
+      case GgufType::f32:
+        return {0, static_cast<double>(load<float>(p))};
+      case GgufType::f64:
+        return {0, load<double>(p)};
+      default:
+        return {};
     }
   }
   static Scalar from_int(int64_t v) { return {v, static_cast<double>(v)}; }

@@ -63,39 +63,72 @@ struct GgmlTypeInfo {
 // supported" instead of "type 16"; ids hllm computes with carry supported = true.
 inline GgmlTypeInfo ggml_type_info(uint32_t id) {
   switch (id) {
-    case 0: return {"F32", 1, 4, true};
-    case 1: return {"F16", 1, 2, true};
-    case 2: return {"Q4_0", 32, 18, true};
-    case 3: return {"Q4_1", 32, 20, true};
-    case 6: return {"Q5_0", 32, 22, true};
-    case 7: return {"Q5_1", 32, 24, true};
-    case 8: return {"Q8_0", 32, 34, true};
-    case 9: return {"Q8_1", 32, 36, false};
-    case 10: return {"Q2_K", 256, 84, false};
-    case 11: return {"Q3_K", 256, 110, false};
-    case 12: return {"Q4_K", 256, 144, true};
-    case 13: return {"Q5_K", 256, 176, true};
-    case 14: return {"Q6_K", 256, 210, true};
-    case 15: return {"Q8_K", 256, 292, false};
-    case 16: return {"IQ2_XXS", 256, 66, false};
-    case 17: return {"IQ2_XS", 256, 74, false};
-    case 18: return {"IQ3_XXS", 256, 98, false};
-    case 19: return {"IQ1_S", 256, 50, false};
-    case 20: return {"IQ4_NL", 32, 18, false};
-    case 21: return {"IQ3_S", 256, 110, false};
-    case 22: return {"IQ2_S", 256, 82, false};
-    case 23: return {"IQ4_XS", 256, 136, false};
-    case 24: return {"I8", 1, 1, false};
-    case 25: return {"I16", 1, 2, false};
-    case 26: return {"I32", 1, 4, false};
-    case 27: return {"I64", 1, 8, false};
-    case 28: return {"F64", 1, 8, false};
-    case 29: return {"IQ1_M", 256, 56, false};
-    case 30: return {"BF16", 1, 2, true};
-    case 34: return {"TQ1_0", 256, 54, false};
-    case 35: return {"TQ2_0", 256, 66, false};
-    case 39: return {"MXFP4", 32, 17, false};
-    default: return {"", 0, 0, false};
+    case 0:
+      return {"F32", 1, 4, true};
+    case 1:
+      return {"F16", 1, 2, true};
+    case 2:
+      return {"Q4_0", 32, 18, true};
+    case 3:
+      return {"Q4_1", 32, 20, true};
+    case 6:
+      return {"Q5_0", 32, 22, true};
+    case 7:
+      return {"Q5_1", 32, 24, true};
+    case 8:
+      return {"Q8_0", 32, 34, true};
+    case 9:
+      return {"Q8_1", 32, 36, false};
+    case 10:
+      return {"Q2_K", 256, 84, false};
+    case 11:
+      return {"Q3_K", 256, 110, false};
+    case 12:
+      return {"Q4_K", 256, 144, true};
+    case 13:
+      return {"Q5_K", 256, 176, true};
+    case 14:
+      return {"Q6_K", 256, 210, true};
+    case 15:
+      return {"Q8_K", 256, 292, false};
+    case 16:
+      return {"IQ2_XXS", 256, 66, false};
+    case 17:
+      return {"IQ2_XS", 256, 74, false};
+    case 18:
+      return {"IQ3_XXS", 256, 98, false};
+    case 19:
+      return {"IQ1_S", 256, 50, false};
+    case 20:
+      return {"IQ4_NL", 32, 18, false};
+    case 21:
+      return {"IQ3_S", 256, 110, false};
+    case 22:
+      return {"IQ2_S", 256, 82, false};
+    case 23:
+      return {"IQ4_XS", 256, 136, false};
+    case 24:
+      return {"I8", 1, 1, false};
+    case 25:
+      return {"I16", 1, 2, false};
+    case 26:
+      return {"I32", 1, 4, false};
+    case 27:
+      return {"I64", 1, 8, false};
+    case 28:
+      return {"F64", 1, 8, false};
+    case 29:
+      return {"IQ1_M", 256, 56, false};
+    case 30:
+      return {"BF16", 1, 2, true};
+    case 34:
+      return {"TQ1_0", 256, 54, false};
+    case 35:
+      return {"TQ2_0", 256, 66, false};
+    case 39:
+      return {"MXFP4", 32, 17, false};
+    default:
+      return {"", 0, 0, false};
   }
 }
 
@@ -175,7 +208,8 @@ inline void ggml_dequant_block(GgmlType type, const uint8_t* block, float* out) 
     }
     case GgmlType::Q8_0: {
       const float d = load_f16(block);
-      for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(static_cast<int8_t>(block[2 + i]));
+      for (int i = 0; i < 32; ++i)
+        out[i] = d * static_cast<float>(static_cast<int8_t>(block[2 + i]));
       return;
     }
     case GgmlType::Q4_K:

@@ -61,9 +61,8 @@ inline LlamaConfig gguf_llama_config(const GgufFile& f) {
   c.hidden_size = positive("llama.embedding_length");
   c.n_layers = positive("llama.block_count");
   c.n_heads = positive("llama.attention.head_count");
-  c.n_kv_heads = f.find("llama.attention.head_count_kv")
-                     ? positive("llama.attention.head_count_kv")
-                     : c.n_heads;
+  c.n_kv_heads = f.find("llama.attention.head_count_kv") ? positive("llama.attention.head_count_kv")
+                                                         : c.n_heads;
   c.intermediate_size = positive("llama.feed_forward_length");
   c.max_position_embeddings = positive("llama.context_length");
   c.head_dim = f.find("llama.attention.key_length") ? positive("llama.attention.key_length")
@@ -128,8 +127,8 @@ inline LlamaConfig gguf_llama_config(const GgufFile& f) {
   c.bos_token_id = token_id("tokenizer.ggml.bos_token_id");
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"})
     if (const int64_t id = token_id(key);
-        id >= 0 && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) ==
-                       c.eos_token_ids.end())
+        id >= 0 &&
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
       c.eos_token_ids.push_back(id);
   return c;
 }
@@ -239,8 +238,8 @@ inline LlamaWeights gguf_llama_weights(const GgufFile& f, const LlamaConfig& c) 
     w.layers.push_back(std::move(layer));
   }
   w.final_norm = read.vector("output_norm.weight");
-  w.lm_head = c.tie_word_embeddings ? w.embed
-                                    : read.linear("output.weight", c.vocab_size, c.hidden_size);
+  w.lm_head =
+      c.tie_word_embeddings ? w.embed : read.linear("output.weight", c.vocab_size, c.hidden_size);
   return w;
 }
 

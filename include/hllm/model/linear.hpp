@@ -37,23 +37,20 @@ struct Linear {
   bool is_ggml() const { return ggml.data != nullptr; }
   bool is_dense() const { return !is_int4() && !is_ggml(); }
   bool empty() const { return is_dense() && dense.empty(); }
-  int64_t in_features() const {
-    return is_int4() ? int4.in : is_ggml() ? ggml.in : dense.dim(1);
-  }
+  int64_t in_features() const { return is_int4() ? int4.in : is_ggml() ? ggml.in : dense.dim(1); }
   int64_t out_features() const {
     return is_int4() ? int4.out : is_ggml() ? ggml.out : dense.dim(0);
   }
-  Device device() const {
-    return is_int4() ? int4.device : is_ggml() ? ggml.device : dense.device;
-  }
+  Device device() const { return is_int4() ? int4.device : is_ggml() ? ggml.device : dense.device; }
   // Bytes a matmul reads for the weight (tiles with their scales, blocks, or the dense tensor).
   size_t nbytes() const {
     return is_int4() ? int4.nbytes() : is_ggml() ? ggml.nbytes() : dense.nbytes();
   }
   // The first byte of the weight, whatever its kind (tells a tied lm_head from a copy).
   const void* data() const {
-    return is_int4() ? static_cast<const void*>(int4.tiles)
-                     : is_ggml() ? static_cast<const void*>(ggml.data) : dense.data;
+    return is_int4()   ? static_cast<const void*>(int4.tiles)
+           : is_ggml() ? static_cast<const void*>(ggml.data)
+                       : dense.data;
   }
   // "BF16", "INT4", "Q4_K": what the weight is stored as.
   std::string storage_name() const {

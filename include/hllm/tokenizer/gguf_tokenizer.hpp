@@ -79,8 +79,8 @@ inline std::string gguf_tokenizer_json(const GgufFile& f) {
 
 inline Tokenizer tokenizer_from_gguf(const GgufFile& f) {
   const std::string source = f.source() + " (tokenizer.ggml.*)";
-  const std::string json = detail::rethrow_json_errors(
-      source, [&] { return detail::gguf_tokenizer_json(f); });
+  const std::string json =
+      detail::rethrow_json_errors(source, [&] { return detail::gguf_tokenizer_json(f); });
   Tokenizer tok = tokenizer_from_json(json, source);
   nlohmann::json ids = nlohmann::json::object();
   if (const auto bos = f.integer_or_none("tokenizer.ggml.bos_token_id")) ids["bos_token_id"] = *bos;
