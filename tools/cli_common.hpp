@@ -43,7 +43,8 @@ struct ModelOptions {
 
 inline void add_model_options(CLI::App& command, ModelOptions& options) {
   command
-      .add_option("-m,--model", options.model_dir, "HF model folder (config.json + *.safetensors)")
+      .add_option("-m,--model", options.model_dir,
+                  "HF model folder (config.json + *.safetensors) or .gguf file")
       ->required();
   command.add_option("--config", options.config_override,
                      "config.json to use instead of the folder's");

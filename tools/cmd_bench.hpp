@@ -167,7 +167,8 @@ inline void add_bench_command(CLI::App& app) {
                       "random weights of a real shape: llama3-8b, llama3.2-3b, llama3.2-1b, tiny");
   command->add_option("--quant", options->quant, "synthetic weights: q4 (INT4 tiles) or bf16")
       ->check(CLI::IsMember({"q4", "bf16"}));
-  command->add_option("-m,--model", options->model_dir, "HF model folder instead of --synthetic");
+  command->add_option("-m,--model", options->model_dir,
+                      "HF model folder or .gguf file instead of --synthetic");
   command->add_option("--device", options->device, "cuda, cpu or auto")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   command->add_option("-t,--threads", options->threads, "CPU threads (default: all)");

@@ -69,8 +69,9 @@ inline void add_serve_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* command =
       app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/chat/completions, ...)");
-  command->add_option("-m,--model", o->model.model_dir,
-                      "HF model folder (default: $HLLM_MODEL, else the bundled tiny demo model)");
+  command->add_option(
+      "-m,--model", o->model.model_dir,
+      "HF model folder or .gguf file (default: $HLLM_MODEL, else the bundled tiny demo model)");
   command->add_option("--tokenizer", o->model.tokenizer,
                       "tokenizer.json (default: the model folder's)");
   command->add_option("-t,--threads", o->model.threads,

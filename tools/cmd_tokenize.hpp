@@ -1,6 +1,6 @@
 // `hllm tokenize --tokenizer PATH (--text TEXT | --jsonl FILE)` and
 // `hllm detokenize --tokenizer PATH (--ids 1,2,3 | --jsonl FILE)`.
-// PATH is a tokenizer.json or a model folder. tokenize prints a JSON array of ids per input; a
+// PATH is a tokenizer.json, a model folder or a GGUF file. tokenize prints a JSON array of ids per input; a
 // JSONL line holds "messages" (rendered with the Llama-3 chat format, BOS from the folder's
 // tokenizer_config.json; "add_generation_prompt" defaults to true) or else "text" (added tokens
 // in it are matched). detokenize prints the text for
@@ -18,6 +18,7 @@
 #include "cli_common.hpp"
 #include "hllm/core/error.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/gguf_tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer_load.hpp"
 
@@ -80,7 +81,9 @@ inline void add_tokenize_command(CLI::App& app) {
   auto options = std::make_shared<Options>();
 
   CLI::App* tokenize = app.add_subcommand("tokenize", "Print the token ids of a text (JSON array)");
-  tokenize->add_option("--tokenizer", options->tokenizer, "tokenizer.json or a model folder")
+  tokenize
+      ->add_option("--tokenizer", options->tokenizer,
+                   "tokenizer.json, a model folder or a .gguf file")
       ->required();
   auto* text = tokenize->add_option("--text", options->text, "text to encode (specials matched)");
   auto* jsonl = tokenize->add_option("--jsonl", options->jsonl,
@@ -88,7 +91,7 @@ inline void add_tokenize_command(CLI::App& app) {
   text->excludes(jsonl);
   tokenize->callback([options, text, jsonl] {
     if (text->count() == 0 && jsonl->count() == 0) fail("tokenize: give --text or --jsonl");
-    const Tokenizer tok = load_tokenizer(options->tokenizer);
+    const Tokenizer tok = load_tokenizer_from(options->tokenizer);
     if (jsonl->count() == 0) {
       std::printf("%s\n", nlohmann::json(tok.encode(options->text)).dump().c_str());
       return;
@@ -99,7 +102,9 @@ inline void add_tokenize_command(CLI::App& app) {
   });
 
   CLI::App* detokenize = app.add_subcommand("detokenize", "Print the text of token ids");
-  detokenize->add_option("--tokenizer", options->tokenizer, "tokenizer.json or a model folder")
+  detokenize
+      ->add_option("--tokenizer", options->tokenizer,
+                   "tokenizer.json, a model folder or a .gguf file")
       ->required();
   auto* ids = detokenize->add_option("--ids", options->ids, "comma-separated token ids");
   auto* ids_jsonl =
@@ -107,7 +112,7 @@ inline void add_tokenize_command(CLI::App& app) {
   ids->excludes(ids_jsonl);
   detokenize->callback([options, ids, ids_jsonl] {
     if (ids->count() == 0 && ids_jsonl->count() == 0) fail("detokenize: give --ids or --jsonl");
-    const Tokenizer tok = load_tokenizer(options->tokenizer);
+    const Tokenizer tok = load_tokenizer_from(options->tokenizer);
     if (ids_jsonl->count() == 0) {
       std::printf("%s\n", tok.decode(parse_id_list(options->ids)).c_str());
       return;

@@ -50,8 +50,9 @@ inline void add_special_tokens_flag(CLI::App& command, bool& allow) {
 }
 
 inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
-  command.add_option("-m,--model", o.model_dir,
-                     "HF model folder (default: $HLLM_MODEL, else the bundled tiny demo model)");
+  command.add_option(
+      "-m,--model", o.model_dir,
+      "HF model folder or .gguf file (default: $HLLM_MODEL, else the bundled tiny demo model)");
   command.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model folder's)");
   command.add_option("-t,--threads", o.threads, "CPU threads (default: all hardware threads)");
   command

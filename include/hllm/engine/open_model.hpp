@@ -107,9 +107,9 @@ struct LoadedModel {
                                                  const OpenOptions& options) {
     if (!options.load_tokenizer) return std::nullopt;
     const LlamaConfig& config = folder.config;
-    Tokenizer tokenizer = !options.tokenizer.empty() ? load_tokenizer(options.tokenizer)
-                          : folder.gguf             ? tokenizer_from_gguf(*folder.gguf)
-                                                    : load_tokenizer(folder.dir);
+    Tokenizer tokenizer = !options.tokenizer.empty() ? load_tokenizer_from(options.tokenizer)
+                          : folder.gguf              ? tokenizer_from_gguf(*folder.gguf)
+                                                     : load_tokenizer(folder.dir);
     if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
       fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model only ",
            config.vocab_size, " (wrong tokenizer?)");

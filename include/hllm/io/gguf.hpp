@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <span>
@@ -94,6 +95,15 @@ struct GgufTensorInfo {
     return n;
   }
 };
+
+// True for a path that names a GGUF file (by its ".gguf" name, or its first four bytes).
+inline bool is_gguf_file(const std::filesystem::path& path) {
+  if (!std::filesystem::is_regular_file(path)) return false;
+  if (path.extension() == ".gguf") return true;
+  char magic[4] = {};
+  std::ifstream in(path, std::ios::binary);
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
 
 class GgufFile {
  public:

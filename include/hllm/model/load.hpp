@@ -8,9 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,15 +40,6 @@ struct ModelFolder {
   std::vector<int64_t> eos_ids;  // generation_config.json's eos_token_id if present, else
                                  // config.json's
 };
-
-// True for a path that names a GGUF file (by its ".gguf" name, or its first four bytes).
-inline bool is_gguf_file(const std::filesystem::path& path) {
-  if (!std::filesystem::is_regular_file(path)) return false;
-  if (path.extension() == ".gguf") return true;
-  char magic[4] = {};
-  std::ifstream in(path, std::ios::binary);
-  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
-}
 
 inline ModelFolder open_gguf_model(const std::filesystem::path& path) {
   ModelFolder model;

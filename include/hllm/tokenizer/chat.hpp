@@ -101,6 +101,15 @@ inline std::string render_llama3_chat(std::span<const ChatMessage> messages,
   return text;
 }
 
+// True when a chat template (tokenizer_config.json's or a GGUF file's) writes the Llama-3 format
+// that render_llama3_chat renders: its header and end-of-turn tokens. Any other template is not
+// run (hllm has no Jinja engine): callers say that the Llama-3 format is used instead.
+inline bool is_llama3_chat_template(std::string_view chat_template) {
+  return chat_template.find("<|start_header_id|>") != std::string_view::npos &&
+         chat_template.find("<|end_header_id|>") != std::string_view::npos &&
+         chat_template.find("<|eot_id|>") != std::string_view::npos;
+}
+
 // The prompt ids: render, then encode with added tokens matched and no BOS added.
 inline std::vector<TokenId> encode_chat(const Tokenizer& tokenizer,
                                         std::span<const ChatMessage> messages,

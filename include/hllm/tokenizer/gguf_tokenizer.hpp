@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -95,6 +96,13 @@ inline Tokenizer tokenizer_from_gguf(const GgufFile& f) {
                          source);
   }
   return tok;
+}
+
+// A tokenizer from any file that holds one: a GGUF model file, a tokenizer.json, or a model folder
+// with a tokenizer.json (load_tokenizer).
+inline Tokenizer load_tokenizer_from(const std::filesystem::path& path) {
+  if (is_gguf_file(path)) return tokenizer_from_gguf(GgufFile(path));
+  return load_tokenizer(path);
 }
 
 }  // namespace hllm
