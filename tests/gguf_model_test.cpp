@@ -6,15 +6,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "golden_util.hpp"
 #include "hllm/cpu/backend.hpp"
+#include "hllm/io/gguf_write.hpp"
 #include "hllm/io/safetensors.hpp"
+#include "hllm/model/gguf_load.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
+#include "hllm/model/rope.hpp"
 
 namespace {
 
@@ -74,6 +79,61 @@ TEST_P(GgufGolden, GreedyContinuation) {
     const int32_t next = expected[step];  // teacher forcing keeps later steps comparable
     model_->forward({&next, 1}, cache, logits, false);
   }
+}
+
+// Llama-3.1 files carry llama3 RoPE scaling as the rope_freqs tensor: one divisor per frequency,
+// as llama.cpp's converter computes it from rope_scaling (1 for short wavelengths, factor for long
+// ones, 1 / ((1 - s) / factor + s) in between). The table from those divisors must equal the one
+// model/rope.hpp computes from the same rope_scaling fields of a config.json.
+TEST(GgufConfig, RopeFreqsTensorIsLlama3Scaling) {
+  hllm::LlamaConfig hf;
+  hf.head_dim = 128;
+  hf.rope_theta = 500000.0;
+  hf.max_position_embeddings = 131072;
+  hf.rope_scaling.type = hllm::RopeType::llama3;
+  hf.rope_scaling.factor = 8.0;
+  hf.rope_scaling.low_freq_factor = 1.0;
+  hf.rope_scaling.high_freq_factor = 4.0;
+  hf.rope_scaling.original_max_position_embeddings = 8192;
+  const double pi = 3.14159265358979323846;
+  std::vector<float> divisors;
+  for (int64_t i = 0; i < hf.head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(hf.rope_theta, 2.0 * static_cast<double>(i) / 128.0);
+    const double wavelen = 2 * pi / freq, low = 8192.0 / 1.0, high = 8192.0 / 4.0;
+    const double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+    divisors.push_back(static_cast<float>(wavelen < high  ? 1.0
+                                          : wavelen > low ? 8.0
+                                                          : 1.0 / ((1 - smooth) / 8.0 + smooth)));
+  }
+  hllm::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_u32("llama.embedding_length", 256);
+  w.add_u32("llama.block_count", 1);
+  w.add_u32("llama.attention.head_count", 2);
+  w.add_u32("llama.attention.head_count_kv", 1);
+  w.add_u32("llama.feed_forward_length", 512);
+  w.add_u32("llama.context_length", 131072);
+  w.add_f32("llama.rope.freq_base", 500000.0f);
+  const std::vector<float> embed(32 * 256, 0.0f);
+  w.add_tensor("token_embd.weight", hllm::GgmlType::F32, {256, 32},
+               std::as_bytes(std::span<const float>(embed)));
+  w.add_tensor("rope_freqs.weight", hllm::GgmlType::F32, {64},
+               std::as_bytes(std::span<const float>(divisors)));
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / "hllm_rope_freqs.gguf";
+  w.write(path);
+  const hllm::LlamaConfig c = hllm::gguf_llama_config(hllm::GgufFile(path));
+  std::filesystem::remove(path);
+  EXPECT_EQ(c.rope_scaling.type, hllm::RopeType::llama3);
+  EXPECT_EQ(c.head_dim, 128);
+  const hllm::RopeTable ours = hllm::rope_table(c), expected = hllm::rope_table(hf);
+  ASSERT_EQ(ours.inv_freq.size(), expected.inv_freq.size());
+  for (size_t i = 0; i < ours.inv_freq.size(); ++i)
+    EXPECT_NEAR(ours.inv_freq[i], expected.inv_freq[i], 1e-6 * expected.inv_freq[i]) << i;
+  // The longest wavelength is scaled by the full factor, the shortest kept.
+  EXPECT_NEAR(ours.inv_freq[63], std::pow(500000.0, -126.0 / 128.0) / 8.0,
+              1e-6 * ours.inv_freq[63]);
+  EXPECT_EQ(ours.inv_freq[0], 1.0f);
 }
 
 std::string type_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
