@@ -4,7 +4,8 @@
 // Work split: tasks of GGML_ROWS_PER_TASK output rows × GGML_TOKEN_TILE tokens. Each weight block
 // is dequantized once per task into a 256-float buffer (1 KiB, stays in L1) and dotted with the
 // task's tokens, so the blocks are streamed from memory once per token tile and never expanded
-// to a full fp32 copy. The AVX2 dequantizers below compute exactly what ggml_dequant_block
+// to a full fp32 copy. Decode (one token) skips the buffer: the dequantized vectors go straight
+// into four FMA accumulators. The AVX2 dequantizers below compute exactly what ggml_dequant_block
 // computes (same fp32 operations, bitwise equal: tested), so the two paths agree.
 //
 // Bytes moved per call (what the benchmark counts): GgmlView::nbytes(), the blocks as stored.
@@ -33,21 +34,48 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
   return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(v), _mm256_set1_epi32(offset)));
 }
 
-// 32 codes (bytes of v, each 0..63) -> out[0..31] = scale_k · (code − offset) − min_k, where the
-// scale and min of the first 16 codes are (s0, m0) and of the last 16 (s1, m1); mul then sub, as
-// the scalar dequantizer evaluates it (min 0: subtracting +0 changes nothing, −0 aside).
-[[gnu::target("avx2,fma,f16c")]] inline void store32(__m256i v, int offset, float s0, float m0,
-                                                     float s1, float m1, float* out) {
-  const __m128i halves[2] = {_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)};
-  for (int h = 0; h < 2; ++h) {
-    const __m256 scale = _mm256_set1_ps(h == 0 ? s0 : s1);
-    const __m256 min = _mm256_set1_ps(h == 0 ? m0 : m1);
-    const __m128i bytes = halves[h];
-    _mm256_storeu_ps(out + 16 * h, _mm256_sub_ps(_mm256_mul_ps(codes8(bytes, offset), scale), min));
-    _mm256_storeu_ps(
-        out + 16 * h + 8,
-        _mm256_sub_ps(_mm256_mul_ps(codes8(_mm_srli_si128(bytes, 8), offset), scale), min));
+// Where the dequantized weights go, 32 at a time (four vectors of 8 consecutive weights starting
+// at element k of the block): stored into a buffer, or dotted with the activations at once.
+struct StoreSink {
+  float* out;
+  [[gnu::target("avx2,fma,f16c")]] void operator()(int k, __m256 v0, __m256 v1, __m256 v2,
+                                                   __m256 v3) {
+    _mm256_storeu_ps(out + k, v0);
+    _mm256_storeu_ps(out + k + 8, v1);
+    _mm256_storeu_ps(out + k + 16, v2);
+    _mm256_storeu_ps(out + k + 24, v3);
   }
+};
+// Decode: acc += w · x, four independent accumulators (FMA latency).
+struct DotSink {
+  const float* x;  // the block's activations
+  __m256 acc[4];
+  [[gnu::target("avx2,fma,f16c")]] void operator()(int k, __m256 v0, __m256 v1, __m256 v2,
+                                                   __m256 v3) {
+    acc[0] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x + k), acc[0]);
+    acc[1] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(x + k + 8), acc[1]);
+    acc[2] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(x + k + 16), acc[2]);
+    acc[3] = _mm256_fmadd_ps(v3, _mm256_loadu_ps(x + k + 24), acc[3]);
+  }
+};
+
+// 8 codes (the low 8 bytes) -> scale · (code − offset) − min: mul then sub, as the scalar
+// dequantizer evaluates it (min 0: subtracting +0 changes nothing, −0 aside).
+[[gnu::target("avx2,fma,f16c")]] inline __m256 scaled8(__m128i bytes, int offset, __m256 scale,
+                                                       __m256 min) {
+  return _mm256_sub_ps(_mm256_mul_ps(codes8(bytes, offset), scale), min);
+}
+
+// 32 codes (bytes of v, each 0..63) -> weights k .. k + 31 into `sink`; the scale and min of the
+// first 16 codes are (s0, m0), of the last 16 (s1, m1).
+template <typename Sink>
+[[gnu::target("avx2,fma,f16c")]] inline void emit32(__m256i v, int offset, float s0, float m0,
+                                                    float s1, float m1, int k, Sink& sink) {
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  const __m256 scale0 = _mm256_set1_ps(s0), min0 = _mm256_set1_ps(m0);
+  const __m256 scale1 = _mm256_set1_ps(s1), min1 = _mm256_set1_ps(m1);
+  sink(k, scaled8(lo, offset, scale0, min0), scaled8(_mm_srli_si128(lo, 8), offset, scale0, min0),
+       scaled8(hi, offset, scale1, min1), scaled8(_mm_srli_si128(hi, 8), offset, scale1, min1));
 }
 
 [[gnu::target("avx2,fma,f16c")]] inline __m256i nibbles_lo(__m256i v) {
@@ -65,9 +93,11 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-// Returns false for the types it has no vector path for (the caller uses the scalar one).
+// One block's weights, 32 at a time, into `sink`. Returns false for the types it has no vector
+// path for (the caller uses the scalar one).
+template <typename Sink>
 [[gnu::target("avx2,fma,f16c")]] inline bool dequant_block_avx2(GgmlType type, const uint8_t* b,
-                                                                float* out) {
+                                                                Sink& sink) {
   using ggml_detail::load_f16;
   switch (type) {
     case GgmlType::Q4_0: {  // d·(q − 8); bytes i hold elements i and i + 16
@@ -75,16 +105,17 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
       const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
       const __m256i both = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(15)),
                                             _mm_and_si128(qs, _mm_set1_epi8(15)));
-      store32(both, 8, d, 0.0f, d, 0.0f, out);
+      emit32(both, 8, d, 0.0f, d, 0.0f, 0, sink);
       return true;
     }
     case GgmlType::Q8_0: {
       const __m256 d = _mm256_set1_ps(load_f16(b));
+      __m256 v[4];
       for (int j = 0; j < 4; ++j) {
         const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * j));
-        _mm256_storeu_ps(out + 8 * j,
-                         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+        v[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
       }
+      sink(0, v[0], v[1], v[2], v[3]);
       return true;
     }
     case GgmlType::Q4_K:
@@ -106,8 +137,8 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
           lo = _mm256_or_si256(lo, byte_bit(qh, 2 * g, 4));
           hi = _mm256_or_si256(hi, byte_bit(qh, 2 * g + 1, 4));
         }
-        store32(lo, 0, d0, min0, d0, min0, out + 64 * g);
-        store32(hi, 0, d1, min1, d1, min1, out + 64 * g + 32);
+        emit32(lo, 0, d0, min0, d0, min0, 64 * g, sink);
+        emit32(hi, 0, d1, min1, d1, min1, 64 * g + 32, sink);
       }
       return true;
     }
@@ -127,7 +158,7 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
           const int e = 128 * h + 32 * quarter;
           const float s0 = d * static_cast<float>(scales[e / 16]);
           const float s1 = d * static_cast<float>(scales[e / 16 + 1]);
-          store32(q, 32, s0, 0.0f, s1, 0.0f, out + e);
+          emit32(q, 32, s0, 0.0f, s1, 0.0f, e, sink);
         }
       }
       return true;
@@ -144,6 +175,31 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
   return acc;
 }
 
+// Decode (one token): each block dequantized in registers straight into the dot product.
+[[gnu::target("avx2,fma,f16c")]] inline void ggml_rows_gemv_avx2(const float* x, const GgmlView& w,
+                                                                 float* y, int64_t row_begin,
+                                                                 int64_t row_end) {
+  const GgmlTypeInfo info = ggml_type_info(w.type);
+  const int64_t blocks = w.in / info.block_elems;
+  alignas(32) float buffer[GGML_MAX_BLOCK];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    DotSink sink{
+        x, {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}};
+    const uint8_t* row = w.row(r);
+    for (int64_t b = 0; b < blocks; ++b) {
+      sink.x = x + b * info.block_elems;
+      const uint8_t* block = row + b * info.block_bytes;
+      if (dequant_block_avx2(w.type, block, sink)) continue;
+      ggml_dequant_block(w.type, block, buffer);
+      for (int k = 0; k < info.block_elems; k += 32)
+        sink(k, _mm256_load_ps(buffer + k), _mm256_load_ps(buffer + k + 8),
+             _mm256_load_ps(buffer + k + 16), _mm256_load_ps(buffer + k + 24));
+    }
+    y[r] = avx2::hsum(_mm256_add_ps(_mm256_add_ps(sink.acc[0], sink.acc[1]),
+                                    _mm256_add_ps(sink.acc[2], sink.acc[3])));
+  }
+}
+
 // Rows [row_begin, row_end) × tokens [tok_begin, tok_end).
 [[gnu::target("avx2,fma,f16c")]] inline void ggml_rows_avx2(const float* x, const GgmlView& w,
                                                             float* y, int64_t row_begin,
@@ -158,7 +214,8 @@ inline constexpr int64_t GGML_MAX_BLOCK = 256;
     const uint8_t* row = w.row(r);
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* block = row + b * info.block_bytes;
-      if (!dequant_block_avx2(w.type, block, buffer)) ggml_dequant_block(w.type, block, buffer);
+      StoreSink store{buffer};
+      if (!dequant_block_avx2(w.type, block, store)) ggml_dequant_block(w.type, block, buffer);
       const float* xb = x + tok_begin * w.in + b * info.block_elems;
       for (int64_t t = 0; t < n; ++t)
         acc[t] = dot_block_avx2(buffer, xb + t * w.in, info.block_elems, acc[t]);
@@ -192,7 +249,8 @@ inline void ggml_rows_scalar(const float* x, const GgmlView& w, float* y, int64_
 // One block dequantized by the fastest path this CPU has (bitwise what ggml_dequant_block gives).
 inline void ggml_dequant_block_fast(GgmlType type, const uint8_t* block, float* out) {
 #if defined(__x86_64__)
-  if (cpu_has_avx2() && detail::dequant_block_avx2(type, block, out)) return;
+  detail::StoreSink store{out};
+  if (cpu_has_avx2() && detail::dequant_block_avx2(type, block, store)) return;
 #endif
   ggml_dequant_block(type, block, out);
 }
@@ -229,6 +287,7 @@ inline void matmul_ggml(const Tensor& x, const GgmlView& w, const Tensor& y, Thr
     const int64_t tok_begin = (task / row_tasks) * detail::GGML_TOKEN_TILE;
     const int64_t tok_end = std::min(n, tok_begin + detail::GGML_TOKEN_TILE);
 #if defined(__x86_64__)
+    if (vector_path && n == 1) return detail::ggml_rows_gemv_avx2(xp, w, out, row_begin, row_end);
     if (vector_path)
       return detail::ggml_rows_avx2(xp, w, out, row_begin, row_end, tok_begin, tok_end);
 #endif
