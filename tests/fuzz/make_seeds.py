@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the generated seed files of the fuzz harnesses (tests/fuzz/corpus/), committed so that the
-fuzz test needs no Python: small safetensors files and shard indexes, and a tiny byte-level BPE
-tokenizer.json (synthetic merges, the Llama-3 pipeline and special tokens). Re-run after changing
+fuzz test needs no Python: small safetensors files and shard indexes, a tiny byte-level BPE
+tokenizer.json (synthetic merges, the Llama-3 pipeline and special tokens), and small GGUF files
+(two tiny Llamas, one with that tokenizer inside, and one of every metadata value type). Re-run after changing
 this script: python3 tests/fuzz/make_seeds.py"""
 import json
 import os
@@ -147,3 +148,149 @@ def tiny_tokenizer(pair_merges=False, escaped=False, ignore_merges=True):
 out("tokenizer_json", "tiny.json", tiny_tokenizer())
 out("tokenizer_json", "tiny_pair_merges.json", tiny_tokenizer(pair_merges=True, ignore_merges=False))
 out("tokenizer_json", "tiny_escaped.json", tiny_tokenizer(escaped=True))
+
+
+# ---- GGUF files (llama.cpp's format; io/gguf.hpp) ---------------------------------------------------
+GGUF_SCALARS = {"u8": (0, "B"), "i8": (1, "b"), "u16": (2, "H"), "i16": (3, "h"), "u32": (4, "I"),
+                "i32": (5, "i"), "f32": (6, "f"), "bool": (7, "?"), "u64": (10, "Q"),
+                "i64": (11, "q"), "f64": (12, "d")}
+GGML_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34),
+              "BF16": (30, 1, 2)}  # id, elements per block, bytes per block
+
+
+def gguf_string(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_value(kind, value):
+    """kind: a scalar type name, "str", or "arr:<element kind>" -> (type id, encoded value)."""
+    if kind == "str":
+        return 8, gguf_string(value)
+    if kind.startswith("arr:"):
+        element = kind[4:]
+        element_id = 8 if element == "str" else GGUF_SCALARS[element][0]
+        return 9, struct.pack("<IQ", element_id, len(value)) + b"".join(
+            gguf_value(element, v)[1] for v in value)
+    type_id, fmt = GGUF_SCALARS[kind]
+    return type_id, struct.pack("<" + fmt, value)
+
+
+def ggml_bytes(ggml_type, n, salt):
+    """n elements of plausible weights: norms ~1, blocks with a small f16 scale."""
+    if ggml_type == "F32":
+        return struct.pack("<%df" % n, *(1.0 + 0.01 * ((i + salt) % 7) for i in range(n)))
+    if ggml_type == "F16":
+        return struct.pack("<%de" % n, *(0.02 * (((i + salt) % 11) - 5) for i in range(n)))
+    if ggml_type == "BF16":
+        f32 = struct.pack("<%df" % n, *(0.02 * (((i + salt) % 11) - 5) for i in range(n)))
+        return b"".join(f32[i + 2:i + 4] for i in range(0, len(f32), 4))
+    codes = 16 if ggml_type == "Q4_0" else 32
+    return b"".join(struct.pack("<e", 0.01) +
+                    bytes((salt + 37 * b + 11 * j) % 256 for j in range(codes))
+                    for b in range(n // 32))
+
+
+def gguf(kvs, tensors, version=3, alignment=32):
+    """kvs: [(key, kind, value)]; tensors: [(name, ggml type, ne)] with ne innermost first."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for key, kind, value in kvs:
+        type_id, body = gguf_value(kind, value)
+        out += gguf_string(key) + struct.pack("<I", type_id) + body
+    data = b""
+    for salt, (name, ggml_type, ne) in enumerate(tensors):
+        type_id, block_elems, block_bytes = GGML_TYPES[ggml_type]
+        n = 1
+        for d in ne:
+            n *= d
+        payload = ggml_bytes(ggml_type, n, salt)
+        assert ne[0] % block_elems == 0 and len(payload) == n // block_elems * block_bytes
+        data += b"\0" * (-len(data) % alignment)
+        out += gguf_string(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne)
+        out += struct.pack("<IQ", type_id, len(data))
+        data += payload
+    return out + b"\0" * (-len(out) % alignment) + data
+
+
+def llama_kvs(hidden, layers, heads, kv_heads, ffn, extra=()):
+    return [("general.architecture", "str", "llama"), ("general.name", "str", "hllm fuzz seed"),
+            ("llama.context_length", "u32", 256), ("llama.embedding_length", "u32", hidden),
+            ("llama.block_count", "u32", layers), ("llama.feed_forward_length", "u32", ffn),
+            ("llama.attention.head_count", "u32", heads),
+            ("llama.attention.head_count_kv", "u32", kv_heads),
+            ("llama.attention.layer_norm_rms_epsilon", "f32", 1e-5),
+            ("llama.rope.freq_base", "f32", 500000.0)] + list(extra)
+
+
+def llama_tensors(vocab, hidden, head_dim, heads, kv_heads, ffn, types, output=None):
+    """types: ggml types of q, k, v, o, gate, up, down (one layer); output: lm_head's, or tied."""
+    q, k, v, o, gate, up, down = types
+    t = [("token_embd.weight", "Q4_0", [hidden, vocab]), ("output_norm.weight", "F32", [hidden]),
+         ("blk.0.attn_norm.weight", "F32", [hidden]),
+         ("blk.0.attn_q.weight", q, [hidden, heads * head_dim]),
+         ("blk.0.attn_k.weight", k, [hidden, kv_heads * head_dim]),
+         ("blk.0.attn_v.weight", v, [hidden, kv_heads * head_dim]),
+         ("blk.0.attn_output.weight", o, [heads * head_dim, hidden]),
+         ("blk.0.ffn_norm.weight", "F32", [hidden]),
+         ("blk.0.ffn_gate.weight", gate, [hidden, ffn]), ("blk.0.ffn_up.weight", up, [hidden, ffn]),
+         ("blk.0.ffn_down.weight", down, [ffn, hidden])]
+    if output:
+        t.append(("output.weight", output, [hidden, vocab]))
+    return t
+
+
+# A tiny Llama with the tiny tokenizer above inside (tokenizer.ggml.*: byte-level tokens, merges,
+# token types, special ids): hidden 32, 1 layer, 2 query heads / 1 KV head, tied embeddings.
+tiny = json.loads(tiny_tokenizer())
+tokens = sorted(tiny["model"]["vocab"], key=tiny["model"]["vocab"].get)
+token_types = [1] * len(tokens)
+for added in tiny["added_tokens"]:
+    assert added["id"] == len(tokens)
+    tokens.append(added["content"])
+    token_types.append(3 if added["special"] else 4)
+special = {t["content"]: t["id"] for t in tiny["added_tokens"]}
+tokenizer_kvs = [
+    ("tokenizer.ggml.model", "str", "gpt2"), ("tokenizer.ggml.pre", "str", "llama-bpe"),
+    ("tokenizer.ggml.tokens", "arr:str", tokens),
+    ("tokenizer.ggml.token_type", "arr:i32", token_types),
+    ("tokenizer.ggml.merges", "arr:str", tiny["model"]["merges"]),
+    ("tokenizer.ggml.bos_token_id", "u32", special["<|begin_of_text|>"]),
+    ("tokenizer.ggml.eos_token_id", "u32", special["<|end_of_text|>"]),
+    ("tokenizer.ggml.eot_token_id", "u32", special["<|eot_id|>"]),
+    ("tokenizer.chat_template", "str",
+     "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+     "{{ m['content'] }}<|eot_id|>{% endfor %}")]
+out("gguf", "tiny_llama_q4_0.gguf", gguf(
+    llama_kvs(32, 1, 2, 1, 64, [("general.file_type", "u32", 2)] + tokenizer_kvs),
+    llama_tensors(len(tokens), 32, 16, 2, 1, 64,
+                  ["Q4_0", "Q4_0", "Q8_0", "Q4_0", "Q4_0", "Q8_0", "Q4_0"])))
+
+# A tiny Llama without a tokenizer: GGUF v2, alignment 64, untied Q8_0 output, F16/BF16 K/V,
+# head size and vocabulary given, YaRN keys and a rope_freqs tensor (llama3 scaling).
+out("gguf", "tiny_llama_q8_0_v2.gguf", gguf(
+    llama_kvs(32, 1, 2, 1, 64, [
+        ("general.alignment", "u32", 64), ("llama.vocab_size", "u32", 64),
+        ("llama.attention.key_length", "u32", 16), ("llama.attention.value_length", "u32", 16),
+        ("llama.rope.dimension_count", "u32", 16), ("llama.rope.scaling.type", "str", "yarn"),
+        ("llama.rope.scaling.factor", "f32", 4.0),
+        ("llama.rope.scaling.original_context_length", "u32", 64),
+        ("llama.rope.scaling.attn_factor", "f32", 1.0),
+        ("tokenizer.ggml.bos_token_id", "u32", 1), ("tokenizer.ggml.eos_token_id", "u32", 2)]),
+    llama_tensors(64, 32, 16, 2, 1, 64, ["Q8_0", "F16", "BF16", "Q8_0", "Q8_0", "Q8_0", "Q8_0"],
+                  output="Q8_0") + [("rope_freqs.weight", "F32", [8])],
+    version=2, alignment=64))
+
+# Every metadata value type, arrays of strings and numbers, several tensor types; no model.
+out("gguf", "all_types.gguf", gguf(
+    [("general.architecture", "str", "test"), ("test.u8", "u8", 200), ("test.i8", "i8", -5),
+     ("test.u16", "u16", 60000), ("test.i16", "i16", -30000), ("test.u32", "u32", 4000000000),
+     ("test.i32", "i32", -2000000000), ("test.f32", "f32", 1.5), ("test.bool", "bool", True),
+     ("test.u64", "u64", 2 ** 40 + 3), ("test.i64", "i64", -2 ** 40), ("test.f64", "f64", -0.125),
+     ("test.strings", "arr:str", ["a", "", "h\u00e9llo", "x y"]),
+     ("test.ints", "arr:i32", [1, -2, 300000]), ("test.u16s", "arr:u16", [7, 65535]),
+     ("test.bools", "arr:bool", [True, False]), ("test.f64s", "arr:f64", [0.5, -1e300]),
+     ("test.no_strings", "arr:str", []), ("general.alignment", "u32", 64)],
+    [("weight.f32", "F32", [3, 2]), ("weight.q4_0", "Q4_0", [64, 2]), ("weight.f16", "F16", [4]),
+     ("weight.bf16", "BF16", [2, 1, 1, 2]), ("weight.q8_0", "Q8_0", [32])],
+    alignment=64))
+out("gguf", "empty.gguf", gguf([], []))

@@ -109,6 +109,9 @@ class GgufFile {
  public:
   static constexpr uint32_t DEFAULT_ALIGNMENT = 32;
   static constexpr int MAX_DIMS = 4;  // GGML_MAX_DIMS
+  // Reservations sized by a count from the file stop here (the vector grows with the entries
+  // actually read): a corrupt count must not become a huge allocation before it is disproved.
+  static constexpr uint64_t RESERVE_CAP = 1 << 16;
 
   explicit GgufFile(const std::filesystem::path& path) : file_(path), source_(path.string()) {
     parse();
@@ -167,10 +170,17 @@ class GgufFile {
     const GgufValue& v = require(key);
     if (v.type != GgufType::array || !is_integer(v.element))
       wrong_type(key, v, "an array of integers");
+    constexpr uint64_t MAX_ELEMENTS = uint64_t{1} << 26;  // 8x a 128k vocabulary's token types
+    if (v.count > MAX_ELEMENTS)
+      fail(source_, ": metadata key \"", key, "\" has ", v.count, " elements (", MAX_ELEMENTS,
+           " at most are read)");
     std::vector<int64_t> out(v.count);
     const size_t size = scalar_size(v.element);
-    for (uint64_t i = 0; i < v.count; ++i)
+    for (uint64_t i = 0; i < v.count; ++i) {
+      if (v.element == GgufType::u64 && load<uint64_t>(v.raw + i * size) > uint64_t{INT64_MAX})
+        fail(source_, ": metadata key \"", key, "\"[", i, "] is a u64 above 2^63 - 1");
       out[i] = read_scalar(v.element, v.raw + i * size).integer;
+    }
     return out;
   }
 
@@ -306,7 +316,7 @@ class GgufFile {
         if (v.count > remaining() / 8)
           fail(source_, ": metadata key \"", key, "\" claims ", v.count,
                " strings, more than the file could hold");
-        v.strings.reserve(v.count);
+        v.strings.reserve(std::min<uint64_t>(v.count, RESERVE_CAP));
         for (uint64_t i = 0; i < v.count; ++i) v.strings.push_back(take_string(what));
       } else {
         const size_t size = scalar_size(v.element);
@@ -355,7 +365,7 @@ class GgufFile {
     read_alignment();
     if (n_tensors > remaining() / 24)
       fail(source_, ": the header claims ", n_tensors, " tensors, more than the file holds");
-    tensors_.reserve(n_tensors);
+    tensors_.reserve(std::min<uint64_t>(n_tensors, RESERVE_CAP));
     for (uint64_t i = 0; i < n_tensors; ++i) tensors_.push_back(take_tensor_info(i));
     const uint64_t data_start = (pos_ + alignment_ - 1) / alignment_ * alignment_;
     if (data_start > file_.size())

@@ -73,7 +73,7 @@ inline LlamaConfig gguf_llama_config(const GgufFile& f) {
   if (f.find("llama.rope.dimension_count") && positive("llama.rope.dimension_count") != c.head_dim)
     fail(f.source(), ": llama.rope.dimension_count ", f.integer("llama.rope.dimension_count"),
          " differs from the head size ", c.head_dim, " (partial RoPE is not supported)");
-  if (c.n_heads % c.n_kv_heads != 0 || c.head_dim % 2 != 0)
+  if (c.n_heads % c.n_kv_heads != 0 || c.head_dim <= 0 || c.head_dim % 2 != 0)
     fail(f.source(), ": ", c.n_heads, " query heads, ", c.n_kv_heads, " KV heads and head size ",
          c.head_dim, " do not make a Llama attention");
   c.rms_norm_eps = f.number_or_none("llama.attention.layer_norm_rms_epsilon").value_or(1e-5);
