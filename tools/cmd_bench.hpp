@@ -1,8 +1,8 @@
 // `hllm bench`: prefill and decode speed of a real model folder or of a random-weight model of a
 // real shape (no file needed), on the chosen device.
 //
-//   hllm bench --synthetic llama3-8b --quant q4 [-p 512,2048] [-n 128] [--batch 1,8,32] [-r 3]
-//              [--device cuda|cpu] [--json | --md]
+//   hllm bench --synthetic llama3-8b --quant q4|bf16|q4_0|q8_0|q4_k|q6_k [-p 512,2048] [-n 128]
+//              [--batch 1,8,32] [-r 3] [--device cuda|cpu] [--json | --md]
 //   hllm bench -m MODEL_DIR ...
 //
 // For each prompt length and batch size, -r times: B sequences of p random prompt tokens are
@@ -35,21 +35,31 @@ namespace hllm::tools {
 
 namespace bench_detail {
 
+// Bytes a decode step reads of one weight: a dense one in its stored dtype or the activation
+// dtype, whichever is narrower (the CPU reads bf16 weights as bf16; the GPU holds every dense
+// weight as bf16), INT4 tiles (with their scales) and ggml blocks as stored.
+inline double linear_bytes(const Linear& m, double act_bytes) {
+  if (!m.is_dense()) return static_cast<double>(m.nbytes());
+  const double element = std::min(static_cast<double>(dtype_size(m.dense.dtype)), act_bytes);
+  return static_cast<double>(m.out_features() * m.in_features()) * element;
+}
+
+// One token's row of the embedding table (ggml: the blocks of one row).
+inline double embed_row_bytes(const Linear& embed, double act_bytes) {
+  return embed.is_ggml() ? static_cast<double>(embed.ggml.row_bytes())
+                         : static_cast<double>(embed.in_features()) * act_bytes;
+}
+
 // Weight bytes a decode step reads: every linear layer once, the norms, one embedding row.
 inline double decode_weight_bytes(const LlamaWeights& w, const LlamaConfig& c, double act_bytes) {
   double bytes = 0;
   for (const LayerWeights& l : w.layers) {
-    for (const Linear* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
-      const bool dense = !m->is_int4();
-      bytes += dense ? static_cast<double>(m->out_features() * m->in_features()) * act_bytes
-                     : static_cast<double>(m->nbytes());
-    }
+    for (const Linear* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      bytes += linear_bytes(*m, act_bytes);
     bytes += 2.0 * static_cast<double>(c.hidden_size) * act_bytes;
   }
-  const Linear& head = w.lm_head;
-  bytes += head.is_int4() ? static_cast<double>(head.nbytes())
-                          : static_cast<double>(c.vocab_size * c.hidden_size) * act_bytes;
-  return bytes + static_cast<double>(c.hidden_size) * act_bytes * 2;  // final norm, embed row
+  bytes += linear_bytes(w.lm_head, act_bytes) + embed_row_bytes(w.embed, act_bytes);
+  return bytes + static_cast<double>(c.hidden_size) * act_bytes;  // final norm
 }
 
 struct BenchResult {
@@ -165,20 +175,31 @@ inline void add_bench_command(CLI::App& app) {
       "bench", "Prefill and decode speed (tok/s, TTFT, GB/s against the measured bandwidth)");
   command->add_option("--synthetic", options->synthetic,
                       "random weights of a real shape: llama3-8b, llama3.2-3b, llama3.2-1b, tiny");
-  command->add_option("--quant", options->quant, "synthetic weights: q4 (INT4 tiles) or bf16")
-      ->check(CLI::IsMember({"q4", "bf16"}));
+  command
+      ->add_option("--quant", options->quant,
+                   "synthetic weights: q4 (hllm INT4 tiles), bf16, or GGUF blocks q4_0, q8_0, "
+                   "q4_k, q6_k (lm_head Q6_K, as llama.cpp's presets; Q8_0 for q8_0)")
+      ->check(CLI::IsMember(synthetic_quant_names()))
+      ->capture_default_str();
   command->add_option("-m,--model", options->model_dir,
                       "HF model folder or .gguf file instead of --synthetic");
   command->add_option("--device", options->device, "cuda, cpu or auto")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   command->add_option("-t,--threads", options->threads, "CPU threads (default: all)");
   command->add_option("-p,--prompt", options->prompts, "prompt tokens per sequence, e.g. 512,2048")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1 << 20));
-  command->add_option("-n,--steps", options->steps, "decode steps")->check(CLI::Range(1, 1 << 20));
-  command->add_option("--batch", options->batches, "batch sizes, e.g. 1,8,32")->delimiter(',');
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  command->add_option("-n,--steps", options->steps, "decode steps")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  command->add_option("--batch", options->batches, "batch sizes, e.g. 1,8,32")
+      ->delimiter(',')
+      ->capture_default_str();
   command->add_option("-r,--repetitions", options->repetitions, "runs per case (median, min, max)")
-      ->check(CLI::Range(1, 100));
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   command->add_flag("--json", options->json, "one JSON object per case on stdout");
   command->add_flag("--md", options->markdown, "a Markdown table on stdout");
   command->callback([options] {
@@ -196,7 +217,7 @@ inline void add_bench_command(CLI::App& app) {
     if (!options->synthetic.empty()) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
-      synthetic = make_synthetic_model(options->synthetic, options->quant == "q4");
+      synthetic = make_synthetic_model(options->synthetic, options->quant);
       synthetic_backend = make_backend(options->device, options->threads, synthetic->config);
       synthetic_model =
           std::make_unique<LlamaModel>(synthetic->config, synthetic->weights, *synthetic_backend);

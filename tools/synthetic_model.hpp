@@ -6,13 +6,21 @@
 //   llama3.2-3b  hidden 3072, 28 layers, 24/8 heads, FFN 8192, tied (Llama-3.2-3B)
 //   tiny       hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
 //
-// Weights: norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16; q4 linears random codes with
-// fp16 scales 0.002 and zero point 8 in the engine's INT4 tile layout (layout/int4_tiles.hpp).
+// Weights (--quant): norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16, and
+//   q4    linears random codes with fp16 scales 0.002 and zero point 8 in the engine's INT4 tile
+//         layout (layout/int4_tiles.hpp); embedding and lm_head bf16
+//   q4_0, q8_0, q4_k, q6_k   ggml blocks as a GGUF file holds them (layout/ggml_blocks.hpp),
+//         quantized from uniform fp32 weights of std 0.02 (quant/ggml_quantize.hpp): every
+//         projection and an untied embedding in that type, lm_head (the embedding when tied) in
+//         Q6_K as llama.cpp's presets do (Q8_0 for q8_0). llama.cpp's Q4_K_M also gives some
+//         layers' attn_v / ffn_down Q6_K; here every projection has the one type.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +30,7 @@
 #include "hllm/model/config.hpp"
 #include "hllm/model/linear.hpp"
 #include "hllm/model/weights.hpp"
+#include "hllm/quant/ggml_quantize.hpp"
 #include "hllm/quant/int4.hpp"
 
 namespace hllm::tools {
@@ -64,22 +73,43 @@ struct SyntheticModel {
 
 namespace synthetic_detail {
 
-// Fills `bytes` with pseudo-random bytes (xorshift64*, one stream per thread).
-inline void fill_random(void* data, size_t bytes, uint64_t seed) {
+// fn(t, begin, end) on up to 16 threads t, each with its contiguous share of [0, n).
+template <typename Fn>
+void parallel_shares(size_t n, Fn fn) {
   const unsigned threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-  const size_t words = bytes / 8, per = (words + threads - 1) / threads;
+  const size_t per = (n + threads - 1) / threads;
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; ++t)
-    pool.emplace_back([=] {
-      uint64_t x = seed * 0x9e3779b97f4a7c15ull + t + 1;
-      auto* w = static_cast<uint64_t*>(data);
-      for (size_t i = t * per; i < std::min(words, (t + 1) * per); ++i) {
-        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
-        w[i] = x * 0x2545f4914f6cdd1dull;
-      }
-    });
+    pool.emplace_back([=] { fn(t, std::min(n, t * per), std::min(n, (t + 1) * per)); });
   for (auto& th : pool) th.join();
+}
+
+// Fills `bytes` with pseudo-random bytes (xorshift64*, one stream per thread).
+inline void fill_random(void* data, size_t bytes, uint64_t seed) {
+  const size_t words = bytes / 8;
+  parallel_shares(words, [=](unsigned t, size_t begin, size_t end) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + t + 1;
+    auto* w = static_cast<uint64_t*>(data);
+    for (size_t i = begin; i < end; ++i) {
+      x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+      w[i] = x * 0x2545f4914f6cdd1dull;
+    }
+  });
   std::memset(static_cast<uint8_t*>(data) + words * 8, 0x5a, bytes - words * 8);
+}
+
+// n fp32 values uniform in [−0.0346, 0.0346) (std 0.02).
+inline std::vector<float> uniform_weights(size_t n, uint64_t seed) {
+  std::vector<float> values(n);
+  fill_random(values.data(), n * sizeof(float), seed);
+  parallel_shares(n, [&](unsigned, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      int32_t bits;
+      std::memcpy(&bits, &values[i], 4);
+      values[i] = static_cast<float>(bits) * (0.0346f / 2147483648.0f);
+    }
+  });
+  return values;
 }
 
 }  // namespace synthetic_detail
@@ -106,8 +136,41 @@ inline Tensor synthetic_ones(SyntheticModel& m, int64_t n) {
   return Tensor(memory.get(), DType::bf16, {n});
 }
 
-inline Linear synthetic_linear(SyntheticModel& m, int64_t out, int64_t in, bool q4, uint64_t seed) {
-  if (!q4) return Linear(synthetic_dense(m, {out, in}, 0.02f, seed));
+// The weight formats --quant names; ggml_type_of gives the block type of the ggml ones.
+inline const std::vector<std::string>& synthetic_quant_names() {
+  static const std::vector<std::string> names{"q4", "bf16", "q4_0", "q8_0", "q4_k", "q6_k"};
+  return names;
+}
+
+inline std::optional<GgmlType> ggml_type_of(const std::string& quant) {
+  if (quant == "q4_0") return GgmlType::Q4_0;
+  if (quant == "q8_0") return GgmlType::Q8_0;
+  if (quant == "q4_k") return GgmlType::Q4_K;
+  if (quant == "q6_k") return GgmlType::Q6_K;
+  return std::nullopt;
+}
+
+// A host-owned ggml Linear from a dense fp32 matrix [out, in] (rows back to back; in a multiple
+// of the type's block size), its rows quantized in parallel.
+inline Linear make_ggml_linear(GgmlType type, const float* weights, int64_t out, int64_t in) {
+  GgmlView view{type, nullptr, out, in};
+  const int64_t row_bytes = view.row_bytes();
+  auto memory = std::shared_ptr<uint8_t[]>(new uint8_t[view.nbytes()]);
+  synthetic_detail::parallel_shares(static_cast<size_t>(out), [&](unsigned, size_t r0, size_t r1) {
+    for (auto r = static_cast<int64_t>(r0); r < static_cast<int64_t>(r1); ++r)
+      ggml_quantize_row(type, weights + r * in, in, memory.get() + r * row_bytes);
+  });
+  view.data = memory.get();
+  return Linear(view, std::move(memory));
+}
+
+inline Linear synthetic_ggml_linear(int64_t out, int64_t in, GgmlType type, uint64_t seed) {
+  const std::vector<float> dense =
+      synthetic_detail::uniform_weights(static_cast<size_t>(out * in), seed);
+  return make_ggml_linear(type, dense.data(), out, in);
+}
+
+inline Linear synthetic_int4_linear(int64_t out, int64_t in, uint64_t seed) {
   if (in % INT4_TILE_K != 0) fail("synthetic q4: in_features ", in, " is not a multiple of 128");
   Int4Matrix matrix(in, out, in / INT4_TILE_K, {});
   const Int4View& v = matrix.view();
@@ -122,30 +185,48 @@ inline Linear synthetic_linear(SyntheticModel& m, int64_t out, int64_t in, bool 
   return make_int4_linear(std::move(matrix));
 }
 
-inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& name, bool q4) {
+// One projection [out, in] in the format `quant` names.
+inline Linear synthetic_linear(SyntheticModel& m, int64_t out, int64_t in, const std::string& quant,
+                               uint64_t seed) {
+  if (const std::optional<GgmlType> type = ggml_type_of(quant))
+    return synthetic_ggml_linear(out, in, *type, seed);
+  if (quant == "q4") return synthetic_int4_linear(out, in, seed);
+  return Linear(synthetic_dense(m, {out, in}, 0.02f, seed));
+}
+
+// quant: one of synthetic_quant_names().
+inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& name,
+                                                            const std::string& quant) {
+  const std::vector<std::string>& known = synthetic_quant_names();
+  if (std::find(known.begin(), known.end(), quant) == known.end())
+    fail("--quant: unknown weight format \"", quant, "\"");
   auto m = std::make_unique<SyntheticModel>();
   m->config = synthetic_config(name);
+  const std::optional<GgmlType> ggml = ggml_type_of(quant);
+  if (ggml) m->config.quant.method = QuantMethod::ggml;  // as a GGUF file's config says
   const LlamaConfig& c = m->config;
   uint64_t seed = 1;
-  m->weights.embed = synthetic_dense(*m, {c.vocab_size, c.hidden_size}, 0.02f, seed++);
+  // The [vocab, hidden] tables: bf16, or ggml with lm_head in the preset's output type.
+  const std::string head_quant = !ggml ? "bf16" : quant == "q8_0" ? "q8_0" : "q6_k";
+  const std::string embed_quant = !ggml ? "bf16" : c.tie_word_embeddings ? head_quant : quant;
+  m->weights.embed = synthetic_linear(*m, c.vocab_size, c.hidden_size, embed_quant, seed++);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     LayerWeights w;
     w.attn_norm = synthetic_ones(*m, c.hidden_size);
-    w.wq = synthetic_linear(*m, c.q_dim(), c.hidden_size, q4, seed++);
-    w.wk = synthetic_linear(*m, c.kv_dim(), c.hidden_size, q4, seed++);
-    w.wv = synthetic_linear(*m, c.kv_dim(), c.hidden_size, q4, seed++);
-    w.wo = synthetic_linear(*m, c.hidden_size, c.q_dim(), q4, seed++);
+    w.wq = synthetic_linear(*m, c.q_dim(), c.hidden_size, quant, seed++);
+    w.wk = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++);
+    w.wv = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++);
+    w.wo = synthetic_linear(*m, c.hidden_size, c.q_dim(), quant, seed++);
     w.mlp_norm = synthetic_ones(*m, c.hidden_size);
-    w.w_gate = synthetic_linear(*m, c.intermediate_size, c.hidden_size, q4, seed++);
-    w.w_up = synthetic_linear(*m, c.intermediate_size, c.hidden_size, q4, seed++);
-    w.w_down = synthetic_linear(*m, c.hidden_size, c.intermediate_size, q4, seed++);
+    w.w_gate = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++);
+    w.w_up = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++);
+    w.w_down = synthetic_linear(*m, c.hidden_size, c.intermediate_size, quant, seed++);
     m->weights.layers.push_back(std::move(w));
   }
   m->weights.final_norm = synthetic_ones(*m, c.hidden_size);
-  m->weights.lm_head =
-      c.tie_word_embeddings
-          ? Linear(m->weights.embed)
-          : Linear(synthetic_dense(*m, {c.vocab_size, c.hidden_size}, 0.02f, seed++));
+  m->weights.lm_head = c.tie_word_embeddings
+                           ? m->weights.embed
+                           : synthetic_linear(*m, c.vocab_size, c.hidden_size, head_quant, seed++);
   return m;
 }
 

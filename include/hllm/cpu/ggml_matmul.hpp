@@ -273,7 +273,8 @@ inline void matmul_ggml(const Tensor& x, const GgmlView& w, const Tensor& y, Thr
   if (w.device != Device::cpu || w.data == nullptr)
     fail("matmul_ggml: the weight is not in host memory");
   const GgmlTypeInfo info = ggml_type_info(w.type);
-  if (!info.supported || info.block_elems > detail::GGML_MAX_BLOCK || w.in % info.block_elems != 0)
+  if (!info.supported || !ggml_is_quantized(w.type) || info.block_elems > detail::GGML_MAX_BLOCK ||
+      w.in % info.block_elems != 0)
     fail("matmul_ggml: unsupported ", info.name, " weight [", w.out, ", ", w.in, "]");
   const int64_t n = x.dim(0);
   const int64_t row_tasks = (w.out + detail::GGML_ROWS_PER_TASK - 1) / detail::GGML_ROWS_PER_TASK;
