@@ -61,7 +61,7 @@ struct GgmlTypeInfo {
 
 // Every id ggml has defined up to 39 has a name here, so an error can say "IQ2_XXS is not
 // supported" instead of "type 16"; ids hllm computes with carry supported = true.
-inline GgmlTypeInfo ggml_type_info(uint32_t id) {
+constexpr GgmlTypeInfo ggml_type_info(uint32_t id) {
   switch (id) {
     case 0:
       return {"F32", 1, 4, true};
@@ -132,7 +132,9 @@ inline GgmlTypeInfo ggml_type_info(uint32_t id) {
   }
 }
 
-inline GgmlTypeInfo ggml_type_info(GgmlType t) { return ggml_type_info(static_cast<uint32_t>(t)); }
+constexpr GgmlTypeInfo ggml_type_info(GgmlType t) {
+  return ggml_type_info(static_cast<uint32_t>(t));
+}
 
 // True for the block-quantized types (weights kept as blocks); F32/F16/BF16 load as plain tensors.
 inline bool ggml_is_quantized(GgmlType t) { return ggml_type_info(t).block_elems > 1; }
