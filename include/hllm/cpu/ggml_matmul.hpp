@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -123,11 +124,17 @@ struct DotSink {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
+// An fp16 scale by F16C: the same exact conversion as f16_to_f32, one instruction.
+[[gnu::target("avx2,fma,f16c")]] inline float load_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
 // One block of type T into `sink`, chunk by chunk (T is a template argument, so the row loop has
 // no type switch).
 template <GgmlType T, typename Sink>
 [[gnu::target("avx2,fma,f16c")]] inline void dequant_block_avx2(const uint8_t* b, Sink& sink) {
-  using ggml_detail::load_f16;
   using ggml_detail::load_u32;
   if constexpr (T == GgmlType::Q4_0) {
     const float d = load_f16(b);
