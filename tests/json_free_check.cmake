@@ -9,7 +9,7 @@ set(loaders
   hllm/hllm.hpp hllm/io/json.hpp hllm/io/safetensors.hpp
   hllm/model/config_json.hpp hllm/model/weights_load.hpp hllm/model/load.hpp
   hllm/quant/gptq_config_json.hpp hllm/quant/gptq.hpp hllm/quant/quantize.hpp
-  hllm/tokenizer/bpe_load.hpp hllm/tokenizer/tokenizer_load.hpp
+  hllm/tokenizer/bpe_load.hpp hllm/tokenizer/tokenizer_load.hpp hllm/tokenizer/gguf_tokenizer.hpp
   hllm/engine/open_model.hpp hllm/engine/quantize_model.hpp)
 file(GLOB_RECURSE headers RELATIVE ${SOURCE_DIR}/include ${SOURCE_DIR}/include/hllm/*.hpp)
 list(FILTER headers EXCLUDE REGEX "^hllm/serve/")  # the HTTP API speaks JSON

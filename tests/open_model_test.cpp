@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -65,7 +66,9 @@ TEST(OpenModel, ClearErrors) {
   EXPECT_NE(error_of([] { hllm::open_model("/nonexistent/model", on_cpu()); }).find("/nonexistent"),
             std::string::npos);
   const std::string file = std::string(HLLM_DEMO_MODEL_DIR) + "/model.safetensors";
-  EXPECT_NE(error_of([&] { hllm::open_model(file, on_cpu()); }).find("is a file"),
+  EXPECT_NE(error_of([&] {
+              hllm::open_model(file, on_cpu());
+            }).find("is neither a model folder (config.json + *.safetensors"),
             std::string::npos);
   hllm::OpenOptions bad = on_cpu();
   bad.device = "gpu";
@@ -83,8 +86,32 @@ TEST(OpenModel, ClearErrors) {
             std::string::npos);
   config.head_dim = 96;
   EXPECT_FALSE(hllm::cuda_supports(config));
+  EXPECT_NE(error_of([&] { hllm::make_backend("cuda", 1, config); }).find("head_dim 96"),
+            std::string::npos);
+  config.head_dim = 128;
+  config.quant.method = hllm::QuantMethod::ggml;  // GGUF blocks: no CUDA kernels yet
+  EXPECT_FALSE(hllm::cuda_supports(config));
+  EXPECT_NE(error_of([&] { hllm::make_backend("cuda", 1, config); }).find("GGUF block-quantized"),
+            std::string::npos);
   // "auto" never fails: the CPU when there is no usable GPU.
   EXPECT_NE(hllm::make_backend("auto", 1, config), nullptr);
+}
+
+// A GGUF file opens like a folder: config and tokenizer from its metadata, stop ids from its
+// eos id, the CPU under "auto" (its ggml blocks have no CUDA kernels).
+TEST(OpenModel, GgufFile) {
+  const std::string file = std::string(HLLM_TEST_DATA) + "/gguf/model.q4_k_m.gguf";
+  hllm::OpenOptions options;
+  options.device = "auto";
+  const auto m = hllm::open_model(file, options);
+  EXPECT_EQ(m->config().quant.method, hllm::QuantMethod::ggml);
+  EXPECT_EQ(m->config().hidden_size, 512);
+  ASSERT_TRUE(m->tokenizer.has_value());
+  EXPECT_EQ(m->tokenizer->vocab_size(), 512u);
+  EXPECT_EQ(m->tokenizer->bos_id(), 1);
+  EXPECT_NE(std::find(m->stop_ids.begin(), m->stop_ids.end(), 2), m->stop_ids.end());
+  EXPECT_EQ(m->backend->device(), hllm::Device::cpu);
+  EXPECT_TRUE(m->folder.weights.layers[0].wq.is_ggml());
 }
 
 TEST(SamplingDefaults, FromGenerationConfig) {

@@ -37,7 +37,7 @@ struct ModelSummary {
   LlamaConfig config;
   std::string storage;       // "BF16 16.06 GB" or "Q4_K 97 tensors 3.9 GB, Q6_K ..."
   double weight_bytes = 0;   // as stored (what a decode step streams, give or take)
-  double copied_bytes = 0;   // read into memory at load (GGUF: attn_q / attn_k re-ordered)
+  double copied_bytes = 0;   // of which copied at load (GGUF: attn_q / attn_k re-ordered)
   std::string quantization;  // one line, "" for dense models
   std::string chat_format;   // one line, "" when the model folder says nothing special
 };
@@ -86,9 +86,7 @@ inline ModelSummary summarize_gguf(const std::filesystem::path& path) {
     ++total.tensors;
     total.bytes += static_cast<double>(t.nbytes);
     m.weight_bytes += static_cast<double>(t.nbytes);
-    if (t.name.find(".attn_q.") != std::string::npos ||
-        t.name.find(".attn_k.") != std::string::npos)
-      m.copied_bytes += static_cast<double>(t.nbytes);
+    if (gguf_copied_at_load(t.name)) m.copied_bytes += static_cast<double>(t.nbytes);
   }
   for (const auto& [type, total] : by_type)
     m.storage += (m.storage.empty() ? "" : ", ") + type + " " + std::to_string(total.tensors) +
@@ -124,7 +122,7 @@ inline void add_info_command(CLI::App& app) {
     const ModelSummary m = gguf ? summarize_gguf(dir) : summarize_folder(dir);
     const LlamaConfig& c = m.config;
     const int64_t ctx = options->context > 0 ? options->context : c.max_position_embeddings;
-    const double weights = m.weight_bytes + m.copied_bytes;
+    const double weights = m.weight_bytes;  // GGUF copies replace mapped pages that are not read
     const double kv = static_cast<double>(kv_cache_bytes(c, ctx));
     const double activations =
         static_cast<double>(activation_bytes(c, std::min<int64_t>(ctx, 512)));
@@ -147,9 +145,9 @@ inline void add_info_command(CLI::App& app) {
         "memory (cpu)   at ctx %lld: weights %s (mmap'd%s) + KV cache %s (fp32) + activations %s "
         "(per 512 prompt tokens) = %s\n",
         static_cast<long long>(ctx), human_bytes(weights).c_str(),
-        m.copied_bytes > 0 ? (", incl. " + human_bytes(m.copied_bytes) +
-                              " of Q/K rows re-ordered "
-                              "at load")
+        m.copied_bytes > 0 ? (", of which " + human_bytes(m.copied_bytes) +
+                              " Q/K rows copied and "
+                              "re-ordered at load")
                                  .c_str()
                            : "",
         human_bytes(kv).c_str(), human_bytes(activations).c_str(),

@@ -151,7 +151,8 @@ inline std::vector<QuantizedReport> quantize_model(
     const std::function<void(const std::string&)>& progress = {}) {
   const LlamaConfig& c = src.config;
   if (src.gguf)
-    fail(src.dir.string(), ": quantize writes a HF GPTQ folder from a HF model folder; a GGUF file ",
+    fail(src.dir.string(),
+         ": quantize writes a HF GPTQ folder from a HF model folder; a GGUF file ",
          "runs as it is (its Q4_K / Q4_0 / ... blocks are read in place)");
   if (c.quant.quantized()) fail(src.dir.string(), ": the model is already quantized");
   if (opt.method == QuantizeMethod::gptq && calibration.empty())

@@ -35,6 +35,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -46,6 +47,11 @@
 #include "hllm/model/weights.hpp"
 
 namespace hllm {
+
+// The tensors gguf_llama_weights copies (re-ordered) instead of viewing in place.
+inline bool gguf_copied_at_load(std::string_view name) {
+  return name.ends_with(".attn_q.weight") || name.ends_with(".attn_k.weight");
+}
 
 inline LlamaConfig gguf_llama_config(const GgufFile& f) {
   const std::string_view arch = f.string("general.architecture");

@@ -93,7 +93,9 @@ inline void prefetch_weights(const ModelFolder& model, const LoadProgress& progr
   };
   std::vector<Region> regions;
   if (model.gguf) {
-    for (const GgufTensorInfo& t : model.gguf->tensors()) regions.push_back({t.data, t.nbytes});
+    // attn_q / attn_k were copied (re-ordered) at load: their mapped pages are never read again.
+    for (const GgufTensorInfo& t : model.gguf->tensors())
+      if (!gguf_copied_at_load(t.name)) regions.push_back({t.data, t.nbytes});
   } else {
     for (const std::string& name : model.checkpoint.names()) {
       const Tensor t = model.checkpoint.tensor(name);
