@@ -5,9 +5,9 @@
 // scale and min per 16), by one AVX2 dequantizer per type (a template: no type switch in the
 // loops) that hands each chunk to a sink:
 // - batches / prefill (StoreSink): tasks of GGML_ROWS_PER_TASK output rows × GGML_TOKEN_TILE
-//   tokens; each block is dequantized once per task into a 256-float buffer (1 KiB, stays in L1)
-//   and dotted with the task's tokens, so the blocks stream from memory once per token tile and
-//   are never expanded to a full fp32 copy. StoreSink computes exactly what ggml_dequant_block
+//   tokens; 256 weights of 4 rows at a time are dequantized into a 4 × 256 buffer (4 KiB, stays
+//   in L1) and reused by a 4 rows × 2 tokens micro-kernel for the task's tokens, so the blocks
+//   stream from memory once per token tile and are never expanded to a full fp32 copy. StoreSink computes exactly what ggml_dequant_block
 //   computes (same fp32 operations, bitwise equal: tested).
 // - decode (DotSink): no buffer; the scales are factored out of each 16-group,
 //   Σ w·x = Σ_g s_g·Σ c·x − (s_g·offset + m_g)·Σ_g x, so the inner loop is code -> fp32 -> FMA,
@@ -257,28 +257,61 @@ template <GgmlType T>
   return acc;
 }
 
-// Rows [row_begin, row_end) × tokens [tok_begin, tok_end): each block dequantized once into a
-// buffer and dotted with every token of the tile.
+// Rows [row_begin, row_end) × tokens [tok_begin, tok_end), 4 rows at a time: each 256-weight
+// stretch of the 4 rows is dequantized once into a 4 × 256 buffer (4 KiB, L1) and reused for
+// every token of the tile by a 4 rows × 2 tokens micro-kernel (8 independent FMA chains, each
+// activation load feeding 4 rows). Rows past row_end are zeros, their outputs dropped.
 template <GgmlType T>
 [[gnu::target("avx2,fma,f16c")]] inline void ggml_rows_avx2(const float* x, const GgmlView& w,
                                                             float* y, int64_t row_begin,
                                                             int64_t row_end, int64_t tok_begin,
                                                             int64_t tok_end) {
   constexpr GgmlTypeInfo info = ggml_type_info(static_cast<uint32_t>(T));
-  const int64_t blocks = w.in / info.block_elems, n = tok_end - tok_begin;
-  alignas(32) float buffer[GGML_MAX_BLOCK];
-  __m256 acc[GGML_TOKEN_TILE];
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    for (int64_t t = 0; t < n; ++t) acc[t] = _mm256_setzero_ps();
-    const uint8_t* row = w.row(r);
-    for (int64_t b = 0; b < blocks; ++b) {
-      StoreSink store{buffer};
-      dequant_block_avx2<T>(row + b * info.block_bytes, store);
-      const float* xb = x + tok_begin * w.in + b * info.block_elems;
-      for (int64_t t = 0; t < n; ++t)
-        acc[t] = dot_block_avx2(buffer, xb + t * w.in, info.block_elems, acc[t]);
+  constexpr int ROWS = 4, STRETCH = 256;
+  const int64_t n = tok_end - tok_begin;
+  alignas(32) float weights[ROWS][STRETCH];
+  __m256 acc[ROWS][GGML_TOKEN_TILE];
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += ROWS) {
+    const int rows = static_cast<int>(std::min<int64_t>(ROWS, row_end - r0));
+    for (int r = 0; r < ROWS; ++r)
+      for (int64_t t = 0; t < n; ++t) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t k0 = 0; k0 < w.in; k0 += STRETCH) {
+      const int64_t len = std::min<int64_t>(STRETCH, w.in - k0);
+      for (int r = 0; r < ROWS; ++r) {
+        if (r >= rows) {
+          std::fill(weights[r], weights[r] + len, 0.0f);
+          continue;
+        }
+        const uint8_t* blocks = w.row(r0 + r) + k0 / info.block_elems * info.block_bytes;
+        for (int64_t e = 0; e < len; e += info.block_elems) {
+          StoreSink store{weights[r] + e};
+          dequant_block_avx2<T>(blocks + e / info.block_elems * info.block_bytes, store);
+        }
+      }
+      const float* xs = x + tok_begin * w.in + k0;
+      int64_t t = 0;
+      for (; t + 2 <= n; t += 2) {
+        __m256 a[ROWS][2];
+        for (int r = 0; r < ROWS; ++r) a[r][0] = acc[r][t], a[r][1] = acc[r][t + 1];
+        const float* x0 = xs + t * w.in;
+        const float* x1 = x0 + w.in;
+        for (int64_t k = 0; k < len; k += 8) {
+          const __m256 xv0 = _mm256_loadu_ps(x0 + k), xv1 = _mm256_loadu_ps(x1 + k);
+#pragma GCC unroll 4
+          for (int r = 0; r < ROWS; ++r) {
+            const __m256 wv = _mm256_load_ps(&weights[r][k]);
+            a[r][0] = _mm256_fmadd_ps(wv, xv0, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(wv, xv1, a[r][1]);
+          }
+        }
+        for (int r = 0; r < ROWS; ++r) acc[r][t] = a[r][0], acc[r][t + 1] = a[r][1];
+      }
+      for (; t < n; ++t)
+        for (int r = 0; r < ROWS; ++r)
+          acc[r][t] = dot_block_avx2(weights[r], xs + t * w.in, len, acc[r][t]);
     }
-    for (int64_t t = 0; t < n; ++t) y[(tok_begin + t) * w.out + r] = avx2::hsum(acc[t]);
+    for (int r = 0; r < rows; ++r)
+      for (int64_t t = 0; t < n; ++t) y[(tok_begin + t) * w.out + r0 + r] = avx2::hsum(acc[r][t]);
   }
 }
 #endif
