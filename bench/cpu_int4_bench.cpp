@@ -26,18 +26,6 @@ namespace {
 
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)->UseRealTime();
 
-void report(benchmark::State& state, double total_seconds, size_t weight_bytes, int64_t n,
-            int64_t in, int64_t out) {
-  const double per_call = total_seconds / static_cast<double>(state.iterations());
-  const double gbps = static_cast<double>(weight_bytes) / per_call / 1e9;
-  state.counters["weight_GB/s"] = gbps;
-  state.counters["Gweights/s"] = static_cast<double>(in * out) / per_call / 1e9;
-  state.counters["GFLOP/s"] = 2.0 * n * in * out / per_call / 1e9;
-  if (measured_read_gbps() > 0)
-    state.counters["%_of_read_bw"] = 100.0 * gbps / measured_read_gbps();
-  state.counters["simd"] = hllm::cpu::cpu_has_avx2() ? 1 : 0;
-}
-
 // Random tiles (codes, fp16 scales, zeros); act_order adds a packed-input permutation so the
 // per-call activation gather is included.
 hllm::Int4Matrix random_int4(int64_t in, int64_t out, bool act_order, std::mt19937& rng) {
