@@ -26,12 +26,17 @@ namespace detail {
 inline std::vector<int64_t> parse_token_ids(const JsonFields& fields, const char* key) {
   std::vector<int64_t> ids;
   if (!fields.has(key)) return ids;
+  // An id above 2^63 - 1 (JSON allows 18446744073709551615) would wrap to a negative int64.
+  const auto is_id = [](const json& v) {
+    return v.is_number_integer() &&
+           !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX});
+  };
   const json& value = fields.object.at(key);
-  if (value.is_number_integer()) {
+  if (is_id(value)) {
     ids.push_back(value.get<int64_t>());
   } else if (value.is_array()) {
     for (const json& id : value) {
-      if (!id.is_number_integer()) fields.wrong(key, "an integer or a list of integers");
+      if (!is_id(id)) fields.wrong(key, "an integer or a list of integers");
       ids.push_back(id.get<int64_t>());
     }
   } else {

@@ -21,7 +21,7 @@
 namespace hllm {
 
 struct Linear {
-  Tensor dense;                 // [out, in] when !is_int4()
+  Tensor dense;                 // [out, in] when is_dense()
   Int4View int4;                // when is_int4()
   GgmlView ggml;                // when is_ggml()
   std::shared_ptr<void> owner;  // keeps the int4 / copied memory alive; may be null
