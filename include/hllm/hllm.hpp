@@ -20,6 +20,7 @@
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
 #include "hllm/tokenizer/chat.hpp"
+#include "hllm/tokenizer/gguf_tokenizer.hpp"
 #include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
