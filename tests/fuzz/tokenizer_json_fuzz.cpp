@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "fuzz_util.hpp"
-#include "hllm/tokenizer/stream.hpp"
 #include "hllm/tokenizer/tokenizer_load.hpp"
+#include "tokenizer_checks.hpp"
 
 using hllm::fuzz::check;
 
@@ -37,22 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                              [&](const hllm::AddedToken& t) { return t.id == id; });
         });
         if (!special && !added_id) check(back == sample, "decode(encode(text)) != text", back);
-        hllm::StreamDecoder stream(tok);
-        std::string streamed;
-        for (const hllm::TokenId id : ids) streamed += stream.push(id);
-        streamed += stream.finish();
-        check(streamed == back, "streamed decode differs from decode", streamed);
+        hllm::fuzz::check_streamed_decode(tok, ids, back);
       }
     }
-    // Every id: in the vocabulary (decodes) or not (hllm::Error), never a crash. Bounded so that
-    // a file claiming id 16,777,215 costs little.
-    const size_t limit = std::min<size_t>(tok.vocab_size() + 2, 4096);
-    for (size_t id = 0; id < limit; ++id) {
-      hllm::fuzz::expect_only_hllm_errors("decode", [&] {
-        const hllm::TokenId one = static_cast<hllm::TokenId>(id);
-        (void)tok.decode(std::span(&one, 1), id % 2 == 0);
-      });
-    }
+    hllm::fuzz::decode_every_id(tok);
   });
   return 0;
 }

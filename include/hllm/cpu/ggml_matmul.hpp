@@ -25,6 +25,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/matmul_operands.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/layout/ggml_blocks.hpp"
 
@@ -125,7 +126,7 @@ struct DotSink {
 }
 
 // An fp16 scale by F16C: the same exact conversion as f16_to_f32, one instruction.
-[[gnu::target("avx2,fma,f16c")]] inline float load_f16(const uint8_t* p) {
+[[gnu::target("avx2,fma,f16c")]] inline float load_f16_f16c(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return _cvtsh_ss(h);
@@ -137,27 +138,27 @@ template <GgmlType T, typename Sink>
 [[gnu::target("avx2,fma,f16c")]] inline void dequant_block_avx2(const uint8_t* b, Sink& sink) {
   using ggml_detail::load_u32;
   if constexpr (T == GgmlType::Q4_0) {
-    const float d = load_f16(b);
+    const float d = load_f16_f16c(b);
     sink(0, Chunk{split_nibbles(b + 2), 8, d, 0.0f, d, 0.0f});
   } else if constexpr (T == GgmlType::Q4_1) {
-    const float d = load_f16(b), m = -load_f16(b + 2);
+    const float d = load_f16_f16c(b), m = -load_f16_f16c(b + 2);
     sink(0, Chunk{split_nibbles(b + 4), 0, d, m, d, m});
   } else if constexpr (T == GgmlType::Q5_0) {
-    const float d = load_f16(b);
+    const float d = load_f16_f16c(b);
     const __m256i q = _mm256_or_si256(split_nibbles(b + 6), fifth_bits(load_u32(b + 2)));
     sink(0, Chunk{q, 16, d, 0.0f, d, 0.0f});
   } else if constexpr (T == GgmlType::Q5_1) {
-    const float d = load_f16(b), m = -load_f16(b + 2);
+    const float d = load_f16_f16c(b), m = -load_f16_f16c(b + 2);
     const __m256i q = _mm256_or_si256(split_nibbles(b + 8), fifth_bits(load_u32(b + 4)));
     sink(0, Chunk{q, 0, d, m, d, m});
   } else if constexpr (T == GgmlType::Q8_0) {
-    const float d = load_f16(b);
+    const float d = load_f16_f16c(b);
     const __m256i biased =
         _mm256_xor_si256(load32(b + 2), _mm256_set1_epi8(static_cast<char>(0x80)));
     sink(0, Chunk{biased, 128, d, 0.0f, d, 0.0f});
   } else if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K) {
     constexpr bool five = T == GgmlType::Q5_K;
-    const float d = load_f16(b), dmin = load_f16(b + 2);
+    const float d = load_f16_f16c(b), dmin = load_f16_f16c(b + 2);
     const uint8_t* scales = b + 4;
     const __m256i qh = five ? load32(b + 16) : _mm256_setzero_si256();
     const uint8_t* qs = b + (five ? 48 : 16);
@@ -180,7 +181,7 @@ template <GgmlType T, typename Sink>
     const uint8_t* ql = b;
     const uint8_t* qh = b + 128;
     const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
-    const float d = load_f16(b + 208);
+    const float d = load_f16_f16c(b + 208);
     for (int h = 0; h < 2; ++h) {
       const __m256i high_bits = load32(qh + 32 * h);
       for (int quarter = 0; quarter < 4; ++quarter) {
@@ -358,12 +359,7 @@ inline void ggml_dequant_row_fast(const GgmlView& w, int64_t r, float* out) {
 
 // y[n, out] = x[n, in] · Wᵀ. x and y fp32 contiguous; w in host memory.
 inline void matmul_ggml(const Tensor& x, const GgmlView& w, const Tensor& y, ThreadPool& pool) {
-  if (x.rank() != 2 || y.rank() != 2 || x.dim(1) != w.in || y.dim(0) != x.dim(0) ||
-      y.dim(1) != w.out)
-    fail("matmul_ggml: shapes x ", x.shape.str(), " · w [", w.out, ", ", w.in, "]ᵀ -> y ",
-         y.shape.str(), " do not match");
-  if (x.dtype != DType::f32 || y.dtype != DType::f32) fail("matmul_ggml: activations must be f32");
-  if (!x.is_contiguous() || !y.is_contiguous()) fail("matmul_ggml: tensors must be contiguous");
+  check_matmul_operands("matmul_ggml", x, y, w.in, w.out);
   if (w.device != Device::cpu || w.data == nullptr)
     fail("matmul_ggml: the weight is not in host memory");
   const GgmlTypeInfo info = ggml_type_info(w.type);

@@ -22,6 +22,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/matmul_operands.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/layout/int4_tiles.hpp"
 
@@ -210,12 +211,7 @@ inline const float* int4_packed_activations(const Tensor& x, const Int4View& w,
 // packed activations between calls (grown on demand).
 inline void matmul_int4(const Tensor& x, const Int4View& w, const Tensor& y, ThreadPool& pool,
                         std::vector<float>& scratch) {
-  if (x.rank() != 2 || y.rank() != 2 || x.dim(1) != w.in || y.dim(0) != x.dim(0) ||
-      y.dim(1) != w.out)
-    fail("matmul_int4: shapes x ", x.shape.str(), " · w [", w.out, ", ", w.in, "]ᵀ -> y ",
-         y.shape.str(), " do not match");
-  if (x.dtype != DType::f32 || y.dtype != DType::f32) fail("matmul_int4: activations must be f32");
-  if (!x.is_contiguous() || !y.is_contiguous()) fail("matmul_int4: tensors must be contiguous");
+  check_matmul_operands("matmul_int4", x, y, w.in, w.out);
   if (w.device != Device::cpu || w.tiles == nullptr)
     fail("matmul_int4: the weight is not in host memory");
   const int64_t n = x.dim(0);

@@ -21,6 +21,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/matmul_operands.hpp"
 #include "hllm/cpu/simd.hpp"
 
 namespace hllm::cpu {
@@ -114,13 +115,11 @@ void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, i
 
 // y[n, out] = x[n, in] · w[out, in]ᵀ. x and y fp32 contiguous; w contiguous bf16 / f16 / f32.
 inline void matmul(const Tensor& x, const Tensor& w, const Tensor& y, ThreadPool& pool) {
-  if (x.rank() != 2 || w.rank() != 2 || y.rank() != 2 || x.dim(1) != w.dim(1) ||
-      y.dim(0) != x.dim(0) || y.dim(1) != w.dim(0))
+  if (w.rank() != 2)
     fail("matmul: shapes x ", x.shape.str(), " · w ", w.shape.str(), "ᵀ -> y ", y.shape.str(),
          " do not match");
-  if (x.dtype != DType::f32 || y.dtype != DType::f32) fail("matmul: activations must be f32");
-  if (!x.is_contiguous() || !w.is_contiguous() || !y.is_contiguous())
-    fail("matmul: tensors must be contiguous");
+  check_matmul_operands("matmul", x, y, w.dim(1), w.dim(0));
+  if (!w.is_contiguous()) fail("matmul: tensors must be contiguous");
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
   switch (w.dtype) {
     case DType::bf16:
