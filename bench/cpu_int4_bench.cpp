@@ -1,5 +1,5 @@
-// CPU INT4 matmul benchmarks (cpu/int4_matmul.hpp, W4A32) beside the bf16 matmul on the same
-// Llama-3-8B shapes: decode GEMV (n = 1, bound by reading the weights once) and small batches.
+// CPU INT4 matmul benchmarks (cpu/int4_matmul.hpp, W4A32; cpu/int4_q8_matmul.hpp, W4A8 per ISA)
+// beside the bf16 matmul on the same Llama-3-8B shapes: decode GEMV (n = 1, bound by reading the weights once) and small batches.
 // Reported: weight_GB/s (tile bytes incl. scales and zeros: 272 B per 4 x 128 weights) and % of
 // this machine's read bandwidth, measured first by BM_MemoryReadBandwidth (a threaded streaming
 // sum over 512 MiB); Gweights/s compares the two formats in work done (what tokens/s follows).
@@ -18,6 +18,7 @@
 #include "cpu_bench_common.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/cpu/int4_q8_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/quant/int4.hpp"
@@ -49,8 +50,10 @@ hllm::Int4Matrix random_int4(int64_t in, int64_t out, bool act_order, std::mt199
   return m;
 }
 
-// args: tokens, in_features, out_features, act_order
-void BM_Matmul_int4(benchmark::State& state) {
+// Times `multiply(x, w, y)` over weight copies rotated through ROTATION_BYTES, then reports.
+// args: tokens, in_features, out_features, act_order.
+template <typename Multiply>
+void time_int4(benchmark::State& state, Multiply multiply) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const bool act_order = state.range(3) != 0;
   std::mt19937 rng(1);
@@ -59,19 +62,39 @@ void BM_Matmul_int4(benchmark::State& state) {
   std::vector<hllm::Int4Matrix> weights;
   for (size_t c = 0; c < copies; ++c) weights.push_back(random_int4(in, out, act_order, rng));
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out)), scratch;
+  std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
   for (float& v : x) v = dist(rng);
+  const hllm::Tensor xt(x.data(), hllm::DType::f32, {n, in}),
+      yt(y.data(), hllm::DType::f32, {n, out});
   size_t next = 0;
   double total_seconds = 0.0;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
-    hllm::cpu::matmul_int4(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}), weights[next].view(),
-                           hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool(), scratch);
+    multiply(xt, weights[next].view(), yt);
     total_seconds += seconds_since(start);
     next = (next + 1) % copies;
     benchmark::DoNotOptimize(y.data());
   }
   report(state, total_seconds, weight_bytes, n, in, out);
+}
+
+// W4A32 (cpu/int4_matmul.hpp).
+void BM_Matmul_int4(benchmark::State& state) {
+  std::vector<float> scratch;
+  time_int4(state, [&](const hllm::Tensor& x, const hllm::Int4View& w, const hllm::Tensor& y) {
+    hllm::cpu::matmul_int4(x, w, y, pool(), scratch);
+  });
+}
+
+// W4A8 (cpu/int4_q8_matmul.hpp) on each instruction set this CPU runs; args end with the ISA.
+void BM_Matmul_int4_q8(benchmark::State& state) {
+  const auto isa = static_cast<hllm::cpu::CpuIsa>(state.range(4));
+  if (isa > hllm::cpu::cpu_isa_supported()) return state.SkipWithError("ISA not supported");
+  std::vector<float> scratch;
+  hllm::cpu::Q8Activations q8;
+  time_int4(state, [&](const hllm::Tensor& x, const hllm::Int4View& w, const hllm::Tensor& y) {
+    hllm::cpu::matmul_int4_q8(x, w, y, pool(), scratch, q8, isa);
+  });
 }
 
 // The same shapes with bf16 weights (cpu/matmul.hpp), for the side-by-side comparison.
@@ -83,20 +106,34 @@ void BM_Matmul_bf16(benchmark::State& state) {
 }
 
 // Llama-3-8B per layer: qkv fused 4096 -> 6144, o 4096 -> 4096, gate_up fused 4096 -> 28672,
-// down 14336 -> 4096.
-void llama3_8b_shapes(benchmark::internal::Benchmark* b, bool with_act_order) {
-  b->ArgNames({"tokens", "in", "out", "act_order"});
+// down 14336 -> 4096. isas: none = no ISA argument; else every shape once per ISA (a 5th argument).
+void llama3_8b_shapes(benchmark::internal::Benchmark* b, bool with_act_order,
+                      const std::vector<hllm::cpu::CpuIsa>& isas = {}) {
+  std::vector<std::string> names = {"tokens", "in", "out", "act_order"};
+  if (!isas.empty()) names.push_back("isa");
+  b->ArgNames(names);
+  const auto shape_args = [&](std::vector<int64_t> args) {
+    if (isas.empty()) return b->Args(args), void();
+    for (const hllm::cpu::CpuIsa isa : isas) {
+      std::vector<int64_t> with_isa = args;
+      with_isa.push_back(static_cast<int64_t>(isa));
+      b->Args(with_isa);
+    }
+  };
   for (const int64_t tokens : {1, 4, 64})
     for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{
              {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}}) {
       if (tokens == 64 && out == 28672) continue;  // keeps the run short on 2 cores
-      b->Args({tokens, in, out, 0});
-      if (with_act_order && tokens == 1) b->Args({tokens, in, out, 1});
+      shape_args({tokens, in, out, 0});
+      if (with_act_order && tokens == 1) shape_args({tokens, in, out, 1});
     }
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 BENCHMARK(BM_Matmul_int4)->Apply([](auto* b) { llama3_8b_shapes(b, true); });
+BENCHMARK(BM_Matmul_int4_q8)->Apply([](auto* b) {
+  llama3_8b_shapes(b, false, {hllm::cpu::CpuIsa::avx2, hllm::cpu::CpuIsa::avx512});
+});
 BENCHMARK(BM_Matmul_bf16)->Apply([](auto* b) { llama3_8b_shapes(b, false); });
 
 }  // namespace

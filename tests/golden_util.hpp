@@ -53,4 +53,22 @@ inline int64_t argmax_agreement(const float* logits, const Tensor& golden) {
   return agree;
 }
 
+// Median over positions of ‖logits_t − golden_t‖₂ / ‖golden_t‖₂ ([n, vocab] rows).
+inline double median_relative_l2(const float* logits, const Tensor& golden) {
+  const int64_t n = golden.dim(0), vocab = golden.dim(1);
+  const float* g = golden.as<float>();
+  std::vector<double> relative;
+  for (int64_t t = 0; t < n; ++t) {
+    double error = 0, norm = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double d = double{logits[t * vocab + v]} - g[t * vocab + v];
+      error += d * d;
+      norm += double{g[t * vocab + v]} * g[t * vocab + v];
+    }
+    relative.push_back(std::sqrt(error / norm));
+  }
+  std::sort(relative.begin(), relative.end());
+  return relative[relative.size() / 2];
+}
+
 }  // namespace hllm::test

@@ -34,11 +34,27 @@ inline std::vector<int32_t> parse_id_list(const std::string& text) {
   return ids;
 }
 
+// --cpu-matmul exact|int8: how the CPU backend multiplies by INT4 weights (CpuMatmul).
+inline void add_cpu_matmul_option(CLI::App& command, CpuMatmul& matmul, CpuMatmul default_value) {
+  matmul = default_value;
+  command
+      .add_option_function<std::string>(
+          "--cpu-matmul",
+          [&matmul](const std::string& name) {
+            matmul = name == "int8" ? CpuMatmul::int8 : CpuMatmul::exact;
+          },
+          "CPU arithmetic for INT4 weights: int8 (activations rounded to int8 per 32 inputs, "
+          "integer dot products: fast) or exact (fp32 activations, the reference)")
+      ->check(CLI::IsMember({"exact", "int8"}))
+      ->default_str(cpu_matmul_name(default_value));
+}
+
 struct ModelOptions {
   std::string model_dir;
   std::string config_override;
   int threads = 0;
   std::string device = "auto";
+  CpuMatmul int4_matmul = CpuMatmul::exact;
 };
 
 inline void add_model_options(CLI::App& command, ModelOptions& options) {
@@ -50,6 +66,7 @@ inline void add_model_options(CLI::App& command, ModelOptions& options) {
                      "config.json to use instead of the folder's");
   command.add_option("-t,--threads", options.threads,
                      "CPU threads (default: all hardware threads)");
+  add_cpu_matmul_option(command, options.int4_matmul, CpuMatmul::exact);
   command
       .add_option("--device", options.device,
                   "where the model runs: cuda, cpu, or auto (cuda when a GPU is present and this "
@@ -61,6 +78,7 @@ inline OpenOptions open_options(const ModelOptions& options) {
   OpenOptions open;
   open.device = options.device;
   open.threads = options.threads;
+  open.int4_matmul = options.int4_matmul;
   if (!options.config_override.empty()) open.config = options.config_override;
   open.load_tokenizer = false;  // these commands take and print token ids
   return open;

@@ -30,6 +30,7 @@ struct TextModelOptions {
   std::string tokenizer;  // empty: the model folder's tokenizer.json
   int threads = 0;
   std::string device = "auto";
+  CpuMatmul int4_matmul = CpuMatmul::int8;
   int64_t context = 0;  // 0: max_position_embeddings
   // Sampling; unset ones come from generation_config.json, then the library defaults.
   std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty,
@@ -55,6 +56,7 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
       "HF model folder or .gguf file (default: $HLLM_MODEL, else the bundled tiny demo model)");
   command.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model folder's)");
   command.add_option("-t,--threads", o.threads, "CPU threads (default: all hardware threads)");
+  add_cpu_matmul_option(command, o.int4_matmul, CpuMatmul::int8);
   command
       .add_option("--device", o.device,
                   "cuda, cpu, or auto (cuda when a GPU is present and this build has CUDA)")
@@ -123,6 +125,7 @@ inline TextModel load_text_model(const TextModelOptions& o) {
   OpenOptions open;
   open.device = o.device;
   open.threads = o.threads;
+  open.int4_matmul = o.int4_matmul;
   open.tokenizer = o.tokenizer;
   open.prefetch = true;
   open.progress = load_progress_printer();

@@ -16,6 +16,7 @@
 #include "hllm/cpu/attention_paged.hpp"
 #include "hllm/cpu/ggml_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/cpu/int4_q8_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/rope.hpp"
@@ -24,15 +25,29 @@
 
 namespace hllm {
 
+// How INT4 weights meet the activations:
+//   exact  fp32 activations, W4A32 (cpu/int4_matmul.hpp): the reference, equal to the dequantized
+//          fp32 product up to fp32 rounding (what the golden tests check).
+//   int8   activations rounded to int8 per 128-input tile, integer dot products (VNNI / AVX2,
+//          cpu/int4_q8_matmul.hpp): llama.cpp's numerics and several times less compute; each
+//          tile's error is at most Σ|w|·d/2 with d = max|x|/127 of the tile.
+enum class CpuMatmul { exact, int8 };
+
+inline const char* cpu_matmul_name(CpuMatmul matmul) {
+  return matmul == CpuMatmul::int8 ? "int8" : "exact";
+}
+
 class CpuBackend final : public Backend {
  public:
   // n_threads = 0: one per hardware thread.
-  explicit CpuBackend(int n_threads = 0) : pool_(n_threads) {}
+  explicit CpuBackend(int n_threads = 0, CpuMatmul int4_matmul = CpuMatmul::exact)
+      : pool_(n_threads), int4_matmul_(int4_matmul) {}
 
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::cpu; }
   DType activation_dtype() const override { return DType::f32; }
   int n_threads() const { return pool_.size(); }
+  CpuMatmul int4_matmul() const { return int4_matmul_; }
   ThreadPool& pool() { return pool_; }
 
   Buffer allocate(DType dtype, Shape shape) override {
@@ -97,6 +112,8 @@ class CpuBackend final : public Backend {
     cpu::rmsnorm(x, weight, eps, out, pool_);
   }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
+    if (weight.is_int4() && int4_matmul_ == CpuMatmul::int8)
+      return cpu::matmul_int4_q8(x, weight.int4, out, pool_, int4_scratch_, q8_scratch_);
     if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
     if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
     cpu::matmul(x, weight.dense, out, pool_);
@@ -160,12 +177,14 @@ class CpuBackend final : public Backend {
   }
 
   ThreadPool pool_;
-  std::vector<float> int4_scratch_;
+  CpuMatmul int4_matmul_;
+  std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
+  cpu::Q8Activations q8_scratch_;    // the same rounded to int8 (CpuMatmul::int8)
   // The step inputs (begin_step).
   std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;
   std::vector<int64_t> positions64_;
   int32_t max_blocks_per_seq_ = 0, block_size_ = 0;
-  const RopeTable* rope_ = nullptr;  // activations in an INT4 weight's packed input order
+  const RopeTable* rope_ = nullptr;
 };
 
 }  // namespace hllm

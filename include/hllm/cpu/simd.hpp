@@ -1,5 +1,5 @@
-// SIMD building blocks for the CPU backend, with runtime dispatch: an AVX2 + FMA + F16C path (any
-// x86-64 from 2013 on) and a portable scalar path used elsewhere. The vector paths are compiled
+// SIMD building blocks for the CPU backend, with runtime dispatch (cpu/isa.hpp): an AVX2 + FMA +
+// F16C path (any x86-64 from 2013 on) and a portable scalar path used elsewhere. The vector paths are compiled
 // with per-function target attributes, so the library needs no -march flag and runs on any x86-64
 // CPU.
 //
@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "hllm/core/dtype.hpp"
+#include "hllm/cpu/isa.hpp"
 
 // The AVX2 functions carry [[gnu::target("avx2,fma,f16c")]] and sit under `#if defined(__x86_64__)`
 // (no macros of our own, so nothing leaks into the including program).
@@ -25,16 +26,8 @@ inline float to_f32(float x) { return x; }
 inline float to_f32(bf16 x) { return bf16_to_f32(x); }
 inline float to_f32(f16 x) { return f16_to_f32(x); }
 
-// True when the AVX2 paths may run on this CPU (checked once).
-inline bool cpu_has_avx2() {
-#if defined(__x86_64__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                                __builtin_cpu_supports("f16c");
-  return supported;
-#else
-  return false;
-#endif
-}
+// True when the AVX2 paths may run (cpu/isa.hpp: the CPU supports them and HLLM_CPU_ISA allows).
+inline bool cpu_has_avx2() { return cpu_isa() >= CpuIsa::avx2; }
 
 #if defined(__x86_64__)
 namespace avx2 {

@@ -37,9 +37,10 @@ namespace hllm {
 
 // The backend for `device`: "cpu"; "cuda" (an error when this program has no CUDA, there is no
 // GPU, or cuda_supports() refuses the model); "auto" = cuda when all of that holds, else cpu.
-// threads: CPU threads (0 = one per hardware thread).
+// threads: CPU threads (0 = one per hardware thread); int4_matmul: the CPU's INT4 arithmetic.
 inline std::unique_ptr<Backend> make_backend(std::string_view device, int threads,
-                                             const LlamaConfig& config) {
+                                             const LlamaConfig& config,
+                                             CpuMatmul int4_matmul = CpuMatmul::exact) {
   if (device == "cuda") {
     if (!cuda_supports(config))  // refused by name whatever the machine
       fail("device cuda: ", cuda_refusal(config), "; use device cpu");
@@ -51,13 +52,14 @@ inline std::unique_ptr<Backend> make_backend(std::string_view device, int thread
     return make_cuda_backend();
   if (device != "cpu" && device != "auto")
     fail("device must be cpu, cuda or auto (got \"", device, "\")");
-  return std::make_unique<CpuBackend>(threads);
+  return std::make_unique<CpuBackend>(threads, int4_matmul);
 }
 
 // "cpu, 8 threads" or "cuda (NVIDIA H200)".
 inline std::string describe_backend(const Backend& backend) {
   if (const auto* cpu = dynamic_cast<const CpuBackend*>(&backend))
-    return "cpu, " + std::to_string(cpu->n_threads()) + " threads";
+    return "cpu, " + std::to_string(cpu->n_threads()) + " threads, " +
+           cpu::isa_name(cpu::cpu_isa()) + ", int4 " + cpu_matmul_name(cpu->int4_matmul());
   return backend.name();
 }
 
@@ -69,6 +71,7 @@ inline double device_bytes_in_use(const Backend& backend) {
 struct OpenOptions {
   std::string device = "auto";                  // cpu | cuda | auto (make_backend)
   int threads = 0;                              // CPU threads, 0 = one per hardware thread
+  CpuMatmul int4_matmul = CpuMatmul::exact;     // the CPU's INT4 arithmetic (CpuMatmul)
   std::optional<std::filesystem::path> config;  // a config.json to use instead of the folder's
   std::filesystem::path tokenizer;  // tokenizer.json (or its folder); empty = the model folder's
   bool load_tokenizer = true;       // false: token ids only (no tokenizer.json needed)
@@ -119,7 +122,7 @@ struct LoadedModel {
   static std::unique_ptr<Backend> prefetched_backend(const ModelFolder& folder,
                                                      const OpenOptions& options) {
     if (options.prefetch) prefetch_weights(folder, options.progress);
-    return make_backend(options.device, options.threads, folder.config);
+    return make_backend(options.device, options.threads, folder.config, options.int4_matmul);
   }
 
   static std::vector<int64_t> stop_ids_of(const ModelFolder& folder,

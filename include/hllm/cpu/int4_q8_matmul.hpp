@@ -1,0 +1,275 @@
+// CPU matmul against an INT4 weight (layout/int4_tiles.hpp) with int8 activations, W4A8: the
+// activations of every 32-input chunk are rounded to int8 with one fp32 scale (llama.cpp's q8_0
+// numerics for its activations), and each chunk's dot product with a tile row is an integer one:
+//
+//   y = Σ_tiles s·(Σ_k q_k·x_k − z·Σ_k x_k)      (int4_dequant summed over a tile, s and z per row)
+//     ≈ Σ_tiles s·(Σ_chunks d_c·Σ_{k∈c} q_k·a_k) − s·z·(Σ_chunks d_c·Σ_{k∈c} a_k)
+//                                                  x_k ≈ d_c·a_k, a_k ∈ [−127, 127]
+//
+// Σ q·a is exact in int32 (codes 0..15 are unsigned bytes, a signed bytes: vpdpbusd on AVX-512
+// VNNI, vpmaddubsw + vpmaddwd on AVX2); the zero-point sum Σ d_c·Σa is computed once per tile and
+// token. The error against the fp32 path (cpu/int4_matmul.hpp) is at most Σ_k |w_k|·d_c/2
+// (|x_k − d_c·a_k| <= d_c/2). Scales per 32 inputs keep an outlier activation from coarsening more
+// than its own chunk.
+//
+// Quantized activation order. A tile row's 64 code bytes hold input k of chunk c = k/32 at byte
+// 16c + k%16, low nibble for k%32 < 16, high nibble otherwise. One 64-byte load split into low and
+// high nibbles therefore gives inputs {0..15, 32..47, 64..79, 96..111} and then
+// {16..31, 48..63, 80..95, 112..127}; the int8 activations are stored in exactly that order
+// (q8_position_input), so the kernels multiply nibbles by activations with no shuffles. An int32
+// lane of vpdpbusd (or vpmaddubsw + vpmaddwd) sums 4 neighbouring positions, all of one chunk:
+// lanes 4c..4c+3 of the 16 belong to chunk c, so one vector of per-lane scales (lane_scales: d_c
+// repeated 4 times) scales a whole tile row at once. AVX2's 32-byte halves of the row: low nibbles
+// of bytes 0..31 and high nibbles of bytes 0..31 are chunks 0 and 1 (lanes 0..7 of lane_scales),
+// bytes 32..63 chunks 2 and 3 (lanes 8..15).
+//
+// Work split as in the fp32 path: tasks of row strips × token tiles. A strip's tiles stay in L1/L2
+// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "hllm/core/error.hpp"
+#include "hllm/core/tensor.hpp"
+#include "hllm/core/threads.hpp"
+#include "hllm/cpu/int4_matmul.hpp"
+#include "hllm/cpu/isa.hpp"
+#include "hllm/cpu/matmul_operands.hpp"
+#include "hllm/cpu/simd.hpp"
+#include "hllm/layout/int4_tiles.hpp"
+
+namespace hllm::cpu {
+
+// The input (0..127) of a tile whose int8 activation sits at position p (see the header comment).
+constexpr int q8_position_input(int p) {
+  const int high_nibble = p / 64, chunk = (p % 64) / 16;
+  return chunk * INT4_CHUNK_K + high_nibble * 16 + p % 16;
+}
+
+// Activations [n, packed_in] rounded to int8 per 32-input chunk, in q8_position_input order.
+struct Q8Activations {
+  static constexpr int CHUNKS = INT4_TILE_K / INT4_CHUNK_K;  // 4 per tile
+  int64_t n = 0, k_tiles = 0;
+  std::vector<int8_t> q;          // [n][k_tiles][128]
+  std::vector<float> lane_scale;  // [n][k_tiles][16]: d_c at lanes 4c..4c+3; x ≈ d_c · a
+  std::vector<float> scaled_sum;  // [n][k_tiles]: Σ_c d_c · Σ a over chunk c (zero-point term)
+
+  int64_t at(int64_t t, int64_t kt) const { return t * k_tiles + kt; }
+  const int8_t* tile(int64_t t, int64_t kt) const { return q.data() + at(t, kt) * INT4_TILE_K; }
+  const float* lane_scales(int64_t t, int64_t kt) const {
+    return lane_scale.data() + at(t, kt) * 16;
+  }
+  float chunk_scale(int64_t t, int64_t kt, int c) const { return lane_scales(t, kt)[4 * c]; }
+};
+
+// Round x [n, packed] (packed = 128 · k_tiles, already in the weight's packed input order):
+// d = max|x| / 127 per 32-input chunk, a = round-to-nearest-even(x / d).
+inline void quantize_q8_activations(const float* x, int64_t n, int64_t k_tiles, Q8Activations& out,
+                                    ThreadPool& pool) {
+  out.n = n;
+  out.k_tiles = k_tiles;
+  out.q.resize(static_cast<size_t>(n * k_tiles * INT4_TILE_K));
+  out.lane_scale.resize(static_cast<size_t>(n * k_tiles * 16));
+  out.scaled_sum.resize(static_cast<size_t>(n * k_tiles));
+  pool.parallel_for(n, [&](int64_t t) {
+    for (int64_t kt = 0; kt < k_tiles; ++kt) {
+      const float* xt = x + out.at(t, kt) * INT4_TILE_K;
+      int8_t* q = out.q.data() + out.at(t, kt) * INT4_TILE_K;
+      float* lanes = out.lane_scale.data() + out.at(t, kt) * 16;
+      float inverse[Q8Activations::CHUNKS];
+      for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
+        float amax = 0.0f;
+        for (int k = 0; k < INT4_CHUNK_K; ++k) amax = std::max(amax, std::fabs(xt[c * 32 + k]));
+        inverse[c] = amax > 0.0f ? 127.0f / amax : 0.0f;
+        std::fill(lanes + 4 * c, lanes + 4 * c + 4, amax / 127.0f);
+      }
+      int32_t sums[Q8Activations::CHUNKS] = {};
+      for (int p = 0; p < INT4_TILE_K; ++p) {
+        const int k = q8_position_input(p), c = k / INT4_CHUNK_K;
+        const auto a = static_cast<int32_t>(std::nearbyint(xt[k] * inverse[c]));
+        q[p] = static_cast<int8_t>(std::clamp(a, -127, 127));
+        sums[c] += q[p];
+      }
+      float scaled_sum = 0.0f;
+      for (int c = 0; c < Q8Activations::CHUNKS; ++c)
+        scaled_sum += lanes[4 * c] * static_cast<float>(sums[c]);
+      out.scaled_sum[out.at(t, kt)] = scaled_sum;
+    }
+  });
+}
+
+namespace detail {
+
+inline constexpr int64_t Q8_STRIPS_PER_TASK = 4;  // 16 output rows per task
+inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
+inline constexpr int Q8_TOKENS_PER_PASS = 2;      // tokens per load of a tile's codes
+
+// Portable path, the same arithmetic: per chunk an exact integer dot scaled by s·d_c, then the
+// zero-point term −s·z·(Σ d_c·Σa) per tile.
+inline void int4_q8_strip_scalar(const Q8Activations& a, const Int4View& w, float* y, int64_t strip,
+                                 int64_t t) {
+  const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
+  for (int r = 0; r < rows; ++r) {
+    float sum = 0.0f;
+    for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
+      const int4_tile& tile = w.tile(strip, kt);
+      const int8_t* q = a.tile(t, kt);
+      int32_t dots[Q8Activations::CHUNKS] = {};
+      for (int p = 0; p < INT4_TILE_K; ++p) {
+        const int k = q8_position_input(p);
+        dots[k / INT4_CHUNK_K] += static_cast<int32_t>(int4_code(tile, r, k)) * q[p];
+      }
+      const float s = f16_to_f32(tile.scale[r]), z = f16_to_f32(tile.zero[r]);
+      for (int c = 0; c < Q8Activations::CHUNKS; ++c)
+        sum += s * a.chunk_scale(t, kt, c) * static_cast<float>(dots[c]);
+      sum -= s * z * a.scaled_sum[a.at(t, kt)];
+    }
+    y[t * w.out + strip * INT4_TILE_ROWS + r] = sum;
+  }
+}
+
+#if defined(__x86_64__)
+// TOKENS tokens [t, t + TOKENS) × one strip (4 rows): AVX2, vpmaddubsw + vpmaddwd.
+// Each vpmaddubsw lane sums two code·activation products (|.| <= 2·15·127 = 3810); two of them are
+// added in int16 (<= 7620) before vpmaddwd widens to int32: exact.
+template <int TOKENS>
+[[gnu::target("avx2,fma,f16c")]] inline void int4_q8_strip_avx2(const Q8Activations& a,
+                                                                const Int4View& w, float* y,
+                                                                int64_t strip, int64_t t) {
+  __m256 acc[INT4_TILE_ROWS][TOKENS];
+  float zero_term[INT4_TILE_ROWS][TOKENS] = {};
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm256_setzero_ps();
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
+    const int4_tile& tile = w.tile(strip, kt);
+    float scale[4], nzs[4];
+    int4_tile_params(tile, scale, nzs);
+#pragma GCC unroll 4
+    for (int r = 0; r < INT4_TILE_ROWS; ++r) {
+      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile.q[r]));
+      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile.q[r] + 32));
+      const __m256i lo0 = _mm256_and_si256(b0, mask);  // positions 0..31 (chunks 0, 1)
+      const __m256i lo1 = _mm256_and_si256(b1, mask);  // 32..63 (chunks 2, 3)
+      const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), mask);  // 64..95 (0, 1)
+      const __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), mask);  // 96..127 (2, 3)
+      const __m256 row_scale = _mm256_set1_ps(scale[r]);
+      for (int j = 0; j < TOKENS; ++j) {
+        const auto* q = reinterpret_cast<const __m256i*>(a.tile(t + j, kt));
+        const float* lanes = a.lane_scales(t + j, kt);
+        const __m256i chunks01 = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo0, _mm256_loadu_si256(q)),
+                             _mm256_maddubs_epi16(hi0, _mm256_loadu_si256(q + 2))),
+            ones);
+        const __m256i chunks23 = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo1, _mm256_loadu_si256(q + 1)),
+                             _mm256_maddubs_epi16(hi1, _mm256_loadu_si256(q + 3))),
+            ones);
+        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunks01),
+                                    _mm256_mul_ps(row_scale, _mm256_loadu_ps(lanes)), acc[r][j]);
+        acc[r][j] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunks23),
+                            _mm256_mul_ps(row_scale, _mm256_loadu_ps(lanes + 8)), acc[r][j]);
+        zero_term[r][j] += nzs[r] * a.scaled_sum[a.at(t + j, kt)];  // nzs = −z·s
+      }
+    }
+  }
+  const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
+  for (int j = 0; j < TOKENS; ++j)
+    for (int r = 0; r < rows; ++r)
+      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = avx2::hsum(acc[r][j]) + zero_term[r][j];
+}
+
+// The same with 512-bit vectors and vpdpbusd: one 64-byte load per tile row.
+template <int TOKENS>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_strip_avx512(
+    const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
+  __m512 acc[INT4_TILE_ROWS][TOKENS];
+  float zero_term[INT4_TILE_ROWS][TOKENS] = {};
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
+  constexpr __mmask16 ALL_LANES = 0xFFFF;
+  for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
+    const int4_tile& tile = w.tile(strip, kt);
+    float scale[4], nzs[4];
+    int4_tile_params(tile, scale, nzs);
+#pragma GCC unroll 4
+    for (int r = 0; r < INT4_TILE_ROWS; ++r) {
+      const __m512i bytes = _mm512_loadu_si512(tile.q[r]);
+      const __m512i lo = _mm512_and_si512(bytes, mask);                        // positions 0..63
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), mask);  // 64..127
+      const __m512 row_scale = _mm512_set1_ps(scale[r]);
+      for (int j = 0; j < TOKENS; ++j) {
+        const int8_t* q = a.tile(t + j, kt);
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(q));
+        dot = _mm512_dpbusd_epi32(dot, hi, _mm512_loadu_si512(q + 64));  // lanes 4c.. = chunk c
+        acc[r][j] = _mm512_fmadd_ps(
+            _mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
+            _mm512_mul_ps(row_scale, _mm512_loadu_ps(a.lane_scales(t + j, kt))), acc[r][j]);
+        zero_term[r][j] += nzs[r] * a.scaled_sum[a.at(t + j, kt)];
+      }
+    }
+  }
+  const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
+  for (int j = 0; j < TOKENS; ++j)
+    for (int r = 0; r < rows; ++r) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[r][j]);
+      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] =
+          avx2::hsum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8))) +
+          zero_term[r][j];
+    }
+}
+#endif
+
+// Tokens [t, t + TOKENS) of one strip on the chosen instruction set.
+template <int TOKENS>
+inline void int4_q8_strip(CpuIsa isa, const Q8Activations& a, const Int4View& w, float* y,
+                          int64_t strip, int64_t t) {
+#if defined(__x86_64__)
+  if (isa == CpuIsa::avx512) return int4_q8_strip_avx512<TOKENS>(a, w, y, strip, t);
+  if (isa == CpuIsa::avx2) return int4_q8_strip_avx2<TOKENS>(a, w, y, strip, t);
+#endif
+  for (int j = 0; j < TOKENS; ++j) int4_q8_strip_scalar(a, w, y, strip, t + j);
+}
+
+}  // namespace detail
+
+// y[n, out] = x[n, in] · Wᵀ with int8 activations (see the header comment). `scratch` holds the
+// packed fp32 activations and `q8` the int8 ones between calls (grown on demand). `isa` picks the
+// kernel; at most cpu_isa_supported().
+inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, ThreadPool& pool,
+                           std::vector<float>& scratch, Q8Activations& q8, CpuIsa isa = cpu_isa()) {
+  check_matmul_operands("matmul_int4_q8", x, y, w.in, w.out);
+  if (w.device != Device::cpu || w.tiles == nullptr)
+    fail("matmul_int4_q8: the weight is not in host memory");
+  if (isa > cpu_isa_supported())
+    fail("matmul_int4_q8: ", isa_name(isa), " is not supported by this CPU");
+  const int64_t n = x.dim(0);
+  quantize_q8_activations(int4_packed_activations(x, w, scratch, pool), n, w.k_tiles, q8, pool);
+  float* out = y.as<float>();
+  const int64_t strips = w.strips();
+  const int64_t strip_tasks =
+      (strips + detail::Q8_STRIPS_PER_TASK - 1) / detail::Q8_STRIPS_PER_TASK;
+  const int64_t token_tiles = (n + detail::Q8_TOKEN_TILE - 1) / detail::Q8_TOKEN_TILE;
+  pool.parallel_for(strip_tasks * token_tiles, [&](int64_t task) {
+    const int64_t strip_begin = (task % strip_tasks) * detail::Q8_STRIPS_PER_TASK;
+    const int64_t strip_end = std::min(strips, strip_begin + detail::Q8_STRIPS_PER_TASK);
+    const int64_t tok_begin = (task / strip_tasks) * detail::Q8_TOKEN_TILE;
+    const int64_t tok_end = std::min(n, tok_begin + detail::Q8_TOKEN_TILE);
+    for (int64_t s = strip_begin; s < strip_end; ++s) {
+      int64_t t = tok_begin;
+      for (; t + detail::Q8_TOKENS_PER_PASS <= tok_end; t += detail::Q8_TOKENS_PER_PASS)
+        detail::int4_q8_strip<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, t);
+      for (; t < tok_end; ++t) detail::int4_q8_strip<1>(isa, q8, w, out, s, t);
+    }
+  });
+}
+
+}  // namespace hllm::cpu

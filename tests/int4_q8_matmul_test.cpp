@@ -1,0 +1,179 @@
+// The W4A8 INT4 matmul (cpu/int4_q8_matmul.hpp) and the ISA dispatch (cpu/isa.hpp):
+//   - the int8 activation order is the nibble order of a 64-byte tile row;
+//   - the activation rounding per 32-input chunk: |x − d·a| <= d/2, a in [−127, 127], Σ d·Σa;
+//   - every vector path this CPU runs equals the portable path (same integer dots; fp32 sums
+//     differ only in order), and the portable path is within the rounding bound of the exact fp32
+//     product, Σ_k |w_k|·d_chunk/2, on odd shapes, act-order, padding rows, 1..33 tokens.
+#include "hllm/cpu/int4_q8_matmul.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "hllm/core/threads.hpp"
+#include "hllm/quant/int4.hpp"
+#include "int4_random.hpp"
+
+namespace {
+
+using hllm::DType;
+using hllm::Tensor;
+using hllm::cpu::CpuIsa;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const hllm::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::vector<CpuIsa> runnable_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512})
+    if (isa <= hllm::cpu::cpu_isa_supported()) isas.push_back(isa);
+  return isas;
+}
+
+TEST(Q8Activations, PositionsFollowTheNibblesOfA64ByteRow) {
+  std::set<int> inputs;
+  for (int p = 0; p < 128; ++p) {
+    const int k = hllm::cpu::q8_position_input(p);
+    inputs.insert(k);
+    EXPECT_EQ(hllm::int4_code_byte(k), p % 64) << "position " << p;
+    EXPECT_EQ(hllm::int4_code_shift(k), p < 64 ? 0 : 4) << "position " << p;
+  }
+  EXPECT_EQ(inputs.size(), 128u);  // a permutation
+}
+
+TEST(Q8Activations, RoundingIsWithinHalfAStepOfEachChunk) {
+  const int64_t n = 3, k_tiles = 4;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(static_cast<size_t>(n * k_tiles * 128));
+  for (float& v : x) v = dist(rng);
+  for (int k = 0; k < 32; ++k) x[128 + 64 + k] = 0.0f;  // token 0, tile 1, chunk 2: all zero
+  x[256 + 5] = 1000.0f;                                 // an outlier coarsens its own chunk only
+  hllm::ThreadPool pool(2);
+  hllm::cpu::Q8Activations a;
+  hllm::cpu::quantize_q8_activations(x.data(), n, k_tiles, a, pool);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t kt = 0; kt < k_tiles; ++kt) {
+      const float* xt = x.data() + (t * k_tiles + kt) * 128;
+      const int8_t* q = a.tile(t, kt);
+      int sums[4] = {}, extreme[4] = {};
+      for (int p = 0; p < 128; ++p) {
+        const int k = hllm::cpu::q8_position_input(p), c = k / 32;
+        const float d = a.chunk_scale(t, kt, c);
+        ASSERT_GE(q[p], -127);
+        ASSERT_LE(std::fabs(xt[k] - d * q[p]), d * 0.5f * (1 + 1e-6f)) << "t " << t << " p " << p;
+        sums[c] += q[p];
+        extreme[c] = std::max(extreme[c], std::abs(int{q[p]}));
+      }
+      float scaled_sum = 0.0f;
+      for (int c = 0; c < 4; ++c) {
+        for (int lane = 0; lane < 4; ++lane)
+          EXPECT_EQ(a.lane_scales(t, kt)[4 * c + lane], a.chunk_scale(t, kt, c));
+        scaled_sum += a.chunk_scale(t, kt, c) * static_cast<float>(sums[c]);
+        const bool zero_chunk = t == 0 && kt == 1 && c == 2;
+        EXPECT_EQ(extreme[c], zero_chunk ? 0 : 127) << "t " << t << " kt " << kt << " c " << c;
+      }
+      EXPECT_FLOAT_EQ(a.scaled_sum[t * k_tiles + kt], scaled_sum);
+    }
+  EXPECT_EQ(a.chunk_scale(0, 2, 0), 1000.0f / 127.0f);
+  EXPECT_LT(a.chunk_scale(0, 2, 1), 20.0f / 127.0f);
+}
+
+struct Shape {
+  int64_t out, in, n_groups;
+  bool shuffle;
+};
+
+class Int4Q8Matmul : public testing::TestWithParam<Shape> {};
+
+TEST_P(Int4Q8Matmul, VectorPathsEqualThePortableOneWithinTheRoundingBound) {
+  const Shape s = GetParam();
+  const hllm::Int4Matrix packed = random_matrix(s.out, s.in, s.n_groups, s.shuffle, 11).to_int4();
+  const hllm::Int4View& w = packed.view();
+  const std::vector<float> dense = hllm::dequantize_int4(w);  // [out, in]
+  hllm::ThreadPool pool(2);
+  std::vector<float> scratch;
+  hllm::cpu::Q8Activations q8;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{33}}) {
+    std::vector<float> x(static_cast<size_t>(n * s.in));
+    for (float& v : x) v = dist(rng);
+    const Tensor xt(x.data(), DType::f32, {n, s.in});
+    std::vector<std::vector<float>> results;
+    for (CpuIsa isa : runnable_isas()) {
+      std::vector<float> y(static_cast<size_t>(n * s.out), NAN);
+      hllm::cpu::matmul_int4_q8(xt, w, Tensor(y.data(), DType::f32, {n, s.out}), pool, scratch, q8,
+                                isa);
+      results.push_back(std::move(y));
+    }
+    const hllm::cpu::Q8Activations rounded = q8;  // for the bound against the exact product
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t o = 0; o < s.out; ++o) {
+        double exact = 0, magnitude = 0, bound = 0;
+        for (int64_t p = 0; p < w.packed_in(); ++p) {
+          const int64_t i = w.input_index ? w.input_index[p] : p;
+          if (i < 0) continue;
+          const double wi = dense[o * s.in + i], xi = x[t * s.in + i];
+          exact += wi * xi;
+          magnitude += std::fabs(wi * xi);
+          bound += std::fabs(wi) * rounded.chunk_scale(t, p / 128, (p % 128) / 32) * 0.5;
+        }
+        const float portable = results[0][t * s.out + o];
+        ASSERT_NEAR(portable, exact, bound * 1.001 + 1e-5 * magnitude)
+            << "n " << n << " t " << t << " o " << o;
+        for (size_t k = 1; k < results.size(); ++k)
+          ASSERT_NEAR(results[k][t * s.out + o], portable, 1e-5 * magnitude + 1e-30)
+              << hllm::cpu::isa_name(runnable_isas()[k]) << " n " << n << " t " << t << " o " << o;
+      }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Int4Q8Matmul,
+                         testing::Values(Shape{13, 200, 1, false},  // odd everything, per channel
+                                         Shape{13, 200, 4,
+                                               true},  // random groups of 50 (padded tiles)
+                                         Shape{40, 384, 3, false},  // identity packing, group 128
+                                         Shape{40, 384, 3, true},   // act-order, group 128
+                                         Shape{70, 1024, 8, false}));  // several strip tasks
+
+TEST(Int4Q8Matmul, RefusesAnInstructionSetTheCpuLacksAndBadShapes) {
+  const hllm::Int4Matrix packed = random_matrix(8, 128, 1, false, 1).to_int4();
+  hllm::ThreadPool pool(1);
+  std::vector<float> scratch, x(128), y(8);
+  hllm::cpu::Q8Activations q8;
+  const Tensor xt(x.data(), DType::f32, {1, 128}), yt(y.data(), DType::f32, {1, 8});
+  if (hllm::cpu::cpu_isa_supported() < CpuIsa::avx512) {
+    EXPECT_NE(error_of([&] {
+                hllm::cpu::matmul_int4_q8(xt, packed.view(), yt, pool, scratch, q8, CpuIsa::avx512);
+              }).find("not supported by this CPU"),
+              std::string::npos);
+  }
+  EXPECT_NE(error_of([&] {
+              hllm::cpu::matmul_int4_q8(Tensor(x.data(), DType::f32, {1, 64}), packed.view(), yt,
+                                        pool, scratch, q8);
+            }).find("matmul_int4_q8"),
+            std::string::npos);
+}
+
+TEST(CpuIsa, EnvironmentNamesAreCheckedAndCannotRaiseTheLevel) {
+  EXPECT_EQ(hllm::cpu::parse_cpu_isa("scalar"), CpuIsa::scalar);
+  EXPECT_EQ(hllm::cpu::parse_cpu_isa(""), hllm::cpu::cpu_isa_supported());
+  EXPECT_NE(error_of([] { hllm::cpu::parse_cpu_isa("sse9"); }).find("expected scalar, avx2"),
+            std::string::npos);
+  if (hllm::cpu::cpu_isa_supported() < CpuIsa::avx512) {
+    EXPECT_NE(error_of([] { hllm::cpu::parse_cpu_isa("avx512"); }).find("supports up to"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
