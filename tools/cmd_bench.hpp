@@ -2,16 +2,18 @@
 // real shape (no file needed), on the chosen device.
 //
 //   hllm bench --synthetic llama3-8b --quant q4|bf16|q4_0|q8_0|q4_k|q6_k [-p 512,2048] [-n 128]
-//              [--batch 1,8,32] [-r 3] [--device cuda|cpu] [--json | --md]
+//              [--batch 1,8,32] [-r 3] [-t 1,2,4] [--device cuda|cpu] [--json | --md]
 //   hllm bench -m MODEL_DIR ...
 //
-// For each prompt length and batch size, -r times: B sequences of p random prompt tokens are
+// For each CPU thread count (-t; a list is for the CPU, one backend per count over the same
+// weights), prompt length and batch size, -r times: B sequences of p random prompt tokens are
 // prefilled one after another (TTFT = the first one's), then n decode steps run all B sequences
 // at once (one token each, greedy on the device). Prints medians (decode also min-max): prefill
 // tok/s, TTFT, decode tok/s, ms per step, and the bytes a decode step must read (weights once + the
-// K/V of every sequence) over the step time, against the bandwidth this command measures first
-// (GPU: device-to-device copy; CPU: multi-threaded host read): the roofline of memory-bound
-// decode. Peak host memory and device memory in use go to stderr (and into --json).
+// K/V of every sequence at its storage size) over the step time, against the roofline of
+// memory-bound decode: on the CPU the multi-threaded host read bandwidth, measured again just
+// before each row (it drifts on a shared machine); on the GPU the device-to-device copy, measured
+// once. Peak host memory and device memory in use go to stderr (and into --json).
 #pragma once
 
 #include <sys/resource.h>
@@ -35,31 +37,51 @@ namespace hllm::tools {
 
 namespace bench_detail {
 
-// Bytes a decode step reads of one weight: a dense one in its stored dtype or the activation
+// Bytes a decode step reads per element of a dense weight: its stored dtype or the activation
 // dtype, whichever is narrower (the CPU reads bf16 weights as bf16; the GPU holds every dense
-// weight as bf16), INT4 tiles (with their scales) and ggml blocks as stored.
+// weight as bf16).
+inline double dense_element_bytes(DType stored, double act_bytes) {
+  return std::min(static_cast<double>(dtype_size(stored)), act_bytes);
+}
+
+// Bytes a decode step reads of one weight: a dense one as above, INT4 tiles (with their scales)
+// and ggml blocks as stored.
 inline double linear_bytes(const Linear& m, double act_bytes) {
   if (!m.is_dense()) return static_cast<double>(m.nbytes());
-  const double element = std::min(static_cast<double>(dtype_size(m.dense.dtype)), act_bytes);
-  return static_cast<double>(m.out_features() * m.in_features()) * element;
+  return static_cast<double>(m.out_features() * m.in_features()) *
+         dense_element_bytes(m.dense.dtype, act_bytes);
+}
+
+inline double norm_bytes(const Tensor& norm, double act_bytes) {
+  return static_cast<double>(norm.numel()) * dense_element_bytes(norm.dtype, act_bytes);
 }
 
 // One token's row of the embedding table (ggml: the blocks of one row).
 inline double embed_row_bytes(const Linear& embed, double act_bytes) {
   return embed.is_ggml() ? static_cast<double>(embed.ggml.row_bytes())
-                         : static_cast<double>(embed.in_features()) * act_bytes;
+                         : static_cast<double>(embed.in_features()) *
+                               dense_element_bytes(embed.dense.dtype, act_bytes);
 }
 
 // Weight bytes a decode step reads: every linear layer once, the norms, one embedding row.
-inline double decode_weight_bytes(const LlamaWeights& w, const LlamaConfig& c, double act_bytes) {
+inline double decode_weight_bytes(const LlamaWeights& w, double act_bytes) {
   double bytes = 0;
   for (const LayerWeights& l : w.layers) {
     for (const Linear* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
       bytes += linear_bytes(*m, act_bytes);
-    bytes += 2.0 * static_cast<double>(c.hidden_size) * act_bytes;
+    bytes += norm_bytes(l.attn_norm, act_bytes) + norm_bytes(l.mlp_norm, act_bytes);
   }
   bytes += linear_bytes(w.lm_head, act_bytes) + embed_row_bytes(w.embed, act_bytes);
-  return bytes + static_cast<double>(c.hidden_size) * act_bytes;  // final norm
+  return bytes + norm_bytes(w.final_norm, act_bytes);
+}
+
+// K/V bytes a decode step reads at the average decode length, every layer, every sequence;
+// kv_element_bytes: the size of one cached K or V value.
+inline double decode_kv_bytes(const LlamaConfig& c, int64_t batch, int64_t prompt, int64_t steps,
+                              double kv_element_bytes) {
+  const double kv_len = static_cast<double>(prompt) + static_cast<double>(steps) / 2.0;
+  return static_cast<double>(batch) * kv_len * static_cast<double>(c.n_layers * c.kv_dim()) * 2.0 *
+         kv_element_bytes;
 }
 
 struct BenchResult {
@@ -118,14 +140,14 @@ inline BenchResult run_batch(LlamaModel& model, int64_t batch, int64_t prompt, i
 }
 
 // Host read bandwidth (GB/s): every thread of the CPU backend's pool sums its share of 256 MiB,
-// best of 5 passes. The roofline of CPU decode, which streams the weights once per step.
-inline double host_read_bandwidth_gbps(ThreadPool& pool) {
+// best of `passes`. The roofline of CPU decode, which streams the weights once per step.
+inline double host_read_bandwidth_gbps(ThreadPool& pool, int passes) {
   constexpr size_t WORDS = (size_t{256} << 20) / sizeof(uint64_t);  // far beyond any L3
   std::vector<uint64_t> data(WORDS, 1);
   const int64_t tasks = pool.size() * 4;
   std::vector<uint64_t> sums(static_cast<size_t>(tasks));
   double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
+  for (int pass = 0; pass < passes; ++pass) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(tasks, [&](int64_t t) {
       const size_t begin = WORDS * t / tasks, end = WORDS * (t + 1) / tasks;
@@ -138,6 +160,14 @@ inline double host_read_bandwidth_gbps(ThreadPool& pool) {
     best = std::max(best, static_cast<double>(WORDS * sizeof(uint64_t)) / s * 1e-9);
   }
   return best;
+}
+
+// The decode roofline (GB/s) of `backend` now: a CPU backend's host read bandwidth over its pool,
+// the device-to-device copy on the GPU.
+inline double roofline_gbps(Backend& backend, int passes) {
+  if (backend.device() == Device::cuda) return cuda_copy_bandwidth_gbps();
+  auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+  return cpu != nullptr ? host_read_bandwidth_gbps(cpu->pool(), passes) : 0.0;
 }
 
 // Peak resident host memory of this process (bytes).
@@ -155,6 +185,128 @@ inline Stat summarize(std::vector<double> v) {
   return {v[v.size() / 2], v.front(), v.back()};
 }
 
+// One (threads, prompt, batch) configuration, measured.
+struct Row {
+  int threads = 0;  // CPU threads; 0 on the GPU
+  int64_t batch = 0, prompt = 0, steps = 0;
+  Stat prefill_tok_s, ttft_ms, decode_tok_s, step_ms;
+  double gbps = 0, roof_gbps = 0, percent = 0;  // bytes per step over the step time; roofline
+};
+
+// A warm-up, then `repetitions` runs of run_batch, summarized.
+inline Row measure(LlamaModel& model, int64_t batch, int64_t prompt, int64_t steps,
+                   int repetitions) {
+  run_batch(model, batch, std::min<int64_t>(prompt, 32), 4);
+  std::vector<double> prefill, ttft, decode, step_ms;
+  for (int r = 0; r < repetitions; ++r) {
+    const BenchResult b = run_batch(model, batch, prompt, steps);
+    prefill.push_back(static_cast<double>(batch * prompt) / b.prefill_seconds);
+    ttft.push_back(b.first_token_seconds * 1e3);
+    decode.push_back(static_cast<double>(batch * steps) / b.decode_seconds);
+    step_ms.push_back(b.decode_seconds / static_cast<double>(steps) * 1e3);
+  }
+  Row row;
+  row.batch = batch, row.prompt = prompt, row.steps = steps;
+  row.prefill_tok_s = summarize(prefill), row.ttft_ms = summarize(ttft);
+  row.decode_tok_s = summarize(decode), row.step_ms = summarize(step_ms);
+  return row;
+}
+
+// What every row of one bench run shares.
+struct Report {
+  std::string model, weights, device, roofline_name;
+  double weight_bytes = 0;
+  double first_roof_gbps = 0;  // measured before the first row (the GPU's, for every row)
+  int repetitions = 0;
+};
+
+inline int cpu_threads(const Backend& backend) {
+  const auto* cpu = dynamic_cast<const CpuBackend*>(&backend);
+  return cpu != nullptr ? cpu->n_threads() : 0;
+}
+
+// measure() on the model's backend, the CPU roofline measured again just before it.
+inline Row bench_case(LlamaModel& model, const Report& report, int64_t batch, int64_t prompt,
+                      int64_t steps) {
+  Backend& backend = model.backend();
+  const double roof =
+      backend.device() == Device::cuda ? report.first_roof_gbps : roofline_gbps(backend, 3);
+  Row row = measure(model, batch, prompt, steps, report.repetitions);
+  row.threads = cpu_threads(backend);
+  // KvCache stores K/V in activation_dtype() (f32 on the CPU, bf16 on CUDA): that is their size.
+  const double kv_element_bytes = static_cast<double>(dtype_size(backend.activation_dtype()));
+  const double bytes =
+      report.weight_bytes + decode_kv_bytes(model.config(), batch, prompt, steps, kv_element_bytes);
+  row.gbps = bytes / (row.step_ms.median * 1e-3) * 1e-9;
+  row.roof_gbps = roof;
+  row.percent = roof > 0 ? 100.0 * row.gbps / roof : 0.0;
+  return row;
+}
+
+inline std::string threads_label(int threads) {
+  return threads > 0 ? std::to_string(threads) : "-";
+}
+
+inline void print_table_header() {
+  std::printf("%6s %7s %6s %7s %13s %9s %22s %10s %8s %9s %6s\n", "batch", "prompt", "steps",
+              "threads", "prefill t/s", "TTFT ms", "decode t/s (min-max)", "ms/step", "GB/s",
+              "roof GB/s", "%roof");
+}
+
+inline void print_table_row(const Row& r) {
+  std::printf("%6lld %7lld %6lld %7s %13.1f %9.2f %9.1f (%5.1f-%5.1f) %10.3f %8.1f %9.1f %5.0f%%\n",
+              static_cast<long long>(r.batch), static_cast<long long>(r.prompt),
+              static_cast<long long>(r.steps), threads_label(r.threads).c_str(),
+              r.prefill_tok_s.median, r.ttft_ms.median, r.decode_tok_s.median, r.decode_tok_s.min,
+              r.decode_tok_s.max, r.step_ms.median, r.gbps, r.roof_gbps, r.percent);
+}
+
+inline void print_markdown_header(const Report& report) {
+  std::printf(
+      "| model | device | batch | prompt | steps | threads | prefill tok/s | TTFT ms "
+      "| decode tok/s | min | max | ms/step | GB/s | roof GB/s (%s) | %% of roof |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      report.roofline_name.c_str());
+}
+
+inline void print_markdown_row(const Report& report, const Row& r) {
+  std::printf(
+      "| %s (%s) | %s | %lld | %lld | %lld | %s | %.1f | %.2f | %.1f | %.1f | %.1f | %.3f | %.1f "
+      "| %.1f | %.0f%% |\n",
+      report.model.c_str(), report.weights.c_str(), report.device.c_str(),
+      static_cast<long long>(r.batch), static_cast<long long>(r.prompt),
+      static_cast<long long>(r.steps), threads_label(r.threads).c_str(), r.prefill_tok_s.median,
+      r.ttft_ms.median, r.decode_tok_s.median, r.decode_tok_s.min, r.decode_tok_s.max,
+      r.step_ms.median, r.gbps, r.roof_gbps, r.percent);
+}
+
+inline void print_json_row(const Report& report, const Row& r, const Backend& backend) {
+  const auto stat = [](const Stat& s) {
+    return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
+  };
+  const nlohmann::json j = {
+      {"model", report.model},
+      {"weights", report.weights},
+      {"device", report.device},
+      {"threads", r.threads > 0 ? nlohmann::json(r.threads) : nlohmann::json(nullptr)},
+      {"batch", r.batch},
+      {"prompt", r.prompt},
+      {"steps", r.steps},
+      {"repetitions", report.repetitions},
+      {"prefill_tok_s", r.prefill_tok_s.median},
+      {"ttft_ms", stat(r.ttft_ms)},
+      {"decode_tok_s", stat(r.decode_tok_s)},
+      {"ms_per_step", r.step_ms.median},
+      {"decode_gb_s", r.gbps},
+      {"roofline_gb_s", r.roof_gbps},
+      {"roofline", report.roofline_name},
+      {"percent_of_roofline", r.percent},
+      {"weight_bytes_per_step", report.weight_bytes},
+      {"peak_host_bytes", peak_host_bytes()},
+      {"device_bytes_in_use", device_bytes_in_use(backend)}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
 }  // namespace bench_detail
 
 inline void add_bench_command(CLI::App& app) {
@@ -163,30 +315,42 @@ inline void add_bench_command(CLI::App& app) {
     std::string quant = "q4";
     std::string model_dir;
     std::string device = "auto";
-    int threads = 0;
+    std::vector<int> threads{0};
     std::vector<int64_t> prompts{512};
     int64_t steps = 128;
     std::vector<int64_t> batches{1};
     int repetitions = 3;
     bool json = false, markdown = false;
+    CpuMatmul int4_matmul = CpuMatmul::int8;
   };
   auto options = std::make_shared<Options>();
   CLI::App* command = app.add_subcommand(
       "bench", "Prefill and decode speed (tok/s, TTFT, GB/s against the measured bandwidth)");
-  command->add_option("--synthetic", options->synthetic,
-                      "random weights of a real shape: llama3-8b, llama3.2-3b, llama3.2-1b, tiny");
+  command
+      ->add_option("--synthetic", options->synthetic,
+                   "random weights of a real shape: llama3-8b, llama3.2-3b, llama3.2-1b, tiny")
+      ->default_str("none");
   command
       ->add_option("--quant", options->quant,
                    "synthetic weights: q4 (hllm INT4 tiles), bf16, or GGUF blocks q4_0, q8_0, "
                    "q4_k, q6_k (lm_head Q6_K, as llama.cpp's presets; Q8_0 for q8_0)")
       ->check(CLI::IsMember(synthetic_quant_names()))
       ->capture_default_str();
-  command->add_option("-m,--model", options->model_dir,
-                      "HF model folder or .gguf file instead of --synthetic");
+  command
+      ->add_option("-m,--model", options->model_dir,
+                   "HF model folder or .gguf file instead of --synthetic")
+      ->default_str("none");
   command->add_option("--device", options->device, "cuda, cpu or auto")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  command->add_option("-t,--threads", options->threads, "CPU threads (default: all)");
+  command
+      ->add_option("-t,--threads", options->threads,
+                   "CPU threads, 0 = one per hardware thread; a list runs every case for each, "
+                   "e.g. 1,2,4")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1 << 12))
+      ->capture_default_str();
+  add_cpu_matmul_option(*command, options->int4_matmul, CpuMatmul::int8);
   command->add_option("-p,--prompt", options->prompts, "prompt tokens per sequence, e.g. 512,2048")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))
@@ -208,7 +372,7 @@ inline void add_bench_command(CLI::App& app) {
     for (const int64_t batch : options->batches)
       if (batch < 1 || batch > 256) fail("--batch: ", batch, " is outside 1..256");
     // A checkpoint is opened like every command opens one; synthetic weights are made here and
-    // run on the backend the library picks for them.
+    // run on the backend the library picks for them. Both with the first thread count.
     std::unique_ptr<SyntheticModel> synthetic;
     std::unique_ptr<Backend> synthetic_backend;
     std::unique_ptr<LlamaModel> synthetic_model;
@@ -218,114 +382,71 @@ inline void add_bench_command(CLI::App& app) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
       synthetic = make_synthetic_model(options->synthetic, options->quant);
-      synthetic_backend = make_backend(options->device, options->threads, synthetic->config);
+      synthetic_backend = make_backend(options->device, options->threads.front(), synthetic->config,
+                                       options->int4_matmul);
       synthetic_model =
           std::make_unique<LlamaModel>(synthetic->config, synthetic->weights, *synthetic_backend);
     } else {
       OpenOptions open;
       open.device = options->device;
-      open.threads = options->threads;
+      open.threads = options->threads.front();
+      open.int4_matmul = options->int4_matmul;
       open.load_tokenizer = false;
       loaded = open_model(options->model_dir, open);
     }
     const LlamaConfig& config = synthetic ? synthetic->config : loaded->config();
     const LlamaWeights& weights = synthetic ? synthetic->weights : loaded->folder.weights;
-    Backend* const backend = synthetic ? synthetic_backend.get() : loaded->backend.get();
+    Backend& backend = synthetic ? *synthetic_backend : *loaded->backend;
     LlamaModel& model = synthetic ? *synthetic_model : loaded->model;
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-    const double act_bytes = static_cast<double>(dtype_size(backend->activation_dtype()));
-    const double weight_bytes = bench_detail::decode_weight_bytes(weights, config, act_bytes);
-    const bool gpu = backend->device() == Device::cuda;
-    auto* cpu = dynamic_cast<CpuBackend*>(backend);
-    const double ceiling_gbps =
-        gpu ? cuda_copy_bandwidth_gbps()
-            : (cpu != nullptr ? bench_detail::host_read_bandwidth_gbps(cpu->pool()) : 0.0);
-    const std::string model_name = synthetic ? options->synthetic : options->model_dir;
-    const std::string weights_kind = synthetic ? options->quant : "checkpoint";
+    const bool gpu = backend.device() == Device::cuda;
+    if (gpu && options->threads.size() > 1)
+      fail("-t: a list of thread counts is for the CPU; the model runs on ",
+           describe_backend(backend), " (add --device cpu)");
+    bench_detail::Report report;
+    report.model = synthetic ? options->synthetic : options->model_dir;
+    report.weights = synthetic ? options->quant : "checkpoint";
+    report.device = describe_backend(backend);
+    report.roofline_name = gpu ? "device copy" : "host read";
+    report.weight_bytes = bench_detail::decode_weight_bytes(
+        weights, static_cast<double>(dtype_size(backend.activation_dtype())));
+    report.first_roof_gbps = bench_detail::roofline_gbps(backend, 5);
+    report.repetitions = options->repetitions;
     const bool table = !options->json && !options->markdown;
-    const char* ceiling_name = gpu ? "device copy" : "host read";
     std::fprintf(table ? stdout : stderr,
                  "model: %s (%s), %lld layers, %.2f GB of weights read per decode step; ready in "
                  "%.1f s\ndevice: %s; %s bandwidth %.1f GB/s (the decode roofline)\n",
-                 model_name.c_str(), weights_kind.c_str(), static_cast<long long>(config.n_layers),
-                 weight_bytes * 1e-9, load_s, describe_backend(*backend).c_str(), ceiling_name,
-                 ceiling_gbps);
-    if (table)
-      std::printf("%6s %7s %6s %13s %9s %22s %10s %8s %7s\n", "batch", "prompt", "steps",
-                  "prefill t/s", "TTFT ms", "decode t/s (min-max)", "ms/step", "GB/s", "%roof");
-    if (options->markdown)
-      std::printf(
-          "| model | device | batch | prompt | steps | prefill tok/s | TTFT ms | decode tok/s "
-          "| min | max | ms/step | GB/s | %% of %s |\n|---|---|---|---|---|---|---|---|---|"
-          "---|---|---|---|\n",
-          ceiling_name);
-    for (const int64_t prompt : options->prompts) {
-      for (const int64_t batch : options->batches) {
-        bench_detail::run_batch(model, batch, std::min<int64_t>(prompt, 32), 4);  // warm-up
-        std::vector<double> prefill, ttft, decode, step_ms;
-        for (int r = 0; r < options->repetitions; ++r) {
-          const bench_detail::BenchResult b =
-              bench_detail::run_batch(model, batch, prompt, options->steps);
-          prefill.push_back(static_cast<double>(batch * prompt) / b.prefill_seconds);
-          ttft.push_back(b.first_token_seconds * 1e3);
-          decode.push_back(static_cast<double>(batch * options->steps) / b.decode_seconds);
-          step_ms.push_back(b.decode_seconds / static_cast<double>(options->steps) * 1e3);
+                 report.model.c_str(), report.weights.c_str(),
+                 static_cast<long long>(config.n_layers), report.weight_bytes * 1e-9, load_s,
+                 report.device.c_str(), report.roofline_name.c_str(), report.first_roof_gbps);
+    if (table) bench_detail::print_table_header();
+    if (options->markdown) bench_detail::print_markdown_header(report);
+    for (size_t i = 0; i < options->threads.size(); ++i) {
+      // Thread counts after the first: a CPU backend of their own over the same host weights.
+      std::unique_ptr<CpuBackend> cpu;
+      std::unique_ptr<LlamaModel> cpu_model;
+      if (i > 0) {
+        cpu = std::make_unique<CpuBackend>(options->threads[i], options->int4_matmul);
+        cpu_model = std::make_unique<LlamaModel>(config, weights, *cpu);
+      }
+      LlamaModel& m = cpu ? *cpu_model : model;
+      report.device = describe_backend(m.backend());
+      for (const int64_t prompt : options->prompts) {
+        for (const int64_t batch : options->batches) {
+          const bench_detail::Row row =
+              bench_detail::bench_case(m, report, batch, prompt, options->steps);
+          if (table) bench_detail::print_table_row(row);
+          if (options->markdown) bench_detail::print_markdown_row(report, row);
+          if (options->json) bench_detail::print_json_row(report, row, m.backend());
+          std::fflush(stdout);
         }
-        const bench_detail::Stat pf = bench_detail::summarize(prefill),
-                                 tt = bench_detail::summarize(ttft),
-                                 dc = bench_detail::summarize(decode),
-                                 st = bench_detail::summarize(step_ms);
-        // K/V bytes at the average decode length, every layer, every sequence.
-        const double kv_len =
-            static_cast<double>(prompt) + static_cast<double>(options->steps) / 2.0;
-        const double kv_bytes = static_cast<double>(batch) * kv_len *
-                                static_cast<double>(config.n_layers * config.kv_dim()) * 2.0 *
-                                act_bytes;
-        const double gbps = (weight_bytes + kv_bytes) / (st.median * 1e-3) * 1e-9;
-        const double pct = ceiling_gbps > 0 ? 100.0 * gbps / ceiling_gbps : 0.0;
-        if (table)
-          std::printf("%6lld %7lld %6lld %13.1f %9.2f %9.1f (%5.1f-%5.1f) %10.3f %8.1f %6.0f%%\n",
-                      static_cast<long long>(batch), static_cast<long long>(prompt),
-                      static_cast<long long>(options->steps), pf.median, tt.median, dc.median,
-                      dc.min, dc.max, st.median, gbps, pct);
-        if (options->markdown)
-          std::printf(
-              "| %s (%s) | %s | %lld | %lld | %lld | %.1f | %.2f | %.1f | %.1f | %.1f | %.3f "
-              "| %.1f | %.0f%% |\n",
-              model_name.c_str(), weights_kind.c_str(), describe_backend(*backend).c_str(),
-              static_cast<long long>(batch), static_cast<long long>(prompt),
-              static_cast<long long>(options->steps), pf.median, tt.median, dc.median, dc.min,
-              dc.max, st.median, gbps, pct);
-        if (options->json) {
-          nlohmann::json j = {
-              {"model", model_name},
-              {"weights", weights_kind},
-              {"device", describe_backend(*backend)},
-              {"batch", batch},
-              {"prompt", prompt},
-              {"steps", options->steps},
-              {"repetitions", options->repetitions},
-              {"prefill_tok_s", pf.median},
-              {"ttft_ms", {{"median", tt.median}, {"min", tt.min}, {"max", tt.max}}},
-              {"decode_tok_s", {{"median", dc.median}, {"min", dc.min}, {"max", dc.max}}},
-              {"ms_per_step", st.median},
-              {"decode_gb_s", gbps},
-              {"roofline_gb_s", ceiling_gbps},
-              {"roofline", ceiling_name},
-              {"percent_of_roofline", pct},
-              {"weight_bytes_per_step", weight_bytes},
-              {"peak_host_bytes", bench_detail::peak_host_bytes()},
-              {"device_bytes_in_use", device_bytes_in_use(*backend)}};
-          std::printf("%s\n", j.dump().c_str());
-        }
-        std::fflush(stdout);
       }
     }
     std::fprintf(stderr, "hllm: peak host memory %.2f GB%s\n",
                  bench_detail::peak_host_bytes() * 1e-9,
                  gpu ? (", device memory in use " +
-                        std::to_string(device_bytes_in_use(*backend) * 1e-9).substr(0, 5) + " GB")
+                        std::to_string(device_bytes_in_use(backend) * 1e-9).substr(0, 5) + " GB")
                            .c_str()
                      : "");
   });

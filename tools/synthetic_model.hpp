@@ -1,10 +1,16 @@
 // Random-weight models of the real Llama-3 shapes, made in memory (no checkpoint file), for
 // `hllm bench --synthetic`: speed depends on the shapes and the weight format, not on the values.
 //
-//   llama3-8b  hidden 4096, 32 layers, 32/8 heads, FFN 14336, vocab 128256 (Meta-Llama-3-8B)
+// The configs equal the checkpoints' config.json (vocab 128256, rms_norm_eps 1e-5, rope_theta
+// 500000, bos 128000):
+//
+//   llama3-8b    hidden 4096, 32 layers, 32/8 heads, FFN 14336; no rope_scaling, context 8192,
+//                eos 128009 (Meta-Llama-3-8B-Instruct)
 //   llama3.2-1b  hidden 2048, 16 layers, 32/8 heads (head_dim 64), FFN 8192, tied (Llama-3.2-1B)
 //   llama3.2-3b  hidden 3072, 28 layers, 24/8 heads, FFN 8192, tied (Llama-3.2-3B)
-//   tiny       hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
+//                both 3.2: rope_scaling llama3 (factor 32, low 1, high 4, original context 8192),
+//                context 131072, eos 128001
+//   tiny         hidden 512, 2 layers, 4/1 heads, FFN 768, vocab 512 (the test fixtures' shape)
 //
 // Weights (--quant): norms 1, embeddings/dense matrices N(0, 0.02)-ish bf16, and
 //   q4    linears random codes with fp16 scales 0.002 and zero point 8 in the engine's INT4 tile
@@ -35,32 +41,47 @@
 
 namespace hllm::tools {
 
+// What Llama-3.2-1B and -3B share beyond the shape: llama3 RoPE scaling to 128K, tied embeddings.
+inline void set_llama3_2_context(LlamaConfig& c) {
+  c.max_position_embeddings = 131072;
+  c.rope_scaling.type = RopeType::llama3;
+  c.rope_scaling.factor = 32.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {128001};
+}
+
 inline LlamaConfig synthetic_config(const std::string& name) {
   LlamaConfig c;
   c.n_heads = 32;
   c.n_kv_heads = 8;
   c.head_dim = 128;
   c.vocab_size = 128256;
+  c.rms_norm_eps = 1e-5;
   c.rope_theta = 500000.0;
-  c.max_position_embeddings = 131072;
-  c.rope_scaling.type = RopeType::llama3;
-  c.rope_scaling.factor = 8.0;
-  c.rope_scaling.original_max_position_embeddings = 8192;
+  if (name != "tiny") c.bos_token_id = 128000;
   if (name == "llama3-8b") {
     c.hidden_size = 4096, c.n_layers = 32, c.intermediate_size = 14336;
+    c.max_position_embeddings = 8192;
+    c.eos_token_ids = {128009};
   } else if (name == "llama3.2-1b") {
     c.hidden_size = 2048, c.n_layers = 16, c.intermediate_size = 8192, c.head_dim = 64;
-    c.tie_word_embeddings = true;
+    set_llama3_2_context(c);
   } else if (name == "llama3.2-3b") {
     c.hidden_size = 3072, c.n_layers = 28, c.n_heads = 24, c.intermediate_size = 8192;
-    c.tie_word_embeddings = true;
+    set_llama3_2_context(c);
   } else if (name == "tiny") {
     c.hidden_size = 512, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 1, c.intermediate_size = 768,
     c.vocab_size = 512;
+    c.max_position_embeddings = 131072;
+    c.rope_scaling.type = RopeType::llama3;
+    c.rope_scaling.factor = 8.0;
+    c.rope_scaling.original_max_position_embeddings = 8192;
   } else {
     fail("--synthetic: unknown model \"", name, "\" (llama3-8b, llama3.2-3b, llama3.2-1b, tiny)");
   }
-  c.eos_token_ids = {};  // never stop early
   return c;
 }
 
