@@ -139,7 +139,7 @@ TEST(BenchTool, HelpShowsEveryOptionsDefault) {
     ++options;
     EXPECT_NE(spec.find('='), std::string::npos) << line;
   }
-  EXPECT_EQ(options, 10);
+  EXPECT_EQ(options, 11);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "hllm/engine/generate.hpp"
 #include "hllm/engine/generate_text.hpp"
+#include "hllm/quant/quantize.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
@@ -60,6 +63,32 @@ TEST(OpenModel, IdsOnlyWithoutTokenizer) {
               hllm::generate_text(*m, prompt, {}, 4, [](std::string_view) { return true; });
             }).find("without its tokenizer"),
             std::string::npos);
+}
+
+// --lm-head q4: the head becomes the INT4 tiles of RTN-quantizing the stored matrix (on a tied
+// model: the embedding keeps the stored rows), and a forward pass runs through it.
+TEST(OpenModel, LmHeadRoundedToInt4AtLoad) {
+  hllm::OpenOptions options = on_cpu();
+  options.load_tokenizer = false;
+  const std::string dir = std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512";
+  const auto stored = hllm::open_model(dir, options);
+  options.lm_head = hllm::LmHead::q4;
+  const auto rounded = hllm::open_model(dir, options);
+  const hllm::Linear& head = rounded->folder.weights.lm_head;
+  ASSERT_TRUE(head.is_int4());
+  EXPECT_TRUE(rounded->folder.weights.embed.is_dense());
+  hllm::ThreadPool pool(1);
+  const hllm::Int4Matrix expected =
+      hllm::quantize_rtn_tiles(stored->folder.weights.lm_head.dense, pool);
+  ASSERT_EQ(head.int4.nbytes(), expected.view().nbytes());
+  EXPECT_EQ(std::memcmp(head.int4.tiles, expected.view().tiles, head.int4.nbytes()), 0);
+
+  EXPECT_EQ(head.in_features(), stored->config().hidden_size);
+  EXPECT_EQ(head.out_features(), stored->config().vocab_size);
+  std::vector<float> logits(static_cast<size_t>(stored->config().vocab_size));
+  hllm::KvCache cache = rounded->model.new_cache(8);
+  rounded->model.forward(std::vector<int32_t>{5, 77, 300, 12}, cache, logits, false);
+  for (const float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST(OpenModel, ClearErrors) {

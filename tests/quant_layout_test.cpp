@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -24,6 +25,7 @@
 #include "hllm/quant/gptq.hpp"
 #include "hllm/quant/gptq_config_json.hpp"
 #include "hllm/quant/int4.hpp"
+#include "hllm/quant/quantize.hpp"
 #include "int4_random.hpp"
 
 namespace {
@@ -132,6 +134,37 @@ INSTANTIATE_TEST_SUITE_P(
                     Shape{40, 384, 3, true},     // act-order, group 128
                     Shape{6, 1000, 8, true},     // 125-input groups: each padded to a tile
                     Shape{24, 512, 2, false}));  // group 256: two tiles share a group
+
+// The load-time quantizer writes tiles directly; the logical RTN quantizer (asym, groups of 128)
+// repacked by to_int4() is its oracle, byte for byte, for bf16 / f16 / f32 weights and out % 4 != 0.
+TEST(Int4Layout, TileQuantizerEqualsTheLogicalRtnRepacked) {
+  const int64_t out = 37, in = 384;
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(out * in));
+  for (float& v : w) v = hllm::bf16_to_f32(hllm::f32_to_bf16(dist(rng)));  // exact in every dtype
+  std::vector<hllm::bf16> w_bf16;
+  std::vector<hllm::f16> w_f16;
+  for (const float v : w)
+    w_bf16.push_back(hllm::f32_to_bf16(v)), w_f16.push_back(hllm::f32_to_f16(v));
+  hllm::QuantizeOptions asym;
+  asym.group_size = 128;
+  asym.sym = false;
+  const hllm::Int4Matrix expected = hllm::quantize_rtn(w, out, in, asym).to_int4();
+  hllm::ThreadPool pool(2);
+  for (const Tensor& t :
+       {Tensor(w.data(), DType::f32, {out, in}), Tensor(w_bf16.data(), DType::bf16, {out, in}),
+        Tensor(w_f16.data(), DType::f16, {out, in})}) {
+    const hllm::Int4Matrix got = hllm::quantize_rtn_tiles(t, pool);
+    ASSERT_EQ(got.view().nbytes(), expected.view().nbytes());
+    EXPECT_EQ(std::memcmp(got.view().tiles, expected.view().tiles, got.view().nbytes()), 0)
+        << hllm::dtype_name(t.dtype);
+  }
+  EXPECT_NE(error_of([&] {
+              hllm::quantize_rtn_tiles(Tensor(w.data(), DType::f32, {in, out}), pool);
+            }).find("in % 128 == 0"),
+            std::string::npos);
+}
 
 TEST(Int4Layout, ActOrderInputsAreSortedByGroupAndIdentityIsElided) {
   const hllm::QuantizedMatrix ordered = random_matrix(8, 384, 3, false, 1);

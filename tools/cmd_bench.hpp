@@ -322,6 +322,7 @@ inline void add_bench_command(CLI::App& app) {
     int repetitions = 3;
     bool json = false, markdown = false;
     CpuMatmul int4_matmul = CpuMatmul::int8;
+    LmHead lm_head = LmHead::stored;
   };
   auto options = std::make_shared<Options>();
   CLI::App* command = app.add_subcommand(
@@ -351,6 +352,7 @@ inline void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 12))
       ->capture_default_str();
   add_cpu_matmul_option(*command, options->int4_matmul, CpuMatmul::int8);
+  add_lm_head_option(*command, options->lm_head, LmHead::stored);
   command->add_option("-p,--prompt", options->prompts, "prompt tokens per sequence, e.g. 512,2048")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))
@@ -382,6 +384,7 @@ inline void add_bench_command(CLI::App& app) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
       synthetic = make_synthetic_model(options->synthetic, options->quant);
+      apply_lm_head(synthetic->weights, options->lm_head, options->threads.front());
       synthetic_backend = make_backend(options->device, options->threads.front(), synthetic->config,
                                        options->int4_matmul);
       synthetic_model =
@@ -391,6 +394,7 @@ inline void add_bench_command(CLI::App& app) {
       open.device = options->device;
       open.threads = options->threads.front();
       open.int4_matmul = options->int4_matmul;
+      open.lm_head = options->lm_head;
       open.load_tokenizer = false;
       loaded = open_model(options->model_dir, open);
     }

@@ -28,6 +28,8 @@
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
+#include "hllm/core/tensor.hpp"
+#include "hllm/core/threads.hpp"
 #include "hllm/quant/gptq.hpp"
 
 namespace hllm {
@@ -156,6 +158,45 @@ inline QuantizedMatrix quantize_rtn(std::span<const float> w, int64_t out, int64
       for (int64_t i = begin; i < end; ++i)
         m.codes[o * in + i] = detail::quantize_value(w[o * in + i], grid);
     }
+  return m;
+}
+
+namespace detail {
+// The 128 elements of a bf16 / f16 / f32 tensor from flat index `first`, as fp32.
+inline void widen(const Tensor& w, int64_t first, float* out) {
+  for (int k = 0; k < INT4_TILE_K; ++k)
+    out[k] = w.dtype == DType::bf16  ? bf16_to_f32(w.as<bf16>()[first + k])
+             : w.dtype == DType::f16 ? f16_to_f32(w.as<f16>()[first + k])
+                                     : w.as<float>()[first + k];
+}
+}  // namespace detail
+
+// Round to nearest, asymmetric, one group per 128 inputs, straight into hllm's tile layout, strip
+// by strip over `pool`: how a dense weight is quantized at load (e.g. --lm-head q4) with no
+// full-precision or logical copy of the matrix. w: [out, in] bf16 / f16 / f32, in % 128 == 0.
+inline Int4Matrix quantize_rtn_tiles(const Tensor& w, ThreadPool& pool) {
+  if (w.rank() != 2 || w.dim(1) % INT4_TILE_K != 0)
+    fail("quantize_rtn_tiles: weight ", w.shape.str(), " needs [out, in] with in % 128 == 0");
+  if (w.dtype != DType::bf16 && w.dtype != DType::f16 && w.dtype != DType::f32)
+    fail("quantize_rtn_tiles: ", dtype_name(w.dtype), " weights cannot be quantized");
+  const int64_t out = w.dim(0), in = w.dim(1);
+  Int4Matrix m(in, out, in / INT4_TILE_K, {});
+  pool.parallel_for(m.view().strips(), [&](int64_t s) {
+    float group[INT4_TILE_K];
+    for (int64_t kt = 0; kt < m.view().k_tiles; ++kt) {
+      int4_tile& tile = m.tile(s, kt);
+      for (int r = 0; r < INT4_TILE_ROWS && s * INT4_TILE_ROWS + r < out; ++r) {
+        const int64_t first = (s * INT4_TILE_ROWS + r) * in + kt * INT4_TILE_K;
+        detail::widen(w, first, group);
+        const detail::GroupGrid grid = detail::find_grid(group, /*sym=*/false);
+        tile.scale[r] = f32_to_f16(grid.scale);
+        tile.zero[r] = f32_to_f16(static_cast<float>(grid.zero));
+        for (int k = 0; k < INT4_TILE_K; ++k)
+          tile.q[r][int4_code_byte(k)] |=
+              static_cast<uint8_t>(detail::quantize_value(group[k], grid) << int4_code_shift(k));
+      }
+    }
+  });
   return m;
 }
 
