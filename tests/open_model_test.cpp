@@ -14,6 +14,7 @@
 
 #include "hllm/engine/generate.hpp"
 #include "hllm/engine/generate_text.hpp"
+#include "hllm/quant/ggml_quantize.hpp"
 #include "hllm/quant/quantize.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/prompt.hpp"
@@ -65,30 +66,35 @@ TEST(OpenModel, IdsOnlyWithoutTokenizer) {
             std::string::npos);
 }
 
-// --lm-head q4: the head becomes the INT4 tiles of RTN-quantizing the stored matrix (on a tied
-// model: the embedding keeps the stored rows), and a forward pass runs through it.
-TEST(OpenModel, LmHeadRoundedToInt4AtLoad) {
+// --lm-head: q4 makes the head the INT4 tiles of RTN-quantizing the stored matrix, q8 (and auto on
+// the CPU) its Q8_0 blocks, byte for byte what the quantizers give the stored matrix; the
+// embedding keeps the stored rows, and a forward pass runs through the new head.
+TEST(OpenModel, LmHeadQuantizedAtLoad) {
   hllm::OpenOptions options = on_cpu();
   options.load_tokenizer = false;
   const std::string dir = std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512";
   const auto stored = hllm::open_model(dir, options);
-  options.lm_head = hllm::LmHead::q4;
-  const auto rounded = hllm::open_model(dir, options);
-  const hllm::Linear& head = rounded->folder.weights.lm_head;
-  ASSERT_TRUE(head.is_int4());
-  EXPECT_TRUE(rounded->folder.weights.embed.is_dense());
+  const hllm::Tensor dense = stored->folder.weights.lm_head.dense;
+  ASSERT_TRUE(stored->folder.weights.lm_head.is_dense());
   hllm::ThreadPool pool(1);
-  const hllm::Int4Matrix expected =
-      hllm::quantize_rtn_tiles(stored->folder.weights.lm_head.dense, pool);
-  ASSERT_EQ(head.int4.nbytes(), expected.view().nbytes());
-  EXPECT_EQ(std::memcmp(head.int4.tiles, expected.view().tiles, head.int4.nbytes()), 0);
-
-  EXPECT_EQ(head.in_features(), stored->config().hidden_size);
-  EXPECT_EQ(head.out_features(), stored->config().vocab_size);
-  std::vector<float> logits(static_cast<size_t>(stored->config().vocab_size));
-  hllm::KvCache cache = rounded->model.new_cache(8);
-  rounded->model.forward(std::vector<int32_t>{5, 77, 300, 12}, cache, logits, false);
-  for (const float v : logits) ASSERT_TRUE(std::isfinite(v));
+  const hllm::Int4Matrix int4 = hllm::quantize_rtn_tiles(dense, pool);
+  const hllm::GgmlMatrix q8 = hllm::quantize_ggml_rows(dense, hllm::GgmlType::Q8_0, pool);
+  for (const hllm::LmHead head : {hllm::LmHead::q4, hllm::LmHead::q8, hllm::LmHead::automatic}) {
+    options.lm_head = head;
+    const auto m = hllm::open_model(dir, options);
+    const hllm::Linear& got = m->folder.weights.lm_head;
+    EXPECT_TRUE(m->folder.weights.embed.is_dense());
+    const void* expected =
+        head == hllm::LmHead::q4 ? static_cast<const void*>(int4.view().tiles) : q8.view.data;
+    const size_t bytes = head == hllm::LmHead::q4 ? int4.view().nbytes() : q8.view.nbytes();
+    ASSERT_EQ(got.storage_name(), head == hllm::LmHead::q4 ? "INT4" : "Q8_0");
+    ASSERT_EQ(got.nbytes(), bytes);
+    EXPECT_EQ(std::memcmp(got.data(), expected, bytes), 0);
+    std::vector<float> logits(static_cast<size_t>(m->config().vocab_size));
+    hllm::KvCache cache = m->model.new_cache(8);
+    m->model.forward(std::vector<int32_t>{5, 77, 300, 12}, cache, logits, false);
+    for (const float v : logits) ASSERT_TRUE(std::isfinite(v));
+  }
 }
 
 TEST(OpenModel, ClearErrors) {

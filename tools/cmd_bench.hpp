@@ -322,7 +322,7 @@ inline void add_bench_command(CLI::App& app) {
     int repetitions = 3;
     bool json = false, markdown = false;
     CpuMatmul int4_matmul = CpuMatmul::int8;
-    LmHead lm_head = LmHead::stored;
+    LmHead lm_head = LmHead::automatic;
   };
   auto options = std::make_shared<Options>();
   CLI::App* command = app.add_subcommand(
@@ -352,7 +352,7 @@ inline void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 12))
       ->capture_default_str();
   add_cpu_matmul_option(*command, options->int4_matmul, CpuMatmul::int8);
-  add_lm_head_option(*command, options->lm_head, LmHead::stored);
+  add_lm_head_option(*command, options->lm_head, LmHead::automatic);
   command->add_option("-p,--prompt", options->prompts, "prompt tokens per sequence, e.g. 512,2048")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))
@@ -384,9 +384,10 @@ inline void add_bench_command(CLI::App& app) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
       synthetic = make_synthetic_model(options->synthetic, options->quant);
-      apply_lm_head(synthetic->weights, options->lm_head, options->threads.front());
       synthetic_backend = make_backend(options->device, options->threads.front(), synthetic->config,
                                        options->int4_matmul);
+      apply_lm_head(synthetic->weights, options->lm_head, synthetic_backend->device(),
+                    options->threads.front());
       synthetic_model =
           std::make_unique<LlamaModel>(synthetic->config, synthetic->weights, *synthetic_backend);
     } else {
@@ -410,7 +411,8 @@ inline void add_bench_command(CLI::App& app) {
            describe_backend(backend), " (add --device cpu)");
     bench_detail::Report report;
     report.model = synthetic ? options->synthetic : options->model_dir;
-    report.weights = synthetic ? options->quant : "checkpoint";
+    report.weights = (synthetic ? options->quant : std::string("checkpoint")) + ", lm_head " +
+                     weights.lm_head.storage_name();
     report.device = describe_backend(backend);
     report.roofline_name = gpu ? "device copy" : "host read";
     report.weight_bytes = bench_detail::decode_weight_bytes(

@@ -31,7 +31,7 @@ struct TextModelOptions {
   int threads = 0;
   std::string device = "auto";
   CpuMatmul int4_matmul = CpuMatmul::int8;
-  LmHead lm_head = LmHead::stored;
+  LmHead lm_head = LmHead::automatic;
   int64_t context = 0;  // 0: max_position_embeddings
   // Sampling; unset ones come from generation_config.json, then the library defaults.
   std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty,
@@ -58,7 +58,7 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
   command.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model folder's)");
   command.add_option("-t,--threads", o.threads, "CPU threads (default: all hardware threads)");
   add_cpu_matmul_option(command, o.int4_matmul, CpuMatmul::int8);
-  add_lm_head_option(command, o.lm_head, LmHead::stored);
+  add_lm_head_option(command, o.lm_head, LmHead::automatic);
   command
       .add_option("--device", o.device,
                   "cuda, cpu, or auto (cuda when a GPU is present and this build has CUDA)")

@@ -96,6 +96,20 @@ struct Tensor {
     return view;
   }
 
+  // Element i (flat index of a contiguous host tensor) of a bf16 / f16 / f32 tensor, as fp32.
+  float f32_at(int64_t i) const {
+    switch (dtype) {
+      case DType::bf16:
+        return bf16_to_f32(as<bf16>()[i]);
+      case DType::f16:
+        return f16_to_f32(as<f16>()[i]);
+      case DType::f32:
+        return as<float>()[i];
+      default:
+        fail("f32_at: ", dtype_name(dtype), " is not a floating-point dtype");
+    }
+  }
+
   // Same data, new shape with the same number of elements (contiguous tensors only).
   Tensor reshape(Shape new_shape) const {
     if (new_shape.numel() != numel() || !is_contiguous())

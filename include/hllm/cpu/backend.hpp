@@ -15,6 +15,7 @@
 #include "hllm/cpu/activation.hpp"
 #include "hllm/cpu/attention_paged.hpp"
 #include "hllm/cpu/ggml_matmul.hpp"
+#include "hllm/cpu/ggml_q8_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/int4_q8_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
@@ -25,12 +26,13 @@
 
 namespace hllm {
 
-// How INT4 weights meet the activations:
-//   exact  fp32 activations, W4A32 (cpu/int4_matmul.hpp): the reference, equal to the dequantized
-//          fp32 product up to fp32 rounding (what the golden tests check).
-//   int8   activations rounded to int8 per 128-input tile, integer dot products (VNNI / AVX2,
-//          cpu/int4_q8_matmul.hpp): llama.cpp's numerics and several times less compute; each
-//          tile's error is at most Σ|w|·d/2 with d = max|x|/127 of the tile.
+// How quantized weights (INT4 tiles; GGUF's Q4_0 and Q8_0 blocks) meet the activations:
+//   exact  fp32 activations (cpu/int4_matmul.hpp, cpu/ggml_matmul.hpp): the reference, equal to
+//          the dequantized fp32 product up to fp32 rounding (what the golden tests check).
+//   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
+//          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
+//          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
+//          chunk. Other GGUF block types keep the fp32 path.
 enum class CpuMatmul { exact, int8 };
 
 inline const char* cpu_matmul_name(CpuMatmul matmul) {
@@ -115,6 +117,9 @@ class CpuBackend final : public Backend {
     if (weight.is_int4() && int4_matmul_ == CpuMatmul::int8)
       return cpu::matmul_int4_q8(x, weight.int4, out, pool_, int4_scratch_, q8_scratch_);
     if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
+    if (weight.is_ggml() && int4_matmul_ == CpuMatmul::int8 &&
+        cpu::ggml_q8_path_supports(weight.ggml.type))
+      return cpu::matmul_ggml_q8(x, weight.ggml, out, pool_, q8_blocks_);
     if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
     cpu::matmul(x, weight.dense, out, pool_);
   }
@@ -180,6 +185,7 @@ class CpuBackend final : public Backend {
   CpuMatmul int4_matmul_;
   std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
   cpu::Q8Activations q8_scratch_;    // the same rounded to int8 (CpuMatmul::int8)
+  cpu::Q8Blocks q8_blocks_;          // activations rounded to int8 for Q4_0 / Q8_0 weights
   // The step inputs (begin_step).
   std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;
   std::vector<int64_t> positions64_;

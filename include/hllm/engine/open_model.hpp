@@ -29,6 +29,7 @@
 #include "hllm/model/cuda_entry.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
+#include "hllm/quant/ggml_quantize.hpp"
 #include "hllm/quant/quantize.hpp"
 #include "hllm/tokenizer/gguf_tokenizer.hpp"
 #include "hllm/tokenizer/tokenizer.hpp"
@@ -69,16 +70,34 @@ inline double device_bytes_in_use(const Backend& backend) {
   return backend.device() == Device::cuda ? cuda_bytes_in_use() : 0.0;
 }
 
-// The lm_head (the tied embedding's matrix too) as stored, or rounded at load to INT4 (RTN,
-// asymmetric, groups of 128: the largest single read of a small model's decode step shrinks ~3.8x;
-// the embedding lookup keeps the stored rows). Quantized heads stay as they are (GPTQ, GGUF).
-enum class LmHead { stored, q4 };
+// The lm_head (the tied embedding's matrix too) as stored, or rounded at load: q8 = Q8_0 blocks
+// (8.5 bits per weight, CPU only), q4 = INT4 tiles (RTN, asymmetric, groups of 128; 4.25 bits).
+// The head is the largest single read of a small model's decode step (Llama-3.2-1B: half of all
+// bytes in bf16). The embedding lookup keeps the stored rows; a quantized head (GPTQ, GGUF) stays
+// as it is.
+// automatic: q8 on the CPU backend (when the hidden size is a multiple of 32), as stored on a GPU.
+enum class LmHead { stored, q8, q4, automatic };
 
-// Quantizes a dense lm_head in place when `head` asks for it (threads: 0 = all).
-inline void apply_lm_head(LlamaWeights& weights, LmHead head, int threads) {
-  if (head != LmHead::q4 || !weights.lm_head.is_dense()) return;
+// Quantizes a dense lm_head in place as `head` asks for the backend on `device` (threads: 0 =
+// all).
+inline void apply_lm_head(LlamaWeights& weights, LmHead head, Device device, int threads) {
+  Linear& lm_head = weights.lm_head;
+  if (head == LmHead::automatic)  // q8 where it applies: blocks of 32 inputs
+    head = device == Device::cpu && lm_head.in_features() % 32 == 0 ? LmHead::q8 : LmHead::stored;
+  if (head == LmHead::q8 && device != Device::cpu)
+    fail("--lm-head q8 is for the CPU backend (on a GPU: q4 or bf16)");
+  if (head == LmHead::stored || !lm_head.is_dense()) return;
+  const int64_t block = head == LmHead::q4 ? INT4_TILE_K : 32;
+  if (lm_head.in_features() % block != 0)
+    fail("--lm-head ", head == LmHead::q4 ? "q4" : "q8", ": the hidden size (",
+         lm_head.in_features(), ") is not a multiple of ", block);
   ThreadPool pool(threads);
-  weights.lm_head = make_int4_linear(quantize_rtn_tiles(weights.lm_head.dense, pool));
+  if (head == LmHead::q4) {
+    lm_head = make_int4_linear(quantize_rtn_tiles(lm_head.dense, pool));
+    return;
+  }
+  GgmlMatrix q8 = quantize_ggml_rows(lm_head.dense, GgmlType::Q8_0, pool);
+  lm_head = Linear(q8.view, std::move(q8.memory));
 }
 
 struct OpenOptions {
@@ -133,12 +152,14 @@ struct LoadedModel {
     return tokenizer;
   }
 
-  // Pages read in (prefetch), the lm_head quantized (LmHead), then the backend.
+  // Pages read in (prefetch), the backend, then the lm_head quantized for it (LmHead).
   static std::unique_ptr<Backend> prepared_backend(ModelFolder& folder,
                                                    const OpenOptions& options) {
     if (options.prefetch) prefetch_weights(folder, options.progress);
-    apply_lm_head(folder.weights, options.lm_head, options.threads);
-    return make_backend(options.device, options.threads, folder.config, options.int4_matmul);
+    std::unique_ptr<Backend> backend =
+        make_backend(options.device, options.threads, folder.config, options.int4_matmul);
+    apply_lm_head(folder.weights, options.lm_head, backend->device(), options.threads);
+    return backend;
   }
 
   static std::vector<int64_t> stop_ids_of(const ModelFolder& folder,

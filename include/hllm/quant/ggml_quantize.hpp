@@ -25,9 +25,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
+#include "hllm/core/tensor.hpp"
+#include "hllm/core/threads.hpp"
 #include "hllm/layout/ggml_blocks.hpp"
 
 namespace hllm {
@@ -204,6 +208,33 @@ inline void ggml_quantize_row(GgmlType type, const float* x, int64_t n, uint8_t*
          info.block_elems);
   for (int64_t b = 0; b < n / info.block_elems; ++b)
     ggml_quantize_block(type, x + b * info.block_elems, out + b * info.block_bytes);
+}
+
+// A matrix quantized to ggml blocks in memory of its own (the view points into `memory`).
+struct GgmlMatrix {
+  std::shared_ptr<uint8_t[]> memory;
+  GgmlView view;
+};
+
+// A dense [out, in] bf16 / f16 / f32 weight -> ggml blocks, row by row over `pool` (no fp32
+// copy of the matrix: one row at a time per thread).
+inline GgmlMatrix quantize_ggml_rows(const Tensor& w, GgmlType type, ThreadPool& pool) {
+  if (w.rank() != 2 || (w.dtype != DType::bf16 && w.dtype != DType::f16 && w.dtype != DType::f32))
+    fail("ggml quantize: expected a bf16, f16 or f32 [out, in] weight, got ", dtype_name(w.dtype),
+         " ", w.shape.str());
+  GgmlMatrix m;
+  m.view.type = type;
+  m.view.out = w.dim(0);
+  m.view.in = w.dim(1);
+  const int64_t row_bytes = m.view.row_bytes();
+  m.memory = std::make_shared<uint8_t[]>(static_cast<size_t>(m.view.out * row_bytes));
+  m.view.data = m.memory.get();
+  pool.parallel_for(m.view.out, [&](int64_t r) {
+    std::vector<float> row(static_cast<size_t>(m.view.in));
+    for (int64_t k = 0; k < m.view.in; ++k) row[k] = w.f32_at(r * m.view.in + k);
+    ggml_quantize_row(type, row.data(), m.view.in, m.memory.get() + r * row_bytes);
+  });
+  return m;
 }
 
 }  // namespace hllm

@@ -161,16 +161,6 @@ inline QuantizedMatrix quantize_rtn(std::span<const float> w, int64_t out, int64
   return m;
 }
 
-namespace detail {
-// The 128 elements of a bf16 / f16 / f32 tensor from flat index `first`, as fp32.
-inline void widen(const Tensor& w, int64_t first, float* out) {
-  for (int k = 0; k < INT4_TILE_K; ++k)
-    out[k] = w.dtype == DType::bf16  ? bf16_to_f32(w.as<bf16>()[first + k])
-             : w.dtype == DType::f16 ? f16_to_f32(w.as<f16>()[first + k])
-                                     : w.as<float>()[first + k];
-}
-}  // namespace detail
-
 // Round to nearest, asymmetric, one group per 128 inputs, straight into hllm's tile layout, strip
 // by strip over `pool`: how a dense weight is quantized at load (e.g. --lm-head q4) with no
 // full-precision or logical copy of the matrix. w: [out, in] bf16 / f16 / f32, in % 128 == 0.
@@ -187,7 +177,7 @@ inline Int4Matrix quantize_rtn_tiles(const Tensor& w, ThreadPool& pool) {
       int4_tile& tile = m.tile(s, kt);
       for (int r = 0; r < INT4_TILE_ROWS && s * INT4_TILE_ROWS + r < out; ++r) {
         const int64_t first = (s * INT4_TILE_ROWS + r) * in + kt * INT4_TILE_K;
-        detail::widen(w, first, group);
+        for (int k = 0; k < INT4_TILE_K; ++k) group[k] = w.f32_at(first + k);
         const detail::GroupGrid grid = detail::find_grid(group, /*sym=*/false);
         tile.scale[r] = f32_to_f16(grid.scale);
         tile.zero[r] = f32_to_f16(static_cast<float>(grid.zero));
