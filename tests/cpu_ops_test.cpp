@@ -11,6 +11,7 @@
 #include "hllm/cpu/attention.hpp"
 #include "hllm/cpu/matmul.hpp"
 #include "hllm/cpu/norm.hpp"
+#include "hllm/cpu/simd.hpp"
 
 namespace {
 
@@ -188,3 +189,27 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                          AttentionCase{9, 5, 4, 4, 7}));
 
 }  // namespace
+
+// The softmax weights 2^(s − max): against std::exp2 in double, relative error < 3e-7 over the
+// whole range a softmax meets (exponents 0 .. −126, then 0), sums included; on every path
+// (HLLM_CPU_ISA picks the path: ctest runs this file again with =scalar and =avx2).
+TEST(SoftmaxExp2, MatchesExp2AndSums) {
+  std::vector<float> scores;
+  for (float x = 0.0f; x >= -140.0f; x -= 0.0137f) scores.push_back(x + 3.5f);  // max 3.5
+  std::vector<float> weights = scores;
+  float max = 0.0f;
+  const float sum =
+      hllm::cpu::softmax_exp2(weights.data(), static_cast<int64_t>(weights.size()), &max);
+  EXPECT_EQ(max, 3.5f);
+  double expected_sum = 0.0;
+  for (size_t j = 0; j < scores.size(); ++j) {
+    const double exact = std::exp2(double{scores[j]} - 3.5);
+    expected_sum += exact;
+    if (scores[j] - 3.5f < -126.0f) {
+      ASSERT_LE(weights[j], 1.2e-38f) << "x " << scores[j] - 3.5f;  // flushed (or tiny)
+      continue;
+    }
+    ASSERT_NEAR(weights[j], exact, 3e-7 * exact) << "x " << scores[j] - 3.5f;
+  }
+  EXPECT_NEAR(sum, expected_sum, 1e-5 * expected_sum);
+}

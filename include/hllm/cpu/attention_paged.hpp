@@ -49,6 +49,92 @@ T store_f32_as(float x) {
   }
 }
 
+// Element offsets of positions begin .. begin + len - 1 of one KV head in the pools, walking the
+// block table one block at a time (one division per block, not per position).
+inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t kv_head,
+                          int32_t begin, int32_t len, int64_t* offsets) {
+  for (int32_t j = 0; j < len;) {
+    const int32_t pos = begin + j, in_block = pos % kv.block_size;
+    const int32_t count = std::min(kv.block_size - in_block, len - j);
+    const int64_t first_row = paged_kv_row_in_table(table, kv.block_size, pos);
+    for (int32_t u = 0; u < count; ++u)
+      offsets[j + u] = paged_kv_offset(kv, first_row + u, kv_head);
+    j += count;
+  }
+}
+
+#if defined(__x86_64__)
+// range_scores / range_values for fp32 pools with head_dim % 8 == 0: one vectorized function each
+// (no call per row).
+[[gnu::target("avx2,fma,f16c")]] inline void range_scores_avx2(const float* qf, int64_t group,
+                                                               int64_t head_dim,
+                                                               const float* k_pool,
+                                                               const int64_t* offsets, int32_t len,
+                                                               float* scores) {
+  for (int32_t j = 0; j < len; ++j) {
+    const float* k = k_pool + offsets[j];
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = qf + g * head_dim;
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      int64_t c = 0;
+      for (; c + 16 <= head_dim; c += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + c), _mm256_loadu_ps(k + c), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + c + 8), _mm256_loadu_ps(k + c + 8), acc1);
+      }
+      if (c < head_dim)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + c), _mm256_loadu_ps(k + c), acc0);
+      scores[g * len + j] = avx2::hsum(_mm256_add_ps(acc0, acc1));
+    }
+  }
+}
+[[gnu::target("avx2,fma,f16c")]] inline void range_values_avx2(const float* weights, int64_t group,
+                                                               int64_t head_dim,
+                                                               const float* v_pool,
+                                                               const int64_t* offsets, int32_t len,
+                                                               float* part) {
+  for (int32_t j = 0; j < len; ++j) {
+    const float* v = v_pool + offsets[j];
+    for (int64_t g = 0; g < group; ++g) {
+      const __m256 w = _mm256_set1_ps(weights[g * len + j]);
+      float* acc = part + g * head_dim;
+      for (int64_t c = 0; c < head_dim; c += 8)
+        _mm256_storeu_ps(acc + c,
+                         _mm256_fmadd_ps(w, _mm256_loadu_ps(v + c), _mm256_loadu_ps(acc + c)));
+    }
+  }
+}
+#endif
+
+// scores[g·len + j] = qf[g] · K row j, and part[g] += Σ_j weights[g·len + j] · V row j: the two
+// loops over a range's rows (the AVX2 functions for fp32 pools with head_dim % 8 == 0).
+template <typename T>
+void range_scores(const float* qf, int64_t group, int64_t head_dim, const T* k_pool,
+                  const int64_t* offsets, int32_t len, float* scores) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (head_dim % 8 == 0 && cpu_has_avx2())
+      return range_scores_avx2(qf, group, head_dim, k_pool, offsets, len, scores);
+#endif
+  for (int32_t j = 0; j < len; ++j)
+    for (int64_t g = 0; g < group; ++g)
+      scores[g * len + j] = dot(qf + g * head_dim, k_pool + offsets[j], head_dim);
+}
+template <typename T>
+void range_values(const float* weights, int64_t group, int64_t head_dim, const T* v_pool,
+                  const int64_t* offsets, int32_t len, float* part) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (head_dim % 8 == 0 && cpu_has_avx2())
+      return range_values_avx2(weights, group, head_dim, v_pool, offsets, len, part);
+#endif
+  std::vector<float> v_row(static_cast<size_t>(head_dim));
+  for (int32_t j = 0; j < len; ++j) {
+    for (int64_t c = 0; c < head_dim; ++c) v_row[c] = to_f32(v_pool[offsets[j] + c]);
+    for (int64_t g = 0; g < group; ++g)
+      axpy(weights[g * len + j], v_row.data(), part + g * head_dim, head_dim);
+  }
+}
+
 }  // namespace detail
 
 // attention_paged with ranges of `split_len` positions merged one after another (see the top of
@@ -89,13 +175,14 @@ void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const in
     const int64_t i = task / n_kv_heads, kv_head = task % n_kv_heads;
     const int32_t seq = query_seq[i], kv_len = query_kv_len[i];
     const int32_t* table = kv.block_tables + static_cast<int64_t>(seq) * kv.max_blocks_per_seq;
-    thread_local std::vector<float> qf, total, part, v_row, scores, m_total, d_total, m_part,
-        d_part;
+    thread_local std::vector<float> qf, total, part, scores, m_total, d_total, m_part, d_part;
+    thread_local std::vector<int64_t> offsets;
+    const int32_t range = std::min(split_len, kv_len);
     qf.resize(group * head_dim);     // [group, head_dim] q · scale · log2 e
     total.resize(group * head_dim);  // [group, head_dim] merged acc
     part.resize(group * head_dim);   // [group, head_dim] acc of the current range
-    v_row.resize(head_dim);
-    scores.resize(group * static_cast<int64_t>(std::min(split_len, kv_len)));  // [group, range]
+    scores.resize(group * static_cast<int64_t>(range));  // [group, range]
+    offsets.resize(static_cast<size_t>(range));          // pool offsets of the range's rows
     m_total.assign(group, ATTN_NEG_INF);
     d_total.assign(group, 0.0f);
     std::fill(total.begin(), total.end(), 0.0f);
@@ -105,31 +192,16 @@ void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const in
     }
     for (int32_t begin = 0; begin < kv_len; begin += split_len) {
       const int32_t len = std::min(split_len, kv_len - begin);
-      // Scores of the range, then its state (m, d, acc) per query head.
-      for (int32_t j = 0; j < len; ++j) {
-        const int64_t row = paged_kv_row_in_table(table, kv.block_size, begin + j);
-        const T* k_row = k_pool + paged_kv_offset(kv, row, static_cast<int32_t>(kv_head));
-        for (int64_t g = 0; g < group; ++g)
-          scores[g * len + j] = dot(qf.data() + g * head_dim, k_row, head_dim);
-      }
-      m_part.assign(group, ATTN_NEG_INF);
-      d_part.assign(group, 0.0f);
-      for (int64_t g = 0; g < group; ++g) {
-        for (int32_t j = 0; j < len; ++j) m_part[g] = std::max(m_part[g], scores[g * len + j]);
-        for (int32_t j = 0; j < len; ++j) {
-          float& s = scores[g * len + j];
-          s = softmax_rescale(s, m_part[g]);
-          d_part[g] += s;
-        }
-      }
+      detail::range_offsets(kv, table, static_cast<int32_t>(kv_head), begin, len, offsets.data());
+      // Scores of the range, their softmax weights (m, d per query head), then the V sums.
+      detail::range_scores(qf.data(), group, head_dim, k_pool, offsets.data(), len, scores.data());
+      m_part.resize(group);
+      d_part.resize(group);
+      for (int64_t g = 0; g < group; ++g)
+        d_part[g] = softmax_exp2(scores.data() + g * len, len, &m_part[g]);
       std::fill(part.begin(), part.end(), 0.0f);
-      for (int32_t j = 0; j < len; ++j) {
-        const int64_t row = paged_kv_row_in_table(table, kv.block_size, begin + j);
-        const T* v_src = v_pool + paged_kv_offset(kv, row, static_cast<int32_t>(kv_head));
-        for (int64_t c = 0; c < head_dim; ++c) v_row[c] = to_f32(v_src[c]);
-        for (int64_t g = 0; g < group; ++g)
-          axpy(scores[g * len + j], v_row.data(), part.data() + g * head_dim, head_dim);
-      }
+      detail::range_values(scores.data(), group, head_dim, v_pool, offsets.data(), len,
+                           part.data());
       // Merge the range into the running total (log-sum-exp).
       for (int64_t g = 0; g < group; ++g) {
         const float m_new = std::max(m_total[g], m_part[g]);

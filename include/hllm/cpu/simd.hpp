@@ -9,7 +9,10 @@
 //   f32  -> plain load
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/cpu/isa.hpp"
@@ -74,8 +77,71 @@ template <typename T>
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// 2^x for x <= 0 (softmax weights in log2 units), |relative error| < 2e-7 against exp2f: x = n + f
+// with n = round(x), f in [-0.5, 0.5]; 2^f = 1 + f·P(f), P the degree-5 minimax polynomial of
+// Cephes' exp2f; 2^n added to the exponent bits. Below -126 the result is 0 (no denormals).
+[[gnu::target("avx2,fma,f16c")]] inline __m256 exp2_nonpositive(__m256 x) {
+  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_LT_OQ);
+  x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(x, n);
+  __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339887440266574e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618437357674640e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550332471162809e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264791363012e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931472028550421e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  const __m256 result = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), exponent));
+  return _mm256_andnot_ps(underflow, result);
+}
+
+// s[j] = 2^(s[j] − max_j s) for the n scores; returns their sum and the max in *max_out.
+[[gnu::target("avx2,fma,f16c")]] inline float softmax_exp2(float* s, int64_t n, float* max_out) {
+  __m256 mv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mv);
+  float m = lanes[0];
+  for (int l = 1; l < 8; ++l) m = std::max(m, lanes[l]);
+  for (int64_t t = j; t < n; ++t) m = std::max(m, s[t]);
+  const __m256 mb = _mm256_set1_ps(m);
+  __m256 sum = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= n; j += 8) {
+    const __m256 e = exp2_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), mb));
+    _mm256_storeu_ps(s + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  float total = hsum(sum);
+  for (; j < n; ++j) {
+    alignas(32) float one[8] = {s[j] - m};
+    _mm256_store_ps(one, exp2_nonpositive(_mm256_load_ps(one)));
+    s[j] = one[0];
+    total += one[0];
+  }
+  *max_out = m;
+  return total;
+}
+
 }  // namespace avx2
 #endif
+
+// s[j] = 2^(s[j] − max_j s) for n >= 1 finite scores; returns Σ s[j] and the max in *max_out.
+inline float softmax_exp2(float* s, int64_t n, float* max_out) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2()) return avx2::softmax_exp2(s, n, max_out);
+#endif
+  float m = s[0], sum = 0.0f;
+  for (int64_t j = 1; j < n; ++j) m = std::max(m, s[j]);
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp2(s[j] - m);
+    sum += s[j];
+  }
+  *max_out = m;
+  return sum;
+}
 
 // sum_i a[i] * b[i], accumulated in fp32.
 template <typename T>
