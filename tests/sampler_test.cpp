@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -202,6 +203,90 @@ TEST(Sampler, PartialSortingKeepsWhatAFullSortKeeps) {
         EXPECT_NEAR(s.last_candidates()[i].second, p[i] / kept, 1e-9);
       }
     }
+  }
+}
+
+// A logits processor's mask: -infinity everywhere but a few ids. Every mode, with every filter
+// and penalty (penalties that lower and that raise logits), draws only unmasked ids, from a
+// finite distribution that sums to 1.
+TEST(Sampler, MaskedLogitsAreNeverDrawn) {
+  constexpr float MASKED = -std::numeric_limits<float>::infinity();
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const std::vector<int32_t> context = {3, 900, 900, 17, 3, 1000, 17};  // generated: last 4
+  for (const std::vector<int32_t>& allowed :
+       {std::vector<int32_t>{900}, {3, 17, 1000}, {0, 1023}, {5, 6, 7, 8, 9, 10, 11}}) {
+    for (const float temperature : {0.0f, 1.0f, 0.3f}) {
+      for (const auto& [top_k, top_p, min_p] : {std::tuple<int64_t, float, float>{0, 1.0f, 0.0f},
+                                                {2, 0.9f, 0.1f},
+                                                {1, 1.0f, 0.0f},
+                                                {50, 0.5f, 0.0f},
+                                                {0, 1.0f, 0.9f}}) {
+        for (const float penalty : {-2.0f, 0.0f, 2.0f}) {
+          SamplingParams p;
+          p.temperature = temperature, p.top_k = top_k, p.top_p = top_p, p.min_p = min_p;
+          p.repetition_penalty = penalty < 0 ? 0.5f : 1.0f + penalty;
+          p.presence_penalty = penalty, p.frequency_penalty = penalty;
+          p.seed = 9;
+          Sampler s(p);
+          for (int draw = 0; draw < 20; ++draw) {
+            std::vector<float> logits(1024, MASKED);
+            for (int32_t id : allowed) logits[id] = normal(rng);
+            const int32_t id = s.sample(logits, context, 4);
+            ASSERT_NE(std::find(allowed.begin(), allowed.end(), id), allowed.end())
+                << "drew " << id << " at temperature " << temperature;
+            if (temperature == 0.0f) continue;
+            double sum = 0.0;
+            for (const auto& [kept, prob] : s.last_candidates()) {
+              ASSERT_TRUE(std::isfinite(prob)) << kept;
+              ASSERT_NE(std::find(allowed.begin(), allowed.end(), kept), allowed.end());
+              sum += prob;
+            }
+            EXPECT_NEAR(sum, 1.0, 1e-12);
+          }
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(hllm::all_masked(std::vector<float>{MASKED, MASKED, NAN}));
+  EXPECT_FALSE(hllm::all_masked(std::vector<float>{MASKED, -1e30f, MASKED}));
+}
+
+// token_logprob against log-softmax written out, the top ids against a full sort (ties: lower id
+// first), on a small row with ties and a large random one.
+TEST(Sampler, TokenLogprobIsLogSoftmaxWithTheTopIds) {
+  const std::vector<float> small = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
+  double total = 0.0;
+  for (float l : small) total += std::exp(static_cast<double>(l));
+  const hllm::TokenLogprob t = hllm::token_logprob(small, 4, 3);
+  EXPECT_EQ(t.id, 4);
+  EXPECT_NEAR(t.logprob, 0.5 - std::log(total), 1e-6);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);
+  EXPECT_EQ(t.top[1].first, 3);
+  EXPECT_EQ(t.top[2].first, 0);
+  EXPECT_NEAR(t.top[2].second, 1.0 - std::log(total), 1e-6);
+  EXPECT_TRUE(hllm::token_logprob(small, 2, 0).top.empty());
+  EXPECT_EQ(hllm::token_logprob(small, 2, 20).top.size(), small.size());
+
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  std::vector<float> large(128256);
+  for (float& l : large) l = std::round(normal(rng) * 8.0f) / 8.0f;  // many ties
+  large[77] = 1000.0f;  // far above the rest: exp(logit) would overflow without the max shift
+  std::vector<int32_t> order(large.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return large[a] > large[b] || (large[a] == large[b] && a < b);
+  });
+  total = 0.0;
+  for (float l : large) total += std::exp(static_cast<double>(l) - 1000.0);
+  const hllm::TokenLogprob u = hllm::token_logprob(large, 1234, 20);
+  EXPECT_NEAR(u.logprob, large[1234] - 1000.0 - std::log(total), 1e-3);
+  ASSERT_EQ(u.top.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(u.top[i].first, order[i]) << i;
+    EXPECT_NEAR(u.top[i].second, large[order[i]] - 1000.0 - std::log(total), 1e-3);
   }
 }
 

@@ -243,6 +243,28 @@ TEST(Scheduler, SaltsKeepCachesApart) {
   EXPECT_EQ(s.cached_tokens(3), 8);
 }
 
+// A sequence added with read_cache off computes every position although the cache holds its
+// prefix (it needs their logits); its blocks still serve others afterwards.
+TEST(Scheduler, ReadCacheOffComputesEveryPosition) {
+  Scheduler s(small(/*blocks=*/16));
+  s.add(1, iota_tokens(13));
+  run(s, s.schedule());
+  s.remove(1);
+  ASSERT_EQ(s.blocks().cached_count(), 3);
+  const int64_t queried = s.stats().prefix_query_tokens;
+  s.add(2, iota_tokens(13), /*cache_salt=*/0, /*read_cache=*/false);
+  StepPlan plan = s.schedule();
+  EXPECT_EQ(chunk_of(plan, 2)->begin, 0);
+  EXPECT_EQ(chunk_of(plan, 2)->count, 13);
+  EXPECT_EQ(s.cached_tokens(2), 0);
+  EXPECT_EQ(s.stats().prefix_query_tokens, queried);  // no lookup: not a miss either
+  run(s, plan);
+  EXPECT_EQ(s.blocks().cached_count(), 3);  // the same content: not registered twice
+  s.add(3, iota_tokens(13));
+  run(s, s.schedule());
+  EXPECT_EQ(s.cached_tokens(3), 12);
+}
+
 // Thousands of random schedules: arrivals with prompts drawn from a few shared prefixes, random
 // completion lengths, aborts of running and waiting sequences, pools from tight to roomy, with
 // and without prefix caching. After every step every invariant holds; the oldest sequence always

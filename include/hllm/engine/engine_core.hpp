@@ -7,9 +7,17 @@
 // One step():
 //   1. the scheduler's plan: decode rows, prefill chunks, admissions, preemptions
 //   2. one forward over every decode row (all rows give logits), then one forward per prefill
-//      chunk (logits of its last row only when the chunk ends the known tokens)
-//   3. each sampled id goes through accept(): a stop id ends the request (not emitted),
-//      otherwise on_token sees it (false: cancelled), then max_tokens ends it (length).
+//      chunk (logits of its last row only when the chunk ends the known tokens; of every row
+//      while it holds prompt positions whose logprobs a request asked for and has not had)
+//   3. at each sampling point: logprobs of the raw logits (when asked), the request's logits
+//      processor, the Sampler
+//   4. after the step's forwards, the requests hear of it: prompt logprobs first, then each
+//      sampled id goes through accept(): a stop id ends the request (not emitted), otherwise
+//      on_logprob and on_token see it (false: cancelled), then max_tokens ends it (length).
+//
+// Prompt logprobs need the logits of every prompt position, so such a request never takes
+// blocks from the prefix cache (Scheduler::add with read_cache off); after a preemption its
+// recompute delivers none of them again (next_prompt_position).
 //
 // KV cache: one pool (KvCache) of n_blocks × 16 positions per layer; each sequence's block table
 // (its rows of the pool) comes from the scheduler. Blocks are taken as sequences grow; when the
@@ -32,6 +40,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -110,6 +119,10 @@ class EngineCore {
     const int32_t vocab = static_cast<int32_t>(model_.config().vocab_size);
     for (int32_t id : request.prompt)
       if (id < 0 || id >= vocab) fail("token id ", id, " is outside the vocabulary");
+    for (const auto& [name, n] : {std::pair{"logprobs", request.logprobs},
+                                  std::pair{"prompt_logprobs", request.prompt_logprobs}})
+      if (n < -1 || n > MAX_LOGPROBS)
+        fail(name, " must be in [-1, ", MAX_LOGPROBS, "] (got ", n, "; -1 turns it off)");
   }
 
   // Queues a validated request under a fresh id (0: the core picks one) and returns the id.
@@ -120,8 +133,9 @@ class EngineCore {
     if (requests_.contains(id)) fail("engine: request id ", id, " is in use");
     std::vector<int32_t> prompt = std::move(request.prompt);  // the scheduler keeps the tokens
     const uint64_t salt = request.cache_salt;
+    const bool read_cache = request.prompt_logprobs < 0;
     requests_.emplace(id, Request(std::move(request), static_cast<int64_t>(prompt.size())));
-    scheduler_.add(id, std::move(prompt), salt);
+    scheduler_.add(id, std::move(prompt), salt, read_cache);
     return id;
   }
 
@@ -149,22 +163,36 @@ class EngineCore {
   // One step (see the top). A failing step ends every running request with the error; the
   // waiting ones stay queued.
   void step() {
-    std::vector<std::pair<uint64_t, int32_t>> sampled;
+    StepOutput out;
     try {
       const StepPlan plan = scheduler_.schedule();
       if (plan.empty()) return;
-      run(plan, sampled);
+      run(plan, out);
       scheduler_.complete(plan);
     } catch (const std::exception& e) {
       const std::vector<uint64_t> running = scheduler_.running();
       for (uint64_t id : running) end(id, FinishReason::cancelled, e.what());
       return;
     }
-    for (const auto& [id, token] : sampled) {
+    for (const PromptLogprob& p : out.prompt) {
+      const auto it = requests_.find(p.id);
+      if (it == requests_.end() || !it->second.request.on_prompt_logprob) continue;
       try {
-        accept(id, token);
-      } catch (const std::exception& e) {  // on_token threw: that request ends with the error
-        if (requests_.contains(id)) end(id, FinishReason::cancelled, e.what());
+        it->second.request.on_prompt_logprob(p.position, p.logprob);
+      } catch (const std::exception& e) {  // that request ends with the error
+        end(p.id, FinishReason::cancelled, e.what());
+      }
+    }
+    for (const Sampled& s : out.sampled) {
+      if (!requests_.contains(s.id)) continue;  // a callback above ended it
+      if (!s.error.empty()) {
+        end(s.id, FinishReason::cancelled, s.error);
+        continue;
+      }
+      try {
+        accept(s);
+      } catch (const std::exception& e) {  // a callback threw: that request ends with the error
+        if (requests_.contains(s.id)) end(s.id, FinishReason::cancelled, e.what());
       }
     }
   }
@@ -191,6 +219,7 @@ class EngineCore {
     int64_t prompt_tokens;
     Sampler sampler;
     int64_t generated = 0;
+    int64_t next_prompt_position = 1;  // the first prompt position whose logprob is not out yet
     Request(EngineRequest r, int64_t prompt)
         : request(std::move(r)), prompt_tokens(prompt), sampler(request.sampling) {}
   };
@@ -224,8 +253,25 @@ class EngineCore {
     return s;
   }
 
-  // Runs the plan's forwards; the ids sampled, in plan order, go to `sampled`.
-  void run(const StepPlan& plan, std::vector<std::pair<uint64_t, int32_t>>& sampled) {
+  // What the requests hear of after a step ran (see the top).
+  struct PromptLogprob {
+    uint64_t id;
+    int64_t position;
+    TokenLogprob logprob;
+  };
+  struct Sampled {
+    uint64_t id;
+    int32_t token = -1;
+    TokenLogprob logprob;  // when the request asked for logprobs
+    std::string error;     // set instead of a token: the logits processor failed or masked all
+  };
+  struct StepOutput {
+    std::vector<PromptLogprob> prompt;  // in position order per request
+    std::vector<Sampled> sampled;       // in plan order
+  };
+
+  // Runs the plan's forwards; what they yield goes to `out`.
+  void run(const StepPlan& plan, StepOutput& out) {
     std::vector<const ScheduledChunk*> decodes, chunks;
     for (const ScheduledChunk& c : plan.chunks)
       (c.count == 1 && c.samples ? decodes : chunks).push_back(&c);
@@ -235,17 +281,40 @@ class EngineCore {
       logits_.resize(static_cast<size_t>(b * vocab));
       model_.forward_step(make_step(decodes), pool_, logits_, /*all_logits=*/true);
       for (int64_t i = 0; i < b; ++i)
-        sampled.emplace_back(decodes[i]->id,
-                             sample(decodes[i]->id, std::span(logits_).subspan(i * vocab, vocab)));
+        out.sampled.push_back(sample(decodes[i]->id, std::span(logits_).subspan(i * vocab, vocab)));
     }
     for (const ScheduledChunk* c : chunks) {
       const ScheduledChunk* one[] = {c};
-      logits_.resize(static_cast<size_t>(vocab));
+      const bool all_rows = scores_prompt(*c);
+      logits_.resize(static_cast<size_t>((all_rows ? c->count : 1) * vocab));
       // Dynamic NTK follows the sequence's known length, as a plain prefill of it would.
-      model_.forward_step(
-          make_step(one), pool_, c->samples ? std::span<float>(logits_) : std::span<float>(),
-          /*all_logits=*/false, static_cast<int64_t>(scheduler_.tokens(c->id).size()));
-      if (c->samples) sampled.emplace_back(c->id, sample(c->id, logits_));
+      model_.forward_step(make_step(one), pool_,
+                          c->samples || all_rows ? std::span<float>(logits_) : std::span<float>(),
+                          all_rows, static_cast<int64_t>(scheduler_.tokens(c->id).size()));
+      if (all_rows) score_prompt(*c, out.prompt);
+      if (c->samples) out.sampled.push_back(sample(c->id, std::span(logits_).last(vocab)));
+    }
+  }
+
+  // Whether chunk c holds a row whose logits give a prompt logprob its request still needs: row
+  // q predicts position q + 1.
+  bool scores_prompt(const ScheduledChunk& c) const {
+    const Request& r = requests_.at(c.id);
+    return r.request.prompt_logprobs >= 0 && r.next_prompt_position < r.prompt_tokens &&
+           c.begin + c.count >= r.next_prompt_position && c.begin + 1 < r.prompt_tokens;
+  }
+
+  // The prompt logprobs of chunk c's rows (logits_ holds all of them), each position once.
+  void score_prompt(const ScheduledChunk& c, std::vector<PromptLogprob>& out) {
+    Request& r = requests_.at(c.id);
+    const std::span<const int32_t> tokens = scheduler_.tokens(c.id);
+    const int64_t vocab = model_.config().vocab_size;
+    for (int64_t q = c.begin; q < c.begin + c.count; ++q) {
+      const int64_t p = q + 1;
+      if (p < r.next_prompt_position || p >= r.prompt_tokens) continue;
+      const std::span<const float> row = std::span(logits_).subspan((q - c.begin) * vocab, vocab);
+      out.push_back({c.id, p, token_logprob(row, tokens[p], r.request.prompt_logprobs)});
+      r.next_prompt_position = p + 1;
     }
   }
 
@@ -279,19 +348,36 @@ class EngineCore {
     return step;
   }
 
-  int32_t sample(uint64_t id, std::span<float> logits) {
+  // One sampling point of request `id` (step 3 at the top); `logits` is its raw row.
+  Sampled sample(uint64_t id, std::span<float> logits) {
     Request& r = requests_.at(id);
-    return r.sampler.sample(logits, scheduler_.tokens(id), static_cast<size_t>(r.generated));
+    const EngineRequest& q = r.request;
+    const std::span<const int32_t> tokens = scheduler_.tokens(id);
+    if (q.logprobs >= 0) raw_logits_.assign(logits.begin(), logits.end());
+    if (q.logits_processor) {
+      try {
+        q.logits_processor(logits, tokens.subspan(static_cast<size_t>(r.prompt_tokens)));
+      } catch (const std::exception& e) {
+        return {id, -1, {}, std::string("the logits processor failed: ") + e.what()};
+      }
+      if (all_masked(logits)) return {id, -1, {}, "the logits processor masked every token"};
+    }
+    Sampled s{id, r.sampler.sample(logits, tokens, static_cast<size_t>(r.generated)), {}, {}};
+    if (q.logprobs >= 0) s.logprob = token_logprob(raw_logits_, s.token, q.logprobs);
+    return s;
   }
 
   // A sampled id: ends the request (stop id, on_token says stop, max_tokens) or becomes the
   // sequence's next token.
-  void accept(uint64_t id, int32_t token) {
+  void accept(const Sampled& s) {
+    const uint64_t id = s.id;
+    const int32_t token = s.token;
     Request& r = requests_.at(id);
     const std::vector<int64_t>& stops = r.request.stop_ids;
     const bool stop_id = std::find(stops.begin(), stops.end(), token) != stops.end();
     if (stop_id && !r.request.ignore_eos) return end(id, FinishReason::stop, "");
     ++r.generated;
+    if (r.request.logprobs >= 0 && r.request.on_logprob) r.request.on_logprob(s.logprob);
     if (r.request.on_token && !r.request.on_token(token))
       return end(id, FinishReason::cancelled, "");
     if (r.generated >= r.request.max_tokens) return end(id, FinishReason::length, "");
@@ -329,7 +415,8 @@ class EngineCore {
   int64_t finished_ = 0;
   std::function<void()> before_finish_;
   std::vector<int32_t> ids_, seq_, positions_, tables_;
-  std::vector<float> logits_;
+  std::vector<float> logits_;      // [rows, vocab] of the forward that ran last
+  std::vector<float> raw_logits_;  // [vocab]: a row before processor and Sampler (logprobs)
 };
 
 }  // namespace hllm

@@ -11,6 +11,12 @@
 //   6. min-p: drop tokens whose probability is below min_p × the largest probability
 //   7. draw from the renormalized distribution with a seeded RNG
 //      (same seed + same logits = same ids)
+// Logits of -infinity (a logits processor's mask) stay -infinity through every step and are never
+// drawn, as long as one logit is finite (the caller checks that: see all_masked).
+//
+// Logprobs (OpenAI's, vLLM's default): log-softmax of the raw logits, before any of the above —
+//   logprob(id) = logit[id] - (max + log Σ exp(logit - max)),   the sum in double
+// plus the n most likely ids, found in one pass without sorting the vocabulary.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +26,7 @@
 #include <random>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -66,6 +73,43 @@ struct SamplingParams {
       fail("frequency_penalty must be in [-2, 2] (got ", frequency_penalty, ")");
   }
 };
+
+// One token's logprob and the `top.size()` most likely ids with theirs (most likely first; equal
+// logits: lower id first).
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// The logprob of `id` under log-softmax(logits), with the `top_n` most likely ids (see the top).
+inline TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int32_t top_n) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  std::vector<int32_t> top;  // the best so far, most likely first (at most top_n)
+  double sum = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float l = logits[i];
+    sum += std::exp(static_cast<double>(l) - max);
+    if (top_n == 0 || (static_cast<int32_t>(top.size()) == top_n && l <= logits[top.back()]))
+      continue;
+    if (static_cast<int32_t>(top.size()) == top_n) top.pop_back();
+    const auto at = std::find_if(top.begin(), top.end(), [&](int32_t t) { return l > logits[t]; });
+    top.insert(at, static_cast<int32_t>(i));
+  }
+  const double log_total = static_cast<double>(max) + std::log(sum);
+  const auto logprob = [&](int32_t t) {
+    return static_cast<float>(static_cast<double>(logits[t]) - log_total);
+  };
+  TokenLogprob out{id, logprob(id), {}};
+  for (int32_t t : top) out.top.emplace_back(t, logprob(t));
+  return out;
+}
+
+// True when no logit is above -infinity (or all are NaN): nothing can be sampled.
+inline bool all_masked(std::span<const float> logits) {
+  return std::none_of(logits.begin(), logits.end(),
+                      [](float l) { return l > -std::numeric_limits<float>::infinity(); });
+}
 
 class Sampler {
  public:

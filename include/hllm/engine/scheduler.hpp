@@ -18,7 +18,8 @@
 //   2. prefill chunks: running sequences with more to feed, oldest first, while budget is left.
 //   3. admission, first come first served, while a sequence slot and budget are left: a waiting
 //      sequence first shares the longest chain of cached full blocks of its tokens
-//      (engine/block_manager.hpp), then needs blocks for the rest of its known tokens, plus a
+//      (engine/block_manager.hpp; not one added with read_cache off, which must compute every
+//      position itself), then needs blocks for the rest of its known tokens, plus a
 //      watermark left free for the running sequences' growth (none when nothing runs, so a lone
 //      request can always start). Nothing is admitted in a step that preempted.
 // Blocks for decoded tokens are taken as sequences grow, one at a time, never reserved ahead.
@@ -83,14 +84,18 @@ class Scheduler {
   const SchedulerOptions& options() const { return options_; }
 
   // A new sequence joins the back of the queue. `cache_salt` keeps its cached blocks apart from
-  // those of requests with another salt (0: shared with every request of salt 0).
-  void add(uint64_t id, std::vector<int32_t> prompt, uint64_t cache_salt = 0) {
+  // those of requests with another salt (0: shared with every request of salt 0). With
+  // `read_cache` off it never takes blocks from the prefix cache (its computed blocks still go
+  // there for others): every position of it is computed, e.g. for the logits of every position.
+  void add(uint64_t id, std::vector<int32_t> prompt, uint64_t cache_salt = 0,
+           bool read_cache = true) {
     if (prompt.empty()) fail("scheduler: sequence ", id, " has no tokens");
     if (seqs_.contains(id)) fail("scheduler: sequence ", id, " added twice");
     Seq s;
     s.id = id;
     s.tokens = std::move(prompt);
     s.salt = cache_salt;
+    s.read_cache = read_cache;
     seqs_.emplace(id, std::move(s));
     waiting_.push_back(id);
   }
@@ -215,6 +220,7 @@ class Scheduler {
     int64_t cached_tokens = 0;     // found in the prefix cache at the first admission
     bool admitted = false;         // at least once (a preempted sequence comes back)
     uint64_t salt = 0;
+    bool read_cache = true;  // admission may share cached blocks
     int64_t pending() const { return static_cast<int64_t>(tokens.size()) - computed; }
   };
 
@@ -266,7 +272,8 @@ class Scheduler {
   bool admit(Seq& s) {
     const int64_t bs = options_.block_size, n = static_cast<int64_t>(s.tokens.size());
     std::vector<int32_t> hits;
-    if (options_.prefix_caching) {
+    const bool lookup = options_.prefix_caching && s.read_cache;
+    if (lookup) {
       // At least the last token is fed again: its logits pick the next token.
       const int64_t full = (n - 1) / bs;
       extend_hashes(s, full);
@@ -284,8 +291,8 @@ class Scheduler {
     s.blocks = std::move(table);
     s.computed = hit_tokens;
     s.registered = hit_tokens / bs;
-    if (!s.admitted && options_.prefix_caching) {  // prompts only: not the recompute of a
-      stats_.prefix_query_tokens += n;             // preempted sequence
+    if (!s.admitted && lookup) {        // prompts only: not the recompute of a
+      stats_.prefix_query_tokens += n;  // preempted sequence
       stats_.prefix_hit_tokens += hit_tokens;
     }
     if (!s.admitted) s.cached_tokens = hit_tokens;
