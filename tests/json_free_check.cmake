@@ -10,7 +10,8 @@ set(loaders
   hllm/model/config_json.hpp hllm/model/weights_load.hpp hllm/model/load.hpp
   hllm/quant/gptq_config_json.hpp hllm/quant/gptq.hpp hllm/quant/quantize.hpp
   hllm/tokenizer/bpe_load.hpp hllm/tokenizer/tokenizer_load.hpp hllm/tokenizer/gguf_tokenizer.hpp
-  hllm/engine/open_model.hpp hllm/engine/quantize_model.hpp)
+  hllm/engine/open_model.hpp hllm/engine/quantize_model.hpp
+  hllm/grammar/json_schema.hpp)
 file(GLOB_RECURSE headers RELATIVE ${SOURCE_DIR}/include ${SOURCE_DIR}/include/hllm/*.hpp)
 list(FILTER headers EXCLUDE REGEX "^hllm/serve/")  # the HTTP API speaks JSON
 list(REMOVE_ITEM headers ${loaders})
