@@ -56,6 +56,7 @@ inline void add_serve_command(CLI::App& app) {
     std::string host = "127.0.0.1";
     int port = 8000;
     std::string api_key;
+    std::string allowed_origins;
     std::string served_name;
     int64_t max_num_seqs = 32;
     int64_t max_model_len = 0;
@@ -88,6 +89,9 @@ inline void add_serve_command(CLI::App& app) {
   command->add_option("--api-key", o->api_key,
                       "require 'Authorization: Bearer KEY' on every route but /health "
                       "(default: $HLLM_API_KEY, else open)");
+  command->add_option("--allowed-origins", o->allowed_origins,
+                      "browser origins that may call the API (CORS): comma-separated, e.g. "
+                      "http://localhost:3000, or * for any (default: none)");
   command->add_option("--served-model-name", o->served_name,
                       "model id in /v1/models and responses (default: the model folder's name)");
   command->add_option("--max-num-seqs", o->max_num_seqs, "requests decoded together at most")
@@ -126,6 +130,7 @@ inline void add_serve_command(CLI::App& app) {
     serve_options.model_name =
         o->served_name.empty() ? default_served_name(o->model.model_dir) : o->served_name;
     serve_options.api_key = o->api_key;
+    serve_options.cors = serve::parse_allowed_origins(o->allowed_origins);
     serve_options.max_body_bytes = static_cast<size_t>(o->max_body_mib * 1024 * 1024);
     serve_options.max_model_len = o->max_model_len;
     serve_options.special_tokens_in_content = o->model.special_tokens();

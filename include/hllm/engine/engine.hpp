@@ -5,7 +5,8 @@
 //   abort(id)       ──► aborted  ──engine thread──► EngineCore::abort
 //
 // The engine thread sleeps while there is nothing to do; every iteration takes in new requests
-// and aborts, then runs one step. Callbacks (on_token, on_finish) run on the engine thread.
+// and aborts, then runs one step. Every callback of a request (logits_processor, on_prompt_logprob,
+// on_logprob, on_token, on_finish) runs on the engine thread.
 #pragma once
 
 #include <condition_variable>

@@ -5,8 +5,14 @@
 //                              503 while loading
 //   GET  /metrics              the same numbers as Prometheus text (serve/metrics.hpp)
 //   GET  /v1/models            the one served model (answers while the weights still load)
-//   POST /v1/chat/completions  messages -> Llama-3 chat format; stream (SSE) or one JSON
-//   POST /v1/completions       prompt -> BOS + text
+//   POST /v1/chat/completions  messages -> Llama-3 chat format; stream (SSE) or one JSON; tools,
+//                              response_format (grammar-constrained), logprobs, n choices
+//   POST /v1/completions       prompt -> BOS + text (or token ids); echo, logprobs
+//   POST /v1/responses         OpenAI's Responses API over the same engine (serve/responses_api.hpp);
+//   GET, DELETE /v1/responses/{id}   the ones kept in memory (serve/response_store.hpp)
+//   POST /v1/tokenize, /v1/detokenize (also without /v1)  vLLM's: the prompt's ids, ids' text
+//                              (serve/tokenize_api.hpp)
+//   OPTIONS (any path)         CORS preflights, when --allowed-origins lists origins (serve/cors.hpp)
 //
 // Threads: cpp-httplib runs each connection on a pool thread (the "handler"). A completion is
 // submitted to the engine; the engine thread's on_token only pushes the id into the request's
@@ -36,9 +42,16 @@
 
 #include "hllm/core/error.hpp"
 #include "hllm/engine/engine.hpp"
+#include "hllm/serve/choice_output.hpp"
+#include "hllm/serve/completion_run.hpp"
+#include "hllm/serve/completions_writer.hpp"
+#include "hllm/serve/constrained.hpp"
+#include "hllm/serve/cors.hpp"
 #include "hllm/serve/metrics.hpp"
 #include "hllm/serve/request.hpp"
+#include "hllm/serve/responses_api.hpp"
 #include "hllm/serve/stop_text.hpp"
+#include "hllm/serve/tokenize_api.hpp"
 #include "hllm/tokenizer/chat.hpp"
 #include "hllm/tokenizer/prompt.hpp"
 #include "hllm/tokenizer/stream.hpp"
@@ -48,13 +61,14 @@ namespace hllm::serve {
 
 struct ServeOptions {
   std::string model_name = "hllm";  // the id in /v1/models and in every response
-  std::string api_key;              // "" = open; else every route but /health and /metrics needs it
+  std::string api_key;  // "" = open; else all but /health, /metrics and CORS preflights need it
   size_t max_body_bytes = size_t{4} << 20;  // larger request bodies get 413
   int http_threads = 0;                     // 0: max(64, 2 × max_num_seqs + 16)
   int64_t max_model_len = 0;                // reported by /v1/models until the engine runs
   // How special-token spellings in message content and completion prompts are read (both endpoints
   // alike): plain text unless the operator opts in (tokenizer/prompt.hpp).
   SpecialTokens special_tokens_in_content = SpecialTokens::text;
+  CorsPolicy cors;  // which browser origins may call the API (none: no CORS headers)
 };
 
 // What the server needs once the model is loaded (all owned by the caller, outliving the server).
@@ -66,34 +80,6 @@ struct ServedModel {
 };
 
 namespace detail {
-
-// One request's hand-over from the engine thread to its handler thread.
-struct Channel {
-  std::mutex mutex;
-  std::condition_variable ready;
-  std::vector<int32_t> tokens;  // generated, not yet taken by the handler
-  bool finished = false;
-  FinishReason reason = FinishReason::cancelled;
-  int64_t completion_tokens = 0;
-  std::string error;
-  std::atomic<bool> cancelled{false};  // the handler gave up: on_token answers false
-
-  bool push(int32_t id) {
-    if (cancelled.load()) return false;
-    std::lock_guard lock(mutex);
-    tokens.push_back(id);
-    ready.notify_one();
-    return true;
-  }
-  void finish(FinishReason r, int64_t completion, const std::string& e) {
-    std::lock_guard lock(mutex);
-    finished = true;
-    reason = r;
-    completion_tokens = completion;
-    error = e;
-    ready.notify_one();
-  }
-};
 
 inline std::string random_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -168,6 +154,8 @@ class OpenAiServer {
   void set_model(ServedModel model) {
     model_storage_ = std::make_unique<ServedModel>(std::move(model));
     options_.max_model_len = model_storage_->engine->options().max_model_len;
+    request_metrics_ = std::make_unique<RequestMetrics>(options_.max_model_len);
+    grammars_.set_vocabulary(*model_storage_->tokenizer, model_storage_->stop_ids);
     model_.store(model_storage_.get());
   }
 
@@ -204,6 +192,19 @@ class OpenAiServer {
     http_.set_payload_max_length(options_.max_body_bytes);
     http_.set_tcp_nodelay(true);  // streamed tokens are small writes: no Nagle delay (~40 ms)
     http_.set_pre_routing_handler([this](const Request& req, Response& res) {
+      // CORS preflights come before the key: browsers never send credentials on them.
+      const std::string origin = req.get_header_value("Origin");
+      if (const auto preflight =
+              cors_preflight(options_.cors, req.method, origin,
+                             req.get_header_value("Access-Control-Request-Method"),
+                             req.get_header_value("Access-Control-Request-Headers"))) {
+        if (preflight->status == 403)
+          reply(res, {403, "the origin " + origin + " is not allowed (--allowed-origins)", "",
+                      "origin_not_allowed"});
+        res.status = preflight->status;
+        for (const auto& [name, value] : preflight->headers) res.set_header(name, value);
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (options_.api_key.empty() || req.path == "/health" || req.path == "/metrics")
         return httplib::Server::HandlerResponse::Unhandled;
       const std::string token = detail::bearer_token(req.get_header_value("Authorization"));
@@ -212,6 +213,14 @@ class OpenAiServer {
       reply(res, {401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "",
                   "invalid_api_key"});
       return httplib::Server::HandlerResponse::Handled;
+    });
+    // Every answer to an allowed origin says so: errors, 401s and streams too (a preflight's
+    // headers are set already).
+    http_.set_post_routing_handler([this](const Request& req, Response& res) {
+      if (res.has_header("Access-Control-Allow-Origin")) return;
+      for (const auto& [name, value] :
+           cors_response_headers(options_.cors, req.get_header_value("Origin")))
+        res.set_header(name, value);
     });
     // Errors without a body of ours (404 route, 413 from the body limit, 400 from HTTP parsing).
     http_.set_error_handler([](const Request& req, Response& res) {
@@ -250,7 +259,8 @@ class OpenAiServer {
     http_.Get("/metrics", [this](const Request&, Response& res) {
       const ServedModel* m = model_.load();
       if (m == nullptr) return reply(res, 503, {{"status", "loading"}});
-      res.set_content(prometheus_metrics(m->engine->stats(), options_.model_name),
+      res.set_content(prometheus_metrics(m->engine->stats(), options_.model_name) +
+                          request_metrics_->prometheus(options_.model_name),
                       "text/plain; version=0.0.4; charset=utf-8");
     });
     http_.Get("/v1/models", [this](const Request&, Response& res) {
@@ -266,6 +276,41 @@ class OpenAiServer {
                [this](const Request& req, Response& res) { completion(req, res, true); });
     http_.Post("/v1/completions",
                [this](const Request& req, Response& res) { completion(req, res, false); });
+    http_.Post("/v1/responses", [this](const Request& req, Response& res) { responses(req, res); });
+    http_.Get(R"(/v1/responses/([^/]+))", [this](const Request& req, Response& res) {
+      if (const auto stored = responses_.response(req.matches[1])) return reply(res, 200, *stored);
+      reply(res, {404, "no stored response '" + std::string(req.matches[1]) + "'", "response_id",
+                  "not_found"});
+    });
+    http_.Delete(R"(/v1/responses/([^/]+))", [this](const Request& req, Response& res) {
+      if (!responses_.erase(req.matches[1]))
+        return reply(res, {404, "no stored response '" + std::string(req.matches[1]) + "'",
+                           "response_id", "not_found"});
+      reply(res, 200, {{"id", req.matches[1]}, {"object", "response"}, {"deleted", true}});
+    });
+    for (const std::string prefix : {"", "/v1"}) {
+      http_.Post(prefix + "/tokenize", tokens_route(tokenize_request));
+      http_.Post(prefix + "/detokenize", tokens_route(detokenize_request));
+    }
+  }
+
+  // A route of serve/tokenize_api.hpp: `answer(context, body)` once the model is loaded. It
+  // encodes prompts with prompt_ids, as the completions do.
+  template <class Answer>
+  httplib::Server::Handler tokens_route(Answer answer) {
+    return [this, answer](const Request& req, Response& res) {
+      const ServedModel* m = model_.load();
+      if (m == nullptr)
+        return reply(res, {503, "the model is still loading; try again shortly", "", "loading"});
+      const TokenizeContext context{
+          *m->tokenizer, options_.model_name, options_.max_model_len,
+          [this, m](const CompletionRequest& r) { return prompt_ids(*m, r); }};
+      try {
+        reply(res, 200, answer(context, req.body));
+      } catch (const ApiError& e) {
+        reply(res, e);
+      }
+    };
   }
 
   nlohmann::json model_card() const {
@@ -277,262 +322,267 @@ class OpenAiServer {
     return card;
   }
 
-  // The engine request for a parsed body. Throws ApiError.
-  EngineRequest engine_request(const ServedModel& m, const CompletionRequest& r) const {
-    EngineRequest e;
+  // The prompt ids of a parsed body. Throws ApiError.
+  std::vector<int32_t> prompt_ids(const ServedModel& m, const CompletionRequest& r) const {
+    if (!r.chat && !r.prompt_ids.empty()) return r.prompt_ids;  // checked by the engine
     try {
       const SpecialTokens special = options_.special_tokens_in_content;
-      e.prompt = r.chat ? encode_prompt(*m.tokenizer, r.messages, special)
-                        : encode_prompt(*m.tokenizer, r.prompt, special);
+      if (!r.chat) return encode_prompt(*m.tokenizer, r.prompt, special);
+      const bool with_tools = r.tool_choice != ToolChoice::none;
+      return encode_prompt(*m.tokenizer, chat_messages(r.messages, r.tools, with_tools), special);
     } catch (const Error& error) {
       throw ApiError{400, error.what(), r.chat ? "messages" : "prompt", "invalid_value"};
     }
+  }
+
+  // The engine request for a parsed body (choice `choice` of n). Throws ApiError.
+  EngineRequest engine_request(const ServedModel& m, const CompletionRequest& r,
+                               std::vector<int32_t> prompt, int choice) const {
+    EngineRequest e;
+    e.prompt = std::move(prompt);
     e.sampling = r.sampling.over(m.defaults);
     if (!r.sampling.seed) e.sampling.seed = std::random_device{}();
+    e.sampling.seed += static_cast<uint64_t>(choice);  // n choices: n streams of the one seed
     try {
       e.sampling.validate();
     } catch (const Error& error) {
       throw ApiError{400, error.what(), "", "invalid_value"};
     }
     const int64_t context = m.engine->options().max_model_len;
-    const auto prompt = static_cast<int64_t>(e.prompt.size());
+    const auto length = static_cast<int64_t>(e.prompt.size());
     if (r.max_tokens) {
       e.max_tokens = *r.max_tokens;
-      if (prompt + e.max_tokens > context)
+      if (length + e.max_tokens > context)
         throw ApiError{400,
                        "This model's maximum context length is " + std::to_string(context) +
                            " tokens. However, you requested " +
-                           std::to_string(prompt + e.max_tokens) + " tokens (" +
-                           std::to_string(prompt) + " in the messages, " +
+                           std::to_string(length + e.max_tokens) + " tokens (" +
+                           std::to_string(length) + " in the messages, " +
                            std::to_string(e.max_tokens) +
                            " in the completion). Please reduce the length of the messages or "
                            "completion.",
                        "max_tokens", "context_length_exceeded"};
     } else {
-      e.max_tokens = context - prompt;
+      e.max_tokens = context - length;
       if (e.max_tokens < 1)
         throw ApiError{400,
                        "This model's maximum context length is " + std::to_string(context) +
-                           " tokens, and the prompt alone is " + std::to_string(prompt) +
+                           " tokens, and the prompt alone is " + std::to_string(length) +
                            " tokens. Please reduce the length of the messages.",
                        r.chat ? "messages" : "prompt", "context_length_exceeded"};
     }
     e.stop_ids = m.stop_ids;
     e.ignore_eos = r.ignore_eos;
+    e.logprobs = r.logprobs;
+    if (r.echo && r.logprobs >= 0 && choice == 0) e.prompt_logprobs = r.logprobs;
     if (!r.cache_salt.empty()) e.cache_salt = detail::salt_of(r.cache_salt);
+    if (auto constraint = grammars_.constraint(r))
+      e.logits_processor = grammar_processor(std::move(constraint), e.max_tokens);
     return e;
   }
 
   // One completion's state, shared by the handler's content provider and its releaser.
   struct Job {
-    std::shared_ptr<detail::Channel> channel = std::make_shared<detail::Channel>();
     const ServedModel* model = nullptr;
     CompletionRequest request;
-    uint64_t engine_id = 0;
+    std::vector<int32_t> prompt;
+    Generation generation;
     std::string id;
     int64_t created = 0;
-    int64_t prompt_tokens = 0;
-    bool finished = false;  // the engine said so (or the stop string ended it and was aborted)
+    std::atomic<bool> finished{false};  // every choice ended (the engine said so, or a stop string)
   };
 
-  void completion(const Request& req, Response& res, bool chat) {
+  // Parses the body with `parse` (a CompletionRequest from JSON and its ordered twin), encodes the
+  // prompt and submits one engine request per choice. Throws ApiError.
+  template <class Parse>
+  std::shared_ptr<Job> submit(const Request& req, const Parse& parse) {
     const ServedModel* m = model_.load();
-    if (stopping_) return reply(res, {503, "the server is shutting down", "", "shutting_down"});
+    if (stopping_) throw ApiError{503, "the server is shutting down", "", "shutting_down"};
     if (m == nullptr)
-      return reply(res, {503, "the model is still loading; try again shortly", "", "loading"});
+      throw ApiError{503, "the model is still loading; try again shortly", "", "loading"};
     auto job = std::make_shared<Job>();
     job->model = m;
+    nlohmann::json body;
     try {
-      nlohmann::json body;
-      try {
-        body = nlohmann::json::parse(req.body);
-      } catch (const nlohmann::json::exception& e) {
-        throw ApiError{400, std::string("the request body is not valid JSON: ") + e.what(), "",
-                       "invalid_json"};
-      }
-      job->request = parse_completion_request(body, chat);
-      if (!job->request.model.empty() && job->request.model != options_.model_name)
-        throw ApiError{404, "The model `" + job->request.model + "` does not exist.", "model",
-                       "model_not_found"};
-      EngineRequest e = engine_request(*m, job->request);
-      job->prompt_tokens = static_cast<int64_t>(e.prompt.size());
-      e.on_token = [channel = job->channel](int32_t id) { return channel->push(id); };
-      e.on_finish = [channel = job->channel](const RequestEnd& end) {
-        channel->finish(end.reason, end.completion_tokens, end.error);
+      body = nlohmann::json::parse(req.body);
+    } catch (const nlohmann::json::exception& e) {
+      throw ApiError{400, std::string("the request body is not valid JSON: ") + e.what(), "",
+                     "invalid_json"};
+    }
+    const auto ordered = nlohmann::ordered_json::parse(req.body);  // key order: schemas, tools
+    job->request = parse(body, &ordered);
+    const CompletionRequest& r = job->request;
+    if (!r.model.empty() && r.model != options_.model_name)
+      throw ApiError{404, "The model `" + r.model + "` does not exist.", "model",
+                     "model_not_found"};
+    job->prompt = prompt_ids(*m, r);
+    Generation& g = job->generation;
+    g.engine = m->engine;
+    g.channel = std::make_shared<Channel>(static_cast<int>(r.n));
+    g.stopping = &stopping_;
+    std::vector<EngineRequest> requests;
+    for (int choice = 0; choice < r.n; ++choice) {
+      EngineRequest e = engine_request(*m, r, job->prompt, choice);
+      auto times = std::make_shared<RequestMetrics::Timeline>(job->prompt.size());
+      e.on_token = [channel = g.channel, choice, metrics = request_metrics_.get(),
+                    times](int32_t id) {
+        metrics->token(*times);
+        return channel->push(choice, id);
       };
+      if (e.logprobs >= 0)
+        e.on_logprob = [channel = g.channel, choice](const TokenLogprob& lp) {
+          channel->logprob(choice, lp);
+        };
+      if (e.prompt_logprobs >= 0)
+        e.on_prompt_logprob = [channel = g.channel](int64_t, const TokenLogprob& lp) {
+          channel->prompt_logprob(lp);
+        };
+      e.on_finish = [channel = g.channel, choice, metrics = request_metrics_.get(),
+                     times](const RequestEnd& end) {
+        RequestEnd counted = end;  // a stop string's abort ends the choice as "stop"
+        if (channel->stopped_by_text(choice)) counted.reason = FinishReason::stop;
+        metrics->finish(*times, counted);  // counted before the handler can answer
+        channel->finish(choice, end.reason, end.error);
+      };
+      requests.push_back(std::move(e));
+    }
+    for (EngineRequest& e : requests) {
       try {
-        job->engine_id = m->engine->submit(std::move(e));
+        g.engine_ids.push_back(m->engine->submit(std::move(e)));
       } catch (const EngineBusy& busy) {
+        g.abort_all();
         throw ApiError{429, busy.what(), "", "too_many_requests"};
       } catch (const Error& error) {
+        g.abort_all();
         if (stopping_) throw ApiError{503, "the server is shutting down", "", "shutting_down"};
-        throw ApiError{400, error.what(), "max_tokens", "invalid_value"};
+        throw ApiError{400, error.what(), r.prompt_ids.empty() ? "max_tokens" : "prompt",
+                       "invalid_value"};
       }
-    } catch (const ApiError& e) {
-      return reply(res, e);
     }
-    job->id = detail::random_id(chat ? "chatcmpl-" : "cmpl-");
     job->created = static_cast<int64_t>(std::time(nullptr));
+    return job;
+  }
+
+  // Answers with `write_response(job, sink)` as the body (SSE when streaming); the engine requests
+  // are aborted when the client goes away first.
+  template <class WriteResponse>
+  static void respond(Response& res, std::shared_ptr<Job> job, WriteResponse write_response) {
     if (job->request.stream) {
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
     }
     res.set_chunked_content_provider(
         job->request.stream ? "text/event-stream" : JSON_TYPE,
-        [this, job](size_t, httplib::DataSink& sink) {
-          if (!run(*job, sink)) return false;
+        [job, write_response](size_t, httplib::DataSink& sink) {
+          if (!write_response(*job, sink)) return false;  // the releaser aborts what still runs
+          job->finished = true;
           sink.done();
           return true;
         },
-        [this, job](bool) {
+        [job](bool) {
           if (job->finished) return;
-          job->channel->cancelled = true;  // on_token says stop at the next token
-          job->model->engine->abort(job->engine_id);
+          job->generation.channel->cancelled = true;  // on_token says stop at the next token
+          job->generation.abort_all();
         });
   }
 
-  nlohmann::json chunk(const Job& job, nlohmann::json choice) const {
-    return {{"id", job.id},
-            {"object", job.request.chat ? "chat.completion.chunk" : "text_completion"},
-            {"created", job.created},
-            {"model", options_.model_name},
-            {"choices", nlohmann::json::array({std::move(choice)})}};
-  }
-
-  nlohmann::json text_choice(const Job& job, const std::string& text,
-                             const nlohmann::json& finish) const {
-    nlohmann::json choice = {{"index", 0}};
-    if (job.request.chat) {
-      choice[job.request.stream ? "delta" : "message"] =
-          text.empty() && job.request.stream && !finish.is_null()
-              ? nlohmann::json::object()
-              : nlohmann::json{{"role", "assistant"}, {"content", text}};
-      if (job.request.stream && !text.empty()) choice["delta"].erase("role");
-    } else {
-      choice["text"] = text;
+  void completion(const Request& req, Response& res, bool chat) {
+    std::shared_ptr<Job> job;
+    try {
+      job = submit(req, [chat](const nlohmann::json& body, const nlohmann::ordered_json* ordered) {
+        return parse_completion_request(body, chat, ordered);
+      });
+    } catch (const ApiError& e) {
+      return reply(res, e);
     }
-    choice["logprobs"] = nullptr;
-    choice["finish_reason"] = finish;
-    return choice;
+    job->id = detail::random_id(chat ? "chatcmpl-" : "cmpl-");
+    respond(res, job, [this](Job& j, httplib::DataSink& sink) { return run(j, sink); });
   }
 
-  // Pulls the generated ids, writes the stream or the one response. False: the client is gone.
-  bool run(Job& job, httplib::DataSink& sink) {
-    const bool stream = job.request.stream;
-    auto last_write = std::chrono::steady_clock::now();
-    const auto write = [&](const std::string& data) {
-      last_write = std::chrono::steady_clock::now();
-      return sink.write(data.data(), data.size());
-    };
-    const auto event = [&](const nlohmann::json& j) {
-      return write("data: " + detail::dump(j) + "\n\n");
-    };
-    if (stream && job.request.chat &&
-        !event(chunk(job, {{"index", 0},
-                           {"delta", {{"role", "assistant"}, {"content", ""}}},
-                           {"logprobs", nullptr},
-                           {"finish_reason", nullptr}})))
-      return false;
+  void responses(const Request& req, Response& res) {
+    std::shared_ptr<Job> job;
+    nlohmann::json echo;
+    auto conversation = std::make_shared<ResponsesInput>();
+    try {
+      job = submit(req, [&](const nlohmann::json& body, const nlohmann::ordered_json* ordered) {
+        echo = responses_echo(body);
+        *conversation = parse_responses_request(*ordered, responses_);
+        return conversation->request;
+      });
+    } catch (const ApiError& e) {
+      return reply(res, e);
+    }
+    job->id = detail::random_id("resp_");
+    respond(res, job, [this, echo, conversation](Job& j, httplib::DataSink& sink) {
+      ResponsesWriter writer(
+          j.request, echo, j.id, j.created, options_.model_name,
+          [&sink](const std::string& data) { return sink.write(data.data(), data.size()); });
+      std::vector<ChoiceOutput> outputs = choice_outputs(j);
+      std::vector<ChoiceEnd> ends;
+      const bool ok = writer.begin() && drive(j.generation, outputs, writer, {}, ends) &&
+                      writer.finish(outputs, ends, static_cast<int64_t>(j.prompt.size()));
+      const nlohmann::json& answer = writer.final_response();
+      if (conversation->store && answer.is_object()) {
+        nlohmann::ordered_json items = std::move(conversation->items);
+        for (const auto& item : answer["output"])
+          items.push_back(nlohmann::ordered_json::parse(item.dump()));
+        responses_.put(j.id, std::move(items), answer);
+      }
+      return ok;
+    });
+  }
 
-    StreamDecoder decoder(*job.model->tokenizer, /*skip_special=*/true);
-    StopTextFilter stops(job.request.stop);
-    std::string text;  // non-streaming: the whole answer
-    int64_t consumed = 0;
-    std::vector<int32_t> ids;
-    bool finished = false;
-    FinishReason reason = FinishReason::cancelled;
-    std::string error;
-    const auto emit = [&](const std::string& piece) {
-      if (piece.empty()) return true;
-      if (!stream) {
-        text += piece;
+  // Each choice's output state.
+  static std::vector<ChoiceOutput> choice_outputs(const Job& job) {
+    const CompletionRequest& r = job.request;
+    const ToolMode tool_mode = r.tool_choice == ToolChoice::automatic ? ToolMode::automatic
+                               : r.tool_choice == ToolChoice::none    ? ToolMode::none
+                                                                      : ToolMode::forced;
+    std::vector<ChoiceOutput> outputs;
+    for (int i = 0; i < r.n; ++i) {
+      outputs.emplace_back(TokenNames{job.model->tokenizer, r.tokens_as_ids}, r.chat, r.stop,
+                           tool_mode, &r.tools);
+      if (r.logprobs >= 0) outputs.back().want_logprobs();
+    }
+    return outputs;
+  }
+
+  // chat/completions and completions: the stream or the one response. False: the client is gone.
+  bool run(Job& job, httplib::DataSink& sink) const {
+    const CompletionRequest& r = job.request;
+    CompletionsWriter writer(
+        r, job.id, job.created, options_.model_name,
+        [&sink](const std::string& data) { return sink.write(data.data(), data.size()); });
+    std::vector<ChoiceOutput> outputs = choice_outputs(job);
+    // Completions with echo: the prompt (and its logprobs) before the generated text.
+    std::function<bool(const std::vector<TokenLogprob>&)> echo;
+    if (r.echo)
+      echo = [&](const std::vector<TokenLogprob>& prompt_logprobs) {
+        const std::string text =
+            r.prompt_ids.empty() ? r.prompt : job.model->tokenizer->decode(job.prompt, true);
+        for (size_t i = 0; i < outputs.size(); ++i) {
+          if (r.logprobs >= 0)
+            for (size_t p = 0; p < job.prompt.size(); ++p)
+              outputs[i].add_prompt_logprob(job.prompt[p], p == 0 || p > prompt_logprobs.size()
+                                                               ? nullptr
+                                                               : &prompt_logprobs[p - 1]);
+          if (!writer.piece(static_cast<int>(i), outputs[i].echo_prompt(text), outputs[i]))
+            return false;
+        }
         return true;
-      }
-      return event(chunk(job, text_choice(job, piece, nullptr)));
-    };
-    while (true) {
-      {
-        std::unique_lock lock(job.channel->mutex);
-        job.channel->ready.wait_for(lock, std::chrono::milliseconds(250), [&] {
-          return !job.channel->tokens.empty() || job.channel->finished;
-        });
-        ids.swap(job.channel->tokens);
-        job.channel->tokens.clear();
-        if (job.channel->finished) {
-          finished = true;
-          reason = job.channel->reason;
-          error = job.channel->error;
-        }
-      }
-      for (int32_t id : ids) {
-        ++consumed;
-        std::string piece;
-        try {
-          piece = decoder.push(id);
-        } catch (const Error&) {  // an id the tokenizer lacks (padded vocabularies): no text
-        }
-        if (!emit(stops.push(piece))) return false;
-        if (stops.stopped()) break;
-      }
-      ids.clear();
-      if (stops.stopped()) {
-        job.channel->cancelled = true;
-        job.model->engine->abort(job.engine_id);
-        job.finished = true;
-        reason = FinishReason::stop;
-        error.clear();
-        break;
-      }
-      if (finished) {
-        job.finished = true;
-        if (!emit(stops.push(decoder.finish()))) return false;
-        if (stops.stopped())
-          reason = FinishReason::stop;
-        else if (!emit(stops.finish()))
-          return false;
-        break;
-      }
-      if (stopping_) {
-        job.channel->cancelled = true;
-        job.model->engine->abort(job.engine_id);
-      }
-      if (std::chrono::steady_clock::now() - last_write > std::chrono::seconds(1) &&
-          !write(stream ? ": keep-alive\n\n" : " "))
-        return false;
-    }
-    if (reason == FinishReason::cancelled && error.empty())
-      error = stopping_ ? "the server is shutting down" : "the request was cancelled";
-    const nlohmann::json finish_reason = reason == FinishReason::length
-                                             ? "length"
-                                             : (reason == FinishReason::stop ? "stop" : "error");
-    const nlohmann::json usage = {{"prompt_tokens", job.prompt_tokens},
-                                  {"completion_tokens", consumed},
-                                  {"total_tokens", job.prompt_tokens + consumed}};
-    if (!error.empty()) {
-      const ApiError e{500, error, "", "generation_failed"};
-      if (stream) return event(e.to_json()) && write("data: [DONE]\n\n");
-      return write(detail::dump(e.to_json()));
-    }
-    if (!stream) {
-      nlohmann::json body = chunk(job, text_choice(job, text, finish_reason));
-      body["object"] = job.request.chat ? "chat.completion" : "text_completion";
-      body["usage"] = usage;
-      return write(detail::dump(body));
-    }
-    if (!event(chunk(job, text_choice(job, "", finish_reason)))) return false;
-    if (job.request.include_usage) {
-      nlohmann::json last = chunk(job, nullptr);
-      last["choices"] = nlohmann::json::array();
-      last["usage"] = usage;
-      if (!event(last)) return false;
-    }
-    return write("data: [DONE]\n\n");
+      };
+    std::vector<ChoiceEnd> ends;
+    return writer.begin() && drive(job.generation, outputs, writer, echo, ends) &&
+           writer.finish(outputs, ends, static_cast<int64_t>(job.prompt.size()));
   }
 
   ServeOptions options_;
+  GrammarCache grammars_;
+  ResponseStore responses_;  // what /v1/responses answered, for continuations
   httplib::Server http_;
   std::unique_ptr<ServedModel> model_storage_;
   std::atomic<const ServedModel*> model_{nullptr};
+  std::unique_ptr<RequestMetrics> request_metrics_;  // made with the model (its max_model_len)
   std::atomic<bool> stopping_{false};
   const int64_t started_ = static_cast<int64_t>(std::time(nullptr));
 };

@@ -13,50 +13,26 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "hllm/engine/sampler.hpp"
 #include "hllm/io/json.hpp"
-#include "hllm/tokenizer/chat.hpp"
+#include "hllm/serve/chat_messages.hpp"
+#include "hllm/serve/request_fields.hpp"
+#include "hllm/serve/response_format.hpp"
 
 namespace hllm::serve {
 
 #ifndef HLLM_SERVE_MAX_STOP_STRINGS
 #define HLLM_SERVE_MAX_STOP_STRINGS 16  // OpenAI allows 4; vLLM any number: be generous, bounded
 #endif
+#ifndef HLLM_SERVE_MAX_CHOICES
+#define HLLM_SERVE_MAX_CHOICES 16  // n: each choice is a sequence in the batch
+#endif
 #ifndef HLLM_SERVE_MAX_STOP_BYTES
 #define HLLM_SERVE_MAX_STOP_BYTES 256  // per stop string
 #endif
-
-// An error answered as {"error": {"message", "type", "param", "code"}} with an HTTP status.
-struct ApiError {
-  int status = 400;
-  std::string message;
-  std::string param;  // the offending field, "" when none
-  std::string code;   // machine-readable, "" when none
-  std::string type() const {
-    switch (status) {
-      case 401:
-        return "authentication_error";
-      case 404:
-        return "not_found_error";
-      case 429:
-        return "rate_limit_error";
-      default:
-        return status >= 500 ? "server_error" : "invalid_request_error";
-    }
-  }
-  nlohmann::json to_json() const {
-    const auto or_null = [](const std::string& s) {
-      return s.empty() ? nlohmann::json() : nlohmann::json(s);
-    };
-    return {{"error",
-             {{"message", message},
-              {"type", type()},
-              {"param", or_null(param)},
-              {"code", or_null(code)}}}};
-  }
-};
 
 // Sampling fields as the client gave them; unset ones take the model's defaults.
 struct SamplingOverrides {
@@ -79,10 +55,19 @@ struct SamplingOverrides {
 };
 
 struct CompletionRequest {
-  bool chat = true;                   // /v1/chat/completions (messages) or /v1/completions (prompt)
-  std::string model;                  // "" when not given
-  std::vector<ChatMessage> messages;  // chat
-  std::string prompt;                 // completions
+  bool chat = true;                  // /v1/chat/completions (messages) or /v1/completions (prompt)
+  std::string model;                 // "" when not given
+  std::vector<ApiMessage> messages;  // chat
+  std::vector<Tool> tools;           // chat
+  ToolChoice tool_choice = ToolChoice::none;
+  std::string tool_name;            // the function tool_choice names
+  std::string prompt;               // completions: text ...
+  std::vector<int32_t> prompt_ids;  // ... or token ids (non-empty: these, as given)
+  ResponseFormat format;            // response_format and its extensions
+  int32_t logprobs = -1;            // -1: none; else the top alternatives per token (0-20)
+  bool echo = false;                // completions: the prompt (and its logprobs) first
+  int64_t n = 1;                    // choices, each its own engine request (seed + i)
+  bool tokens_as_ids = false;       // vLLM's return_tokens_as_token_ids: "token_id:N" in logprobs
   SamplingOverrides sampling;
   std::optional<int64_t> max_tokens;  // unset: up to the context
   std::vector<std::string> stop;      // stop strings, matched on the generated text
@@ -96,82 +81,63 @@ struct CompletionRequest {
 
 namespace detail {
 
-[[noreturn]] inline void bad_field(const std::string& param, const std::string& message) {
-  throw ApiError{400, message, param, "invalid_value"};
-}
-
-inline double number_field(const nlohmann::json& v, const std::string& name) {
-  if (!v.is_number()) bad_field(name, "'" + name + "' must be a number");
-  const double x = v.get<double>();
-  if (!std::isfinite(x)) bad_field(name, "'" + name + "' must be finite");
-  return x;
-}
-
-inline float ranged_float(const nlohmann::json& v, const std::string& name, double lo, double hi,
-                          const char* range) {
-  const double x = number_field(v, name);
-  if (!(x >= lo && x <= hi))
-    bad_field(name, "'" + name + "' must be in " + range + " (got " + describe_json(v) + ")");
-  return static_cast<float>(x);
-}
-
-inline int64_t integer_field(const nlohmann::json& v, const std::string& name, int64_t lo,
-                             int64_t hi) {
-  int64_t x = 0;
-  if (v.is_number_integer()) {
-    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
-      bad_field(name, "'" + name + "' must be at most " + std::to_string(hi) + " (got " +
-                          describe_json(v) + ")");
-    x = v.get<int64_t>();
-  } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
-             v.get<double>() == std::floor(v.get<double>()) && std::fabs(v.get<double>()) < 9e18) {
-    x = static_cast<int64_t>(v.get<double>());  // 24.0 is an integer too
-  } else {
-    bad_field(name, "'" + name + "' must be an integer");
+// A completion prompt: a string, or token ids, or a list of exactly one of either.
+inline void parse_prompt(const nlohmann::json& prompt, CompletionRequest& r) {
+  const nlohmann::json& one =
+      prompt.is_array() && prompt.size() == 1 && (prompt[0].is_string() || prompt[0].is_array())
+          ? prompt[0]
+          : prompt;
+  if (one.is_string()) {
+    r.prompt = one.get<std::string>();
+    return;
   }
-  if (x < lo || x > hi) {
-    const bool open_above = hi >= std::numeric_limits<int64_t>::max() / 4;  // "no upper limit"
-    bad_field(name,
-              "'" + name + "' must be " +
-                  (open_above ? "at least " + std::to_string(lo)
-                              : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]") +
-                  " (got " + describe_json(v) + ")");
+  if (one.is_array() && !one.empty()) {
+    for (const auto& id : one) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > std::numeric_limits<int32_t>::max())
+        bad_field("prompt", "'prompt' token ids must be non-negative integers");
+      r.prompt_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    }
+    return;
   }
-  return x;
+  bad_field("prompt",
+            "'prompt' must be a string or token ids (or a list of one of them): one "
+            "prompt per request");
 }
 
-inline bool bool_field(const nlohmann::json& v, const std::string& name) {
-  if (v.is_null()) return false;
-  if (!v.is_boolean()) bad_field(name, "'" + name + "' must be a boolean");
-  return v.get<bool>();
-}
-
-// A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined).
-inline std::string message_content(const nlohmann::json& content, const std::string& param) {
-  if (content.is_null()) return "";  // e.g. an assistant turn that only called tools
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array())
-    bad_field(param, "'" + param + "' must be a string or an array of text parts");
-  std::string text;
-  for (size_t i = 0; i < content.size(); ++i) {
-    const auto& part = content[i];
-    const std::string p = param + "[" + std::to_string(i) + "]";
-    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-      bad_field(p, "'" + p + "' must be an object with a 'type'");
-    if (part["type"] != "text")
-      bad_field(p, "'" + p + "': only text content parts are supported (got type " +
-                       describe_json(part["type"]) + ")");
-    if (!part.contains("text") || !part["text"].is_string())
-      bad_field(p, "'" + p + ".text' must be a string");
-    text += part["text"].get<std::string>();
+// Chat: logprobs (bool) + top_logprobs (0-20). Completions: logprobs (0-20) + echo.
+inline void parse_logprobs(const nlohmann::json& body, CompletionRequest& r) {
+  const auto field = [&](const char* name) -> const nlohmann::json* {
+    const auto it = body.find(name);
+    return it == body.end() || it->is_null() ? nullptr : &*it;
+  };
+  if (r.chat) {
+    const bool on = field("logprobs") != nullptr && bool_field(*field("logprobs"), "logprobs");
+    if (const auto* v = field("top_logprobs")) {
+      const auto top = static_cast<int32_t>(integer_field(*v, "top_logprobs", 0, 20));
+      if (!on) bad_field("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+      r.logprobs = top;
+    } else if (on) {
+      r.logprobs = 0;
+    }
+    if (const auto* v = field("echo"))
+      if (bool_field(*v, "echo")) bad_field("echo", "'echo' belongs to /v1/completions");
+    return;
   }
-  return text;
+  if (const auto* v = field("logprobs")) {
+    if (v->is_boolean())  // not OpenAI's type here, but clients send it: false = none
+      bad_field("logprobs", "'logprobs' on /v1/completions is an integer (0-20) or null");
+    r.logprobs = static_cast<int32_t>(integer_field(*v, "logprobs", 0, 20));
+  }
+  if (const auto* v = field("echo")) r.echo = bool_field(*v, "echo");
 }
 
 }  // namespace detail
 
-// Parses and checks one request body (already valid JSON). Throws ApiError.
-inline CompletionRequest parse_completion_request(const nlohmann::json& body, bool chat) {
+// Parses and checks one request body (already valid JSON). Throws ApiError. `ordered`: the same body
+// read as ordered_json (schemas and tools keep the client's key order), or null (sorted keys).
+inline CompletionRequest parse_completion_request(const nlohmann::json& body, bool chat,
+                                                  const nlohmann::ordered_json* ordered = nullptr) {
   using namespace detail;
   if (!body.is_object()) bad_field("", "the request body must be a JSON object");
   CompletionRequest r;
@@ -187,34 +153,31 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
   if (chat) {
     const auto* messages = field("messages");
     if (messages == nullptr) bad_field("messages", "'messages' is required");
-    if (!messages->is_array() || messages->empty())
-      bad_field("messages", "'messages' must be a non-empty array");
-    for (size_t i = 0; i < messages->size(); ++i) {
-      const auto& m = (*messages)[i];
-      const std::string p = "messages[" + std::to_string(i) + "]";
-      if (!m.is_object()) bad_field(p, "'" + p + "' must be an object");
-      if (!m.contains("role") || !m["role"].is_string())
-        bad_field(p + ".role", "'" + p + ".role' must be a string");
-      std::string role = m["role"].get<std::string>();
-      if (role == "developer") role = "system";  // OpenAI's newer name for it
-      if (role != "system" && role != "user" && role != "assistant")
-        bad_field(p + ".role",
-                  "'" + p + ".role' must be system, user or assistant (got \"" + role + "\")");
-      r.messages.push_back(
-          {role, message_content(m.contains("content") ? m["content"] : nlohmann::json(),
-                                 p + ".content")});
-    }
+    r.messages = parse_messages(*messages);
+    if (const auto* v = field("tools"))
+      r.tools = parse_tools(
+          *v, ordered != nullptr && ordered->contains("tools") ? &(*ordered)["tools"] : nullptr);
+    if (!r.tools.empty()) r.tool_choice = ToolChoice::automatic;
+    if (const auto* v = field("tool_choice"))
+      std::tie(r.tool_choice, r.tool_name) = parse_tool_choice(*v, r.tools);
+    if (const auto* v = field("parallel_tool_calls")) bool_field(*v, "parallel_tool_calls");
+    for (const char* legacy : {"functions", "function_call"})
+      if (field(legacy) != nullptr)
+        bad_field(legacy, std::string("'") + legacy +
+                              "' is deprecated: use 'tools' and "
+                              "'tool_choice'");
   } else {
     const auto* prompt = field("prompt");
     if (prompt == nullptr) bad_field("prompt", "'prompt' is required");
-    if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-      r.prompt = (*prompt)[0].get<std::string>();
-    } else if (prompt->is_string()) {
-      r.prompt = prompt->get<std::string>();
-    } else {
-      bad_field("prompt", "'prompt' must be a string (or a list of one string)");
-    }
+    parse_prompt(*prompt, r);
   }
+  r.format = parse_response_format(ordered != nullptr ? *ordered
+                                                      : nlohmann::ordered_json::parse(body.dump()));
+  if (r.format.constrained() &&
+      (r.tool_choice == ToolChoice::required || r.tool_choice == ToolChoice::named))
+    bad_field(r.format.param, "'" + r.format.param +
+                                  "' cannot be combined with a tool_choice "
+                                  "that forces a call");
 
   SamplingOverrides& s = r.sampling;
   if (const auto* v = field("temperature"))
@@ -268,15 +231,13 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
                               std::to_string(HLLM_SERVE_MAX_STOP_BYTES) + " bytes");
     std::erase_if(r.stop, [](const std::string& x) { return x.empty(); });
   }
-  if (const auto* v = field("n"))
-    if (integer_field(*v, "n", 1, 1000) != 1)
-      bad_field("n", "'n' must be 1: one choice per request is supported");
+  if (const auto* v = field("n")) r.n = integer_field(*v, "n", 1, HLLM_SERVE_MAX_CHOICES);
   if (const auto* v = field("best_of"))
     if (integer_field(*v, "best_of", 1, 1000) != 1) bad_field("best_of", "'best_of' must be 1");
-  if (const auto* v = field("echo"))
-    if (bool_field(*v, "echo")) bad_field("echo", "'echo' is not supported");
-  if (const auto* v = field("logprobs"))
-    if (!v->is_boolean() || v->get<bool>()) bad_field("logprobs", "'logprobs' is not supported");
+  parse_logprobs(body, r);
+  if (const auto* v = field("return_tokens_as_token_ids"))
+    r.tokens_as_ids = bool_field(*v, "return_tokens_as_token_ids");
+  if (r.echo && r.logprobs >= 0 && r.n > 1) bad_field("n", "'echo' with 'logprobs' needs n = 1");
   if (const auto* v = field("ignore_eos")) r.ignore_eos = bool_field(*v, "ignore_eos");
   if (const auto* v = field("stream")) r.stream = bool_field(*v, "stream");
   if (const auto* v = field("stream_options")) {
