@@ -419,3 +419,36 @@ TEST(JsonSchemaGrammarWalks, MaskEqualsBruteForce) {
 }
 
 }  // namespace
+
+// The token budget: random tokens among those mask_logits(logits, tokens_left) allows. Every
+// document ends within the budget, parses and satisfies its schema.
+TEST(JsonSchemaGrammarWalks, TheBudgetAlwaysLeavesRoomToFinish) {
+  std::mt19937 rng(77);
+  for (const char* text : WALK_SCHEMAS) {
+    const json schema = json::parse(text);
+    const auto compiled = hllm::grammar::compile(
+        hllm::grammar::json_schema_grammar(ordered_json::parse(text)), vocab());
+    for (int walk = 0; walk < WALKS_PER_SCHEMA; ++walk) {
+      GrammarMatcher m(compiled);
+      // Tokens, the end id included: what the shortest document needs, and a few more.
+      const size_t budget = m.closing_length() + 1 + static_cast<size_t>(walk) * 3;
+      std::string doc;
+      for (size_t used = 0; used < budget && !m.is_finished(); ++used) {
+        ASSERT_LE(m.closing_length() + 1, budget - used) << "out of budget: " << doc;
+        std::vector<float> logits(vocab()->size(), 0.0f);
+        m.mask_logits(logits, budget - used);
+        std::vector<int32_t> ids;
+        for (size_t id = 0; id < logits.size(); ++id)
+          if (logits[id] == 0.0f) ids.push_back(static_cast<int32_t>(id));
+        ASSERT_FALSE(ids.empty()) << doc;
+        const int32_t pick = ids[std::uniform_int_distribution<size_t>(0, ids.size() - 1)(rng)];
+        ASSERT_TRUE(m.accept_token(pick)) << doc;
+        if (!m.is_finished()) doc += vocab()->bytes(pick);
+      }
+      ASSERT_TRUE(m.is_finished()) << "not finished in " << budget << " tokens: " << doc;
+      json value;
+      ASSERT_NO_THROW(value = json::parse(doc)) << doc;
+      EXPECT_TRUE(valid(value, schema, schema)) << doc << "\nschema: " << text;
+    }
+  }
+}

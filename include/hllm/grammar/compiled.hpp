@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -93,11 +94,7 @@ class StackSets {
   // The set after feeding `bytes` from `set`; DEAD when some byte is refused.
   int32_t advance(int32_t set, std::string_view bytes) {
     std::lock_guard lock(mutex_);
-    for (const char c : bytes) {
-      set = step(set, static_cast<uint8_t>(c));
-      if (set == DEAD) break;
-    }
-    return set;
+    return advance_locked(set, bytes);
   }
 
   // The shortest bytes that take `set` to where the root rule can end ("" when it can already),
@@ -105,6 +102,48 @@ class StackSets {
   // than HLLM_GRAMMAR_CLOSING_SEARCH sets) or no completion exists.
   std::optional<std::string> closing(int32_t set) {
     std::lock_guard lock(mutex_);
+    return closing_locked(set);
+  }
+
+  std::shared_ptr<const TokenMask> mask(int32_t set) {
+    std::lock_guard lock(mutex_);
+    return mask_locked(set);
+  }
+
+  // The tokens allowed at `set` after which the shortest completion is longer than from `set`,
+  // each with that length (SIZE_MAX: none is known), memoized per set. Few: the tokens that commit
+  // to more structure (a ',' before an optional property, a '[' ...), not the text inside a value.
+  using Growth = std::vector<std::pair<int32_t, size_t>>;
+  std::shared_ptr<const Growth> growth(int32_t set) {
+    std::lock_guard lock(mutex_);
+    if (const auto it = growths_.find(set); it != growths_.end()) return it->second;
+    auto growth = std::make_shared<Growth>();
+    const std::optional<std::string> here = closing_locked(set);
+    const std::shared_ptr<const TokenMask> allowed = mask_locked(set);
+    for (size_t w = 0; here && w < allowed->size(); ++w)
+      for (uint32_t bits = (*allowed)[w]; bits != 0; bits &= bits - 1) {
+        const auto id = static_cast<int32_t>(w * 32 + static_cast<size_t>(std::countr_zero(bits)));
+        const std::string_view bytes = vocab_->bytes(id);
+        if (bytes.empty()) continue;  // an end id
+        const std::optional<std::string> after = closing_locked(advance_locked(set, bytes));
+        const size_t length = after ? after->size() : SIZE_MAX;
+        if (length > here->size()) growth->emplace_back(id, length);
+      }
+    if (growths_.size() > HLLM_GRAMMAR_CLOSING_SEARCH) growths_.clear();
+    growths_.emplace(set, growth);
+    return growth;
+  }
+
+ private:
+  int32_t advance_locked(int32_t set, std::string_view bytes) {
+    for (const char c : bytes) {
+      set = step(set, static_cast<uint8_t>(c));
+      if (set == DEAD) break;
+    }
+    return set;
+  }
+
+  std::optional<std::string> closing_locked(int32_t set) {
     if (const auto it = closings_.find(set); it != closings_.end()) return it->second;
     if (closings_.size() > HLLM_GRAMMAR_CLOSING_SEARCH) closings_.clear();
     std::optional<std::string> found;
@@ -139,8 +178,7 @@ class StackSets {
     return found;
   }
 
-  std::shared_ptr<const TokenMask> mask(int32_t set) {
-    std::lock_guard lock(mutex_);
+  std::shared_ptr<const TokenMask> mask_locked(int32_t set) {
     if (const auto it = masks_.find(set); it != masks_.end()) return it->second;
     auto mask = std::make_shared<TokenMask>(compute_mask(set));
     const size_t bytes = mask->size() * sizeof(uint32_t);
@@ -153,7 +191,6 @@ class StackSets {
     return mask;
   }
 
- private:
   struct Node {
     int32_t pos, parent;  // parent -1: the bottom of the stack (the root rule)
   };
@@ -298,6 +335,7 @@ class StackSets {
   size_t n_rows_ = 0;
   std::unordered_map<int32_t, std::shared_ptr<const TokenMask>> masks_;  // set -> mask cache
   std::unordered_map<int32_t, std::optional<std::string>> closings_;     // set -> closing()
+  std::unordered_map<int32_t, std::shared_ptr<const Growth>> growths_;   // set -> growth()
   size_t mask_bytes_ = 0;
   std::vector<int32_t> scratch_;  // the set being built by step()
   bool scratch_end_ = false;

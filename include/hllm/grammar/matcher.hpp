@@ -25,6 +25,12 @@
 #include "hllm/core/error.hpp"
 #include "hllm/grammar/compiled.hpp"
 
+#ifndef HLLM_GRAMMAR_GROWTH_WINDOW
+#define HLLM_GRAMMAR_GROWTH_WINDOW                            \
+  256  // tokens; a single token adding more than this to the \
+       // shortest completion is not guarded against
+#endif
+
 namespace hllm::grammar {
 
 class GrammarMatcher {
@@ -107,6 +113,24 @@ class GrammarMatcher {
     if (finished_) return;
     const std::shared_ptr<const TokenMask> mask = tables_->mask(state_);
     std::copy(mask->begin(), mask->end(), words.begin());
+  }
+
+  // mask_logits within a token budget: `tokens_left` more tokens may come, an end id included.
+  // Allows only what still leaves room for the shortest completion, so the document is always
+  // complete within the budget: once it needs all of it, only the tokens that spell it
+  // (mask_closing); before, every allowed token but those that would lengthen it past the budget
+  // (StackSets::growth, computed once a state is within HLLM_GRAMMAR_GROWTH_WINDOW tokens of it).
+  // Exact when every byte is a token of its own (byte-level BPE) and the shortest completion of
+  // the state is known; otherwise the same as mask_logits.
+  void mask_logits(std::span<float> logits, size_t tokens_left) const {
+    const size_t closing = closing_length();
+    if (finished_ || closing == SIZE_MAX) return mask_logits(logits);
+    if (closing + 1 >= tokens_left) return mask_closing(logits);
+    mask_logits(logits);
+    if (tokens_left > closing + 1 + HLLM_GRAMMAR_GROWTH_WINDOW) return;
+    for (const auto& [id, length] : *tables_->growth(state_))
+      if (length == SIZE_MAX || length + 2 > tokens_left)  // after it: length + 1 <= left - 1
+        logits[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
   }
 
   // The fewest bytes that still complete the document from here (0: it may end now); SIZE_MAX

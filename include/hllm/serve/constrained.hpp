@@ -31,31 +31,22 @@ namespace hllm::serve {
 #ifndef HLLM_SERVE_GRAMMAR_CACHE
 #define HLLM_SERVE_GRAMMAR_CACHE 64
 #endif
-#ifndef HLLM_SERVE_CLOSING_MARGIN
-#define HLLM_SERVE_CLOSING_MARGIN 32  // tokens kept in hand to finish a document (see below)
-#endif
 
 // The engine's logits processor for one request: feeds the grammar what was generated since the
 // last step, then masks what it forbids. (Engine thread only; the masked ids are never sampled,
 // so every generated id is one the grammar accepts.)
 //
-// The token budget: once no more than the shortest completion's length + HLLM_SERVE_CLOSING_MARGIN
-// tokens remain of `max_tokens`, only the tokens that spell that completion stay allowed, so the
-// output is a complete document (ending as "stop") rather than one cut off at the limit. (A single
-// token that adds more than the margin to what is left to close could still defeat this; the
-// margin is far above what one token of a JSON grammar adds in practice.)
+// Within max_tokens: the grammar leaves room for the shortest completion of the document
+// (GrammarMatcher::mask_logits with a budget), so the answer is complete, ending as "stop", rather
+// than cut off at the limit.
 inline std::function<void(std::span<float>, std::span<const int32_t>)> grammar_processor(
     std::shared_ptr<grammar::CompiledGrammar> compiled, int64_t max_tokens) {
   auto matcher = std::make_shared<grammar::GrammarMatcher>(std::move(compiled));
   return [matcher, max_tokens, fed = size_t{0}](std::span<float> logits,
                                                 std::span<const int32_t> generated) mutable {
     for (; fed < generated.size(); ++fed) matcher->accept_token(generated[fed]);
-    const auto left = static_cast<size_t>(max_tokens - static_cast<int64_t>(generated.size()));
-    const size_t closing = matcher->closing_length();
-    if (closing != SIZE_MAX && left <= closing + 1 + HLLM_SERVE_CLOSING_MARGIN)
-      matcher->mask_closing(logits);
-    else
-      matcher->mask_logits(logits);
+    matcher->mask_logits(logits,
+                         static_cast<size_t>(max_tokens - static_cast<int64_t>(generated.size())));
   };
 }
 
