@@ -1,12 +1,13 @@
 // `hllm serve` for agents and eval harnesses, through the real clients: structured outputs (200
-// seeded requests over 10 schemas at temperature 1.0, validated by ajv), the openai SDK's parse(),
+// seeded requests over 10 schemas at temperature 1.0, validated by ajv; 50 under the sanitizers), the openai SDK's parse(),
 // the Vercel AI SDK's generateObject / generateText with tools, LangChain's withStructuredOutput and
 // bindTools, tool calls streamed and not, logprobs (chat, and completions with echo cross-checked
 // against the sampled tokens' own logprobs), n choices with a seed. The demo model has random
 // weights, so its unconstrained output is garbage: whatever parses and validates here is the
 // grammar's doing. Exit 0: passed, 1: failed, 77: skipped (SDKs not installed).
 //
-// Environment: as openai_test.mjs (HLLM_RUNNER, HLLM_DEMO_MODEL_DIR, HLLM_SERVE_NODE_MODULES).
+// Environment: as openai_test.mjs (HLLM_RUNNER, HLLM_DEMO_MODEL_DIR, HLLM_SERVE_NODE_MODULES), and
+// HLLM_SANITIZED=1 when the runner is built with the sanitizers.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -138,11 +139,14 @@ try {
   const client = new OpenAI({ apiKey: KEY, baseURL: `${BASE}/v1`, maxRetries: 0, timeout: 120000 });
   const messages = [{ role: 'user', content: 'Answer in JSON.' }];
 
-  await test('200 seeded requests over 10 schemas at temperature 1.0 all validate', async () => {
+  // 200 requests; 50 under the sanitizers (a runner several times slower, same code paths).
+  const seeds = process.env.HLLM_SANITIZED === '1' ? 5 : 20;
+  await test(`${seeds * 10} seeded requests over 10 schemas at temperature 1.0 all validate`,
+             async () => {
     const tasks = [];
     for (const [name, schema] of Object.entries(SCHEMAS)) {
       const validate = ajv.compile(schema);
-      for (let seed = 0; seed < 20; seed++)
+      for (let seed = 0; seed < seeds; seed++)
         tasks.push(async () => {
           const r = await client.chat.completions.create({
             model: NAME, messages, temperature: 1.0, seed, max_tokens: 300,
