@@ -450,6 +450,17 @@ try {
     check(new Set(a.choices.map((c) => c.message.content)).size > 1, 'not four copies');
     check(a.usage.completion_tokens === 48, `usage counts every choice: ${a.usage.completion_tokens}`);
   });
+
+  await test('n = 4 over a long prompt: the choices share its KV blocks (prefix cache)', async () => {
+    const hits = async () => Number((await (await fetch(`${BASE}/metrics`)).text())
+      .match(/^hllm_prefix_cache_hits_total\{[^}]*\} (\S+)$/m)[1]);
+    const before = await hits();
+    const prompt = Array.from({ length: 150 }, (_, i) => `word${i}`).join(' ');  // ~300 tokens
+    const r = await client.completions.create({ model: NAME, prompt, n: 4, max_tokens: 2, seed: 1 });
+    const shared = (await hits()) - before;
+    check(shared >= 3 * 256, `three choices found >= 256 prompt tokens each in the cache: ${shared} ` +
+                             `of ${4 * r.usage.prompt_tokens}`);
+  });
 } catch (e) {
   failures++;
   console.error(`FAIL: ${e.stack ?? e}`);
