@@ -201,6 +201,20 @@ TEST(RequestErrors, NameTheField) {
   EXPECT_EQ(error_param({{"prompt", "x"}, {"logprobs", 1}, {"echo", true}, {"n", 2}}, false), "n");
   EXPECT_EQ(error_param({{"prompt", {1, -2}}}, false), "prompt");
   EXPECT_EQ(error_param({{"prompt", {"a", "b"}}}, false), "prompt");
+  EXPECT_EQ(error_param(chat({{"logit_bias", {{"abc", 1}}}})), "logit_bias");
+  EXPECT_EQ(error_param(chat({{"logit_bias", {{"12", 101}}}})), "logit_bias");
+  EXPECT_EQ(error_param(chat({{"logit_bias", json::array({1})}})), "logit_bias");
+  for (const char* name : {"audio", "prediction", "reasoning_effort", "web_search_options"})
+    EXPECT_EQ(error_param(chat({{name, {{"x", 1}}}})), name);
+  EXPECT_EQ(error_param(chat({{"modalities", {"text", "audio"}}})), "modalities");
+  EXPECT_EQ(error_param(chat({{"store", true}})), "store");
+  EXPECT_EQ(error_param({{"prompt", "x"}, {"suffix", "y"}}, false), "suffix");
+  EXPECT_EQ(
+      error_param(chat({{"modalities", {"text"}}, {"store", false}, {"metadata", json::object()}})),
+      "<none>");
+  const auto r = hllm::serve::parse_completion_request(
+      {{"messages", user}, {"logit_bias", {{"15", -100}, {"7", 2.5}}}}, true);
+  EXPECT_EQ(r.logit_bias, (std::vector<std::pair<int32_t, float>>{{15, -100.0f}, {7, 2.5f}}));
 }
 
 TEST(RequestFields, LogprobsPromptIdsAndChoices) {

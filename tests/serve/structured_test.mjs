@@ -441,6 +441,20 @@ try {
     check(text.choices[0].text.startsWith('The capital of France is'), 'echo: the prompt first');
   });
 
+  await test('logit_bias: -100 bans a token, +100 picks one', async () => {
+    const first = async (logit_bias) => {
+      const r = await client.completions.create({
+        model: NAME, prompt: 'Once upon a time', max_tokens: 1, temperature: 0, logprobs: 1,
+        return_tokens_as_token_ids: true, logit_bias });
+      return r.choices[0].logprobs.tokens[0];
+    };
+    const greedy = await first(undefined);
+    const id = greedy.slice('token_id:'.length);
+    const banned = await first({ [id]: -100 });
+    check(banned !== greedy, `banned ${greedy}: got ${banned}`);
+    check((await first({ 9906: 100 })) === 'token_id:9906', 'a +100 bias wins');
+  });
+
   await test('n = 4 with a seed: four choices, the same again', async () => {
     const ask = () => client.chat.completions.create({
       model: NAME, messages, temperature: 1.0, seed: 42, n: 4, max_tokens: 12 });

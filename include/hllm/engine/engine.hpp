@@ -45,6 +45,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const EngineOptions& options() const { return core_.options(); }
+  int64_t vocab_size() const { return core_.vocab_size(); }
 
   // Queues a request and returns its id. Throws hllm::Error when it can never run (empty prompt,
   // prompt + max_tokens beyond max_model_len) and EngineBusy when the queue is full (preempted

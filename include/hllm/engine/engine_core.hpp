@@ -106,6 +106,7 @@ class EngineCore {
   EngineCore& operator=(const EngineCore&) = delete;
 
   const EngineOptions& options() const { return options_; }
+  int64_t vocab_size() const { return model_.config().vocab_size; }  // logits per row
 
   // Throws hllm::Error when the request can never run: empty prompt, prompt + max_tokens beyond
   // max_model_len, ids outside the vocabulary. Reads only what never changes (any thread).

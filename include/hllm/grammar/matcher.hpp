@@ -25,10 +25,10 @@
 #include "hllm/core/error.hpp"
 #include "hllm/grammar/compiled.hpp"
 
+// Tokens before the end of a budget from which growth() guards each step; a single token that adds
+// more than this to the shortest completion is not guarded against.
 #ifndef HLLM_GRAMMAR_GROWTH_WINDOW
-#define HLLM_GRAMMAR_GROWTH_WINDOW                            \
-  256  // tokens; a single token adding more than this to the \
-       // shortest completion is not guarded against
+#define HLLM_GRAMMAR_GROWTH_WINDOW 256
 #endif
 
 namespace hllm::grammar {

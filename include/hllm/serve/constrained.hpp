@@ -50,6 +50,20 @@ inline std::function<void(std::span<float>, std::span<const int32_t>)> grammar_p
   };
 }
 
+// A request's logits processor: its logit_bias added first (OpenAI's order: the bias shapes the
+// distribution), then its grammar's mask when it has one (the mask has the last word).
+inline std::function<void(std::span<float>, std::span<const int32_t>)> logits_processor(
+    std::vector<std::pair<int32_t, float>> logit_bias,
+    std::shared_ptr<grammar::CompiledGrammar> grammar, int64_t max_tokens) {
+  auto mask = grammar ? grammar_processor(std::move(grammar), max_tokens)
+                      : std::function<void(std::span<float>, std::span<const int32_t>)>();
+  return [bias = std::move(logit_bias), mask](std::span<float> logits,
+                                              std::span<const int32_t> generated) {
+    for (const auto& [id, b] : bias) logits[static_cast<size_t>(id)] += b;
+    if (mask) mask(logits, generated);
+  };
+}
+
 class GrammarCache {
  public:
   // The model is loaded: its vocabulary, with the ids that end a completion.

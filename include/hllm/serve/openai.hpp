@@ -376,8 +376,16 @@ class OpenAiServer {
     e.logprobs = r.logprobs;
     if (r.echo && r.logprobs >= 0 && choice == 0) e.prompt_logprobs = r.logprobs;
     if (!r.cache_salt.empty()) e.cache_salt = detail::salt_of(r.cache_salt);
-    if (auto constraint = grammars_.constraint(r))
-      e.logits_processor = grammar_processor(std::move(constraint), e.max_tokens);
+    const int64_t vocab = m.engine->vocab_size();
+    for (const auto& [id, bias] : r.logit_bias)
+      if (id >= vocab)
+        throw ApiError{400,
+                       "'logit_bias' names token " + std::to_string(id) + ", beyond the " +
+                           std::to_string(vocab) + "-token vocabulary",
+                       "logit_bias", "invalid_value"};
+    auto constraint = grammars_.constraint(r);
+    if (constraint || !r.logit_bias.empty())
+      e.logits_processor = logits_processor(r.logit_bias, std::move(constraint), e.max_tokens);
     return e;
   }
 

@@ -68,6 +68,7 @@ struct CompletionRequest {
   bool echo = false;                // completions: the prompt (and its logprobs) first
   int64_t n = 1;                    // choices, each its own engine request (seed + i)
   bool tokens_as_ids = false;       // vLLM's return_tokens_as_token_ids: "token_id:N" in logprobs
+  std::vector<std::pair<int32_t, float>> logit_bias;  // added to those ids' logits, [-100, 100]
   SamplingOverrides sampling;
   std::optional<int64_t> max_tokens;  // unset: up to the context
   std::vector<std::string> stop;      // stop strings, matched on the generated text
@@ -103,6 +104,26 @@ inline void parse_prompt(const nlohmann::json& prompt, CompletionRequest& r) {
   bad_field("prompt",
             "'prompt' must be a string or token ids (or a list of one of them): one "
             "prompt per request");
+}
+
+// {"token id": bias, ...}: OpenAI's logit_bias, each bias in [-100, 100] (-100 bans the token).
+inline std::vector<std::pair<int32_t, float>> parse_logit_bias(const nlohmann::json& v) {
+  if (!v.is_object()) bad_field("logit_bias", "'logit_bias' must be an object of token id: bias");
+  if (v.size() > 1024) bad_field("logit_bias", "'logit_bias' holds at most 1024 tokens");
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, bias] : v.items()) {
+    size_t used = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(key, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != key.size() || id < 0 || id > std::numeric_limits<int32_t>::max())
+      bad_field("logit_bias", "'logit_bias' keys must be token ids (got \"" + key + "\")");
+    out.emplace_back(static_cast<int32_t>(id),
+                     ranged_float(bias, "logit_bias", -100, 100, "[-100, 100]"));
+  }
+  return out;
 }
 
 // Chat: logprobs (bool) + top_logprobs (0-20). Completions: logprobs (0-20) + echo.
@@ -247,6 +268,19 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
   }
   if (const auto* v = field("user"))
     if (!v->is_string()) bad_field("user", "'user' must be a string");
+  if (const auto* v = field("logit_bias")) r.logit_bias = parse_logit_bias(*v);
+  // OpenAI fields that would change the answer and that this server cannot honour: a 400, never
+  // silently ignored.
+  for (const char* name :
+       {"suffix", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"})
+    if (field(name) != nullptr)
+      bad_field(name, std::string("'") + name + "' is not supported by this server");
+  if (const auto* v = field("modalities"))
+    if (*v != nlohmann::json::array({"text"}))
+      bad_field("modalities", "'modalities' must be [\"text\"]: this server answers in text");
+  if (const auto* v = field("store"))
+    if (bool_field(*v, "store"))
+      bad_field("store", "'store': true is not supported: chat completions are not kept");
   if (const auto* v = field("cache_salt")) {
     if (!v->is_string() || v->get_ref<const std::string&>().empty() ||
         v->get_ref<const std::string&>().size() > 1024)
