@@ -199,6 +199,17 @@ TEST(Gbnf, ErrorsNameLineAndColumn) {
             "gbnf:1:11: escape is not a Unicode scalar value (surrogate or over U+10FFFF)");
 }
 
+TEST(Gbnf, NestingAndSizeAreBoundedNotAStackOverflow) {
+  const std::string deep =
+      "root ::= " + std::string(100000, '(') + "\"a\"" + std::string(100000, ')');
+  EXPECT_NE(gbnf_error(deep).find("groups nest deeper than 64 levels"), std::string::npos);
+  std::string chain = "root ::= r0\n";  // 10,000 rules, each referring to the next
+  for (int i = 0; i < 10000; ++i)
+    chain += "r" + std::to_string(i) + " ::= r" + std::to_string(i + 1) + " \"x\"\n";
+  chain += "r10000 ::= \"y\"\n";
+  EXPECT_NE(gbnf_error(chain).find("more than 8192 rules"), std::string::npos);
+}
+
 TEST(Gbnf, LeftRecursionIsRefused) {
   const std::string direct = gbnf_error("root ::= expr\nexpr ::= expr \"+\" \"1\" | \"1\"\n");
   EXPECT_NE(direct.find("rule 'expr' is left-recursive (expr -> expr)"), std::string::npos)

@@ -217,6 +217,24 @@ TEST(RequestErrors, NameTheField) {
   EXPECT_EQ(r.logit_bias, (std::vector<std::pair<int32_t, float>>{{15, -100.0f}, {7, 2.5f}}));
 }
 
+TEST(RequestJson, DeepNestingIsA400NotAStackOverflow) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  try {
+    hllm::serve::request_json(deep);
+    ADD_FAILURE() << "no error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(e.message.find("deeper than"), std::string::npos) << e.message;
+  }
+  EXPECT_TRUE(hllm::serve::parse_json<ordered_json>(deep).is_discarded());
+  const std::string fine = std::string(100, '[') + std::string(100, ']');
+  EXPECT_FALSE(hllm::serve::request_json(fine).is_discarded());
+  EXPECT_EQ(error_param({{"messages", {{{"role", "user"}, {"content", "x"}}}},
+                         {"ignore_eos", true},
+                         {"response_format", {{"type", "json_object"}}}}),
+            "ignore_eos");
+}
+
 TEST(RequestFields, LogprobsPromptIdsAndChoices) {
   auto r = hllm::serve::parse_completion_request(
       {{"prompt", {{128000, 9906}}}, {"logprobs", 3}, {"echo", true}}, false);

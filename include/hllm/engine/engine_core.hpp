@@ -295,6 +295,9 @@ class EngineCore {
       if (all_rows) score_prompt(*c, out.prompt);
       if (c->samples) out.sampled.push_back(sample(c->id, std::span(logits_).last(vocab)));
     }
+    // A chunk scored whole holds count × vocab floats (~1 GB at 2,048 × 128k): not kept.
+    if (logits_.capacity() > static_cast<size_t>(options_.max_num_seqs * vocab))
+      std::vector<float>().swap(logits_);
   }
 
   // Whether chunk c holds a row whose logits give a prompt logprob its request still needs: row

@@ -34,6 +34,10 @@
 #include "hllm/core/error.hpp"
 #include "hllm/grammar/utf8_ranges.hpp"
 
+#ifndef HLLM_GRAMMAR_MAX_RULES
+#define HLLM_GRAMMAR_MAX_RULES 8192  // rules of one grammar, helper rules of repetitions included
+#endif
+
 namespace hllm::grammar {
 
 struct ByteSet {
@@ -207,6 +211,9 @@ class GrammarBuilder {
   }
 
   Grammar build(uint32_t root) {
+    // The checks below and the recognizer's closure follow rule references recursively: bounded.
+    if (names_.size() > HLLM_GRAMMAR_MAX_RULES)
+      fail("grammar: more than ", HLLM_GRAMMAR_MAX_RULES, " rules (", names_.size(), ")");
     for (uint32_t r = 0; r < names_.size(); ++r) {
       if (!defined_[r]) fail("grammar: rule '", names_[r], "' is used but never defined");
     }

@@ -15,8 +15,9 @@
 //   step(set, byte) -> set        a row of 256 ids per set, filled lazily
 //   mask(set)       -> bitmask    (vocab_size / 32) words; computed by a depth-first walk of the
 //                                 vocabulary's byte trie, pruning a subtree once its set is DEAD
-//   closing(set)    -> bytes      the shortest text that completes the document from there
-//                                 (breadth-first over sets), for finishing within a token budget
+//   closing(set)    -> bytes      the shortest text that completes the document from there (each
+//                                 stack's shortest completion is known structurally: the fewest
+//                                 bytes each grammar position still needs), for token budgets
 //
 // A generated token therefore costs, in steady state, a bitmask copy plus one row lookup per byte.
 // Memory: transition rows and masks are caches, cleared when over their budget (below). The
@@ -52,9 +53,6 @@
 #ifndef HLLM_GRAMMAR_ROW_CACHE_BYTES
 #define HLLM_GRAMMAR_ROW_CACHE_BYTES (size_t{64} << 20)  // 64k transition rows of 1 KiB
 #endif
-#ifndef HLLM_GRAMMAR_CLOSING_SEARCH
-#define HLLM_GRAMMAR_CLOSING_SEARCH 100000  // sets a closing() search visits at most
-#endif
 #ifndef HLLM_GRAMMAR_MAX_SETS
 #define HLLM_GRAMMAR_MAX_SETS (size_t{1} << 20)  // interned stack sets per table (~ 50 MB)
 #endif
@@ -73,6 +71,7 @@ class StackSets {
 
   StackSets(std::shared_ptr<const Grammar> grammar, std::shared_ptr<const TokenVocabulary> vocab)
       : grammar_(std::move(grammar)), vocab_(std::move(vocab)) {
+    shortest_rests();
     scratch_.clear();
     intern_scratch(false);  // id 0 = DEAD
     for (const uint32_t alt : grammar_->rules()[grammar_->root()].alternatives) {
@@ -97,9 +96,15 @@ class StackSets {
     return advance_locked(set, bytes);
   }
 
-  // The shortest bytes that take `set` to where the root rule can end ("" when it can already),
-  // by a breadth-first search over sets (memoized per set); nullopt when the search gives up (more
-  // than HLLM_GRAMMAR_CLOSING_SEARCH sets) or no completion exists.
+  // The length of closing(set) (SIZE_MAX: none), without spelling it.
+  size_t closing_length(int32_t set) const {
+    std::lock_guard lock(mutex_);
+    const uint32_t n = sets_[static_cast<size_t>(set)].min_len;
+    return n == NO_END ? SIZE_MAX : n;
+  }
+
+  // The shortest bytes that take `set` to where the root rule can end ("" when it can already);
+  // nullopt when it never can.
   std::optional<std::string> closing(int32_t set) {
     std::lock_guard lock(mutex_);
     return closing_locked(set);
@@ -118,18 +123,18 @@ class StackSets {
     std::lock_guard lock(mutex_);
     if (const auto it = growths_.find(set); it != growths_.end()) return it->second;
     auto growth = std::make_shared<Growth>();
-    const std::optional<std::string> here = closing_locked(set);
+    const uint32_t here = sets_[static_cast<size_t>(set)].min_len;
     const std::shared_ptr<const TokenMask> allowed = mask_locked(set);
-    for (size_t w = 0; here && w < allowed->size(); ++w)
+    for (size_t w = 0; here != NO_END && w < allowed->size(); ++w)
       for (uint32_t bits = (*allowed)[w]; bits != 0; bits &= bits - 1) {
         const auto id = static_cast<int32_t>(w * 32 + static_cast<size_t>(std::countr_zero(bits)));
         const std::string_view bytes = vocab_->bytes(id);
         if (bytes.empty()) continue;  // an end id
-        const std::optional<std::string> after = closing_locked(advance_locked(set, bytes));
-        const size_t length = after ? after->size() : SIZE_MAX;
-        if (length > here->size()) growth->emplace_back(id, length);
+        const uint32_t after = sets_[static_cast<size_t>(advance_locked(set, bytes))].min_len;
+        const size_t length = after == NO_END ? SIZE_MAX : after;
+        if (length > here) growth->emplace_back(id, length);
       }
-    if (growths_.size() > HLLM_GRAMMAR_CLOSING_SEARCH) growths_.clear();
+    if (growths_.size() > (size_t{1} << 12)) growths_.clear();
     growths_.emplace(set, growth);
     return growth;
   }
@@ -143,39 +148,48 @@ class StackSets {
     return set;
   }
 
+  // The shortest completion, byte by byte: from each set, a byte whose set is one shorter to
+  // complete (one exists: the top terminal of a shortest stack).
   std::optional<std::string> closing_locked(int32_t set) {
-    if (const auto it = closings_.find(set); it != closings_.end()) return it->second;
-    if (closings_.size() > HLLM_GRAMMAR_CLOSING_SEARCH) closings_.clear();
-    std::optional<std::string> found;
-    std::unordered_map<int32_t, std::pair<int32_t, uint8_t>> came_from;  // set -> (prev, byte)
-    std::vector<int32_t> frontier = {set}, next;
-    came_from.emplace(set, std::pair<int32_t, uint8_t>{DEAD, 0});
-    int32_t goal = sets_[static_cast<size_t>(set)].can_end ? set : DEAD;
-    while (goal == DEAD && !frontier.empty() && came_from.size() <= HLLM_GRAMMAR_CLOSING_SEARCH) {
-      next.clear();
-      for (const int32_t from : frontier) {
-        for (int b = 0; b < 256 && goal == DEAD; ++b) {
-          const int32_t to = step(from, static_cast<uint8_t>(b));
-          if (to == DEAD || !came_from.emplace(to, std::pair{from, static_cast<uint8_t>(b)}).second)
-            continue;
-          if (sets_[static_cast<size_t>(to)].can_end) goal = to;
-          next.push_back(to);
+    if (sets_[static_cast<size_t>(set)].min_len == NO_END) return std::nullopt;
+    std::string bytes;
+    while (sets_[static_cast<size_t>(set)].min_len > 0) {
+      const uint32_t want = sets_[static_cast<size_t>(set)].min_len - 1;
+      int b = 0;
+      for (; b < 256; ++b) {
+        const int32_t next = step(set, static_cast<uint8_t>(b));
+        if (next != DEAD && sets_[static_cast<size_t>(next)].min_len == want) {
+          set = next;
+          break;
         }
-        if (goal != DEAD) break;
       }
-      frontier.swap(next);
+      if (b == 256) return std::nullopt;  // cannot happen (see above); no guess either
+      bytes += static_cast<char>(b);
     }
-    if (goal != DEAD) {
-      std::string bytes;
-      for (int32_t at = goal; at != set;) {
-        const auto [prev, byte] = came_from.at(at);
-        bytes.insert(bytes.begin(), static_cast<char>(byte));
-        at = prev;
+    return bytes;
+  }
+
+  // rest_[p]: the fewest bytes that derive elements p.. of p's alternative (to its end); the
+  // fixed point of rest(end) = 0, rest(byte set) = 1 + rest(p + 1), rest(rule) = min over the
+  // rule's alternatives of rest(start) + rest(p + 1). NO_END where nothing finite derives.
+  void shortest_rests() {
+    const std::vector<Element>& e = grammar_->elements();
+    const std::vector<Rule>& rules = grammar_->rules();
+    const auto add = [](uint32_t a, uint32_t b) { return a >= NO_END - b ? NO_END : a + b; };
+    rest_.assign(e.size(), NO_END);
+    std::vector<uint32_t> rule_min(rules.size(), NO_END);
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (size_t p = e.size(); p-- > 0;) {
+        uint32_t v = 0;
+        if (e[p].kind == Element::Kind::bytes) v = add(1, rest_[p + 1]);
+        if (e[p].kind == Element::Kind::rule) v = add(rule_min[e[p].index], rest_[p + 1]);
+        if (v < rest_[p]) rest_[p] = v, changed = true;
       }
-      found = std::move(bytes);
+      for (size_t r = 0; r < rules.size(); ++r)
+        for (const uint32_t alt : rules[r].alternatives)
+          if (rest_[alt] < rule_min[r]) rule_min[r] = rest_[alt], changed = true;
     }
-    closings_.emplace(set, found);
-    return found;
   }
 
   std::shared_ptr<const TokenMask> mask_locked(int32_t set) {
@@ -197,7 +211,9 @@ class StackSets {
   struct SetInfo {
     uint32_t begin, size;  // its node ids: set_nodes_[begin, begin + size)
     bool can_end;
+    uint32_t min_len;  // the fewest bytes to where it can end (0: it can; NO_END: never)
   };
+  static constexpr uint32_t NO_END = UINT32_MAX;
   using Row = std::array<int32_t, 256>;
   static constexpr int32_t UNKNOWN = -1;  // a row entry not computed yet
 
@@ -205,7 +221,13 @@ class StackSets {
     const uint64_t key =
         (uint64_t{static_cast<uint32_t>(pos)} << 32) | static_cast<uint32_t>(parent);
     const auto [it, inserted] = node_ids_.try_emplace(key, static_cast<int32_t>(nodes_.size()));
-    if (inserted) nodes_.push_back({pos, parent});
+    if (inserted) {
+      nodes_.push_back({pos, parent});
+      // A stack completes with the rest of its top rule, then of each rule below it.
+      const uint32_t below = parent < 0 ? 0 : node_len_[static_cast<size_t>(parent)];
+      const uint32_t here = rest_[static_cast<size_t>(pos)];
+      node_len_.push_back(here >= NO_END - below ? NO_END : here + below);
+    }
     return it->second;
   }
 
@@ -263,8 +285,10 @@ class StackSets {
       }
     }
     const auto id = static_cast<int32_t>(sets_.size());
+    uint32_t min_len = can_end ? 0 : NO_END;
+    for (const int32_t n : scratch_) min_len = std::min(min_len, node_len_[static_cast<size_t>(n)]);
     sets_.push_back({static_cast<uint32_t>(set_nodes_.size()),
-                     static_cast<uint32_t>(scratch_.size()), can_end});
+                     static_cast<uint32_t>(scratch_.size()), can_end, min_len});
     set_nodes_.insert(set_nodes_.end(), scratch_.begin(), scratch_.end());
     set_ids_.emplace(h, id);
     rows_.emplace_back();
@@ -326,7 +350,9 @@ class StackSets {
   std::shared_ptr<const Grammar> grammar_;
   std::shared_ptr<const TokenVocabulary> vocab_;
   mutable std::mutex mutex_;
-  std::vector<Node> nodes_;                             // interned stack nodes
+  std::vector<Node> nodes_;         // interned stack nodes
+  std::vector<uint32_t> node_len_;  // (nodes_) the fewest bytes that complete each stack
+  std::vector<uint32_t> rest_;      // (elements) see shortest_rests()
   std::unordered_map<uint64_t, int32_t> node_ids_;      // (pos, parent) -> node id
   std::vector<SetInfo> sets_;                           // interned stack sets
   std::vector<int32_t> set_nodes_;                      // every set's node ids, back to back
@@ -334,7 +360,6 @@ class StackSets {
   std::vector<std::unique_ptr<Row>> rows_;              // (sets) step cache; null = none yet
   size_t n_rows_ = 0;
   std::unordered_map<int32_t, std::shared_ptr<const TokenMask>> masks_;  // set -> mask cache
-  std::unordered_map<int32_t, std::optional<std::string>> closings_;     // set -> closing()
   std::unordered_map<int32_t, std::shared_ptr<const Growth>> growths_;   // set -> growth()
   size_t mask_bytes_ = 0;
   std::vector<int32_t> scratch_;  // the set being built by step()

@@ -34,6 +34,9 @@ class GbnfParser {
  public:
   explicit GbnfParser(std::string_view text) : text_(text) {}
 
+  // Groups ( ... ) parse recursively: bounded so that no grammar text can exhaust the stack.
+  static constexpr int MAX_GROUP_DEPTH = 64;
+
   Grammar parse() {
     if (const size_t bad = hllm::detail::utf8_error_offset(text_); bad != std::string_view::npos) {
       pos_ = bad;
@@ -157,11 +160,14 @@ class GbnfParser {
         ++pos_;
         seq.push_back(builder_.code_points({{0, MAX_CODE_POINT}}));
       } else if (c == '(') {
+        if (++group_depth_ > MAX_GROUP_DEPTH)
+          error("groups nest deeper than " + std::to_string(MAX_GROUP_DEPTH) + " levels");
         ++pos_;
         skip_space(true);
         std::vector<Sequence> alternatives = parse_alternatives(rule_name, true);
         if (peek() != ')') error("expected ')'");
         ++pos_;
+        --group_depth_;
         const uint32_t group = builder_.fresh_rule(rule_name);
         builder_.define(group, std::move(alternatives));
         seq.push_back(GrammarBuilder::ref(group));
@@ -310,6 +316,7 @@ class GbnfParser {
     return builder_.code_points(std::move(ranges));
   }
 
+  int group_depth_ = 0;
   std::string_view text_;
   size_t pos_ = 0;
   GrammarBuilder builder_;

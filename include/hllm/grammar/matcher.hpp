@@ -134,13 +134,9 @@ class GrammarMatcher {
   }
 
   // The fewest bytes that still complete the document from here (0: it may end now); SIZE_MAX
-  // when unknown (see StackSets::closing). Every byte is a token of its own in a byte-level BPE
+  // when it can never be completed. Every byte is a token of its own in a byte-level BPE
   // vocabulary, so the document can always be finished within closing_length() + 1 tokens.
-  size_t closing_length() const {
-    if (finished_) return 0;
-    const auto bytes = tables_->closing(state_);
-    return bytes ? bytes->size() : SIZE_MAX;
-  }
+  size_t closing_length() const { return finished_ ? 0 : tables_->closing_length(state_); }
 
   // Masks all but the tokens that spell a prefix of the shortest completion (the end ids once the
   // document may end): what a caller applies when the token budget runs out, so that the output

@@ -116,7 +116,7 @@ inline std::vector<ToolCall> parse_tool_calls(const nlohmann::json& v, const std
       bad_field(q + ".function.arguments",
                 "'" + q + ".function.arguments' must be a JSON object as a string");
     }
-    const auto parsed = nlohmann::json::parse(c.arguments, nullptr, false);
+    const auto parsed = parse_json(c.arguments);
     if (parsed.is_discarded() || !parsed.is_object())
       bad_field(q + ".function.arguments",
                 "'" + q + ".function.arguments' must be a JSON object (as a string)");
@@ -182,7 +182,7 @@ inline std::vector<Tool> parse_tools(const nlohmann::json& tools,
   for (size_t i = 0; i < tools.size(); ++i) {
     const auto& t = tools[i];
     const std::string p = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object() || t.value("type", "") != "function")
+    if (!t.is_object() || !(t.contains("type") && t["type"] == "function"))
       bad_field(p + ".type", "'" + p + "' must be {\"type\": \"function\", \"function\": {...}}");
     if (!t.contains("function") || !t["function"].is_object())
       bad_field(p + ".function", "'" + p + ".function' must be an object");
@@ -243,7 +243,8 @@ inline std::pair<ToolChoice, std::string> parse_tool_choice(const nlohmann::json
 // The assistant text that stands for a call in the prompt (and that the model is asked to write).
 inline std::string tool_call_text(const ToolCall& call) {
   return "{\"name\": " + python_json(nlohmann::json(call.name)) +
-         ", \"parameters\": " + python_json(nlohmann::ordered_json::parse(call.arguments)) + "}";
+         ", \"parameters\": " + python_json(parse_json<nlohmann::ordered_json>(call.arguments)) +
+         "}";
 }
 
 // The history in the Llama-3 chat format, with the tools in the first user message (see the top)

@@ -52,6 +52,7 @@ struct Channel {
   std::vector<Item> items;                    // generated, not yet taken by the handler
   std::vector<TokenLogprob> prompt_logprobs;  // positions 1.., not yet taken
   std::vector<End> ends;
+  size_t n_finished = 0;                                  // how many of ends are finished
   std::vector<std::optional<TokenLogprob>> next_logprob;  // each choice's, until its id comes
   std::atomic<bool> cancelled{false};      // the handler gave up: on_token answers false
   std::vector<std::atomic<bool>> stopped;  // each choice: a stop string ended it (handler sets)
@@ -76,10 +77,8 @@ struct Channel {
   void finish(int choice, FinishReason r, const std::string& e) {
     std::lock_guard lock(mutex);
     ends[static_cast<size_t>(choice)] = {true, r, e};
+    ++n_finished;
     ready.notify_one();
-  }
-  bool all_finished() const {
-    return std::all_of(ends.begin(), ends.end(), [](const End& e) { return e.finished; });
   }
 };
 
@@ -130,12 +129,14 @@ inline bool drive(Generation& g, std::vector<ChoiceOutput>& outputs, CompletionS
   std::vector<Channel::Item> items;
   std::vector<TokenLogprob> prompt_logprobs;
   std::vector<Channel::End> ended;
+  size_t seen_finished = 0;  // a choice's end wakes the loop at once, n > 1 too
   while (true) {
     {
       std::unique_lock lock(g.channel->mutex);
       g.channel->ready.wait_for(lock, std::chrono::milliseconds(250), [&] {
-        return !g.channel->items.empty() || g.channel->all_finished();
+        return !g.channel->items.empty() || g.channel->n_finished != seen_finished;
       });
+      seen_finished = g.channel->n_finished;
       items.swap(g.channel->items);
       g.channel->items.clear();
       for (auto& lp : g.channel->prompt_logprobs) prompt_logprobs.push_back(std::move(lp));

@@ -29,7 +29,7 @@
 namespace hllm::serve {
 
 #ifndef HLLM_SERVE_GRAMMAR_CACHE
-#define HLLM_SERVE_GRAMMAR_CACHE 64
+#define HLLM_SERVE_GRAMMAR_CACHE 16  // each grammar caches up to ~128 MiB of masks and rows
 #endif
 
 // The engine's logits processor for one request: feeds the grammar what was generated since the

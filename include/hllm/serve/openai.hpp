@@ -153,8 +153,8 @@ class OpenAiServer {
   // The model is loaded: completions are served from now on.
   void set_model(ServedModel model) {
     model_storage_ = std::make_unique<ServedModel>(std::move(model));
-    options_.max_model_len = model_storage_->engine->options().max_model_len;
-    request_metrics_ = std::make_unique<RequestMetrics>(options_.max_model_len);
+    request_metrics_ =
+        std::make_unique<RequestMetrics>(model_storage_->engine->options().max_model_len);
     grammars_.set_vocabulary(*model_storage_->tokenizer, model_storage_->stop_ids);
     model_.store(model_storage_.get());
   }
@@ -303,12 +303,17 @@ class OpenAiServer {
       if (m == nullptr)
         return reply(res, {503, "the model is still loading; try again shortly", "", "loading"});
       const TokenizeContext context{
-          *m->tokenizer, options_.model_name, options_.max_model_len,
+          *m->tokenizer, options_.model_name, m->engine->options().max_model_len,
           [this, m](const CompletionRequest& r) { return prompt_ids(*m, r); }};
       try {
         reply(res, 200, answer(context, req.body));
       } catch (const ApiError& e) {
         reply(res, e);
+      } catch (const nlohmann::json::exception& e) {
+        reply(res, {400, std::string("the request has a field of the wrong type: ") + e.what(), "",
+                    "invalid_value"});
+      } catch (const Error& e) {  // e.g. an id the tokenizer lacks (padded vocabularies)
+        reply(res, {400, e.what(), "tokens", "invalid_value"});
       }
     };
   }
@@ -318,7 +323,9 @@ class OpenAiServer {
                            {"object", "model"},
                            {"created", started_},
                            {"owned_by", "hllm"}};
-    if (options_.max_model_len > 0) card["max_model_len"] = options_.max_model_len;
+    const ServedModel* m = model_.load();  // until it is loaded: what the operator asked for
+    const int64_t context = m ? m->engine->options().max_model_len : options_.max_model_len;
+    if (context > 0) card["max_model_len"] = context;
     return card;
   }
 
@@ -410,15 +417,14 @@ class OpenAiServer {
       throw ApiError{503, "the model is still loading; try again shortly", "", "loading"};
     auto job = std::make_shared<Job>();
     job->model = m;
-    nlohmann::json body;
+    const auto body = request_json(req.body);
+    const auto ordered = request_json<nlohmann::ordered_json>(req.body);  // key order: schemas
     try {
-      body = nlohmann::json::parse(req.body);
-    } catch (const nlohmann::json::exception& e) {
-      throw ApiError{400, std::string("the request body is not valid JSON: ") + e.what(), "",
-                     "invalid_json"};
+      job->request = parse(body, &ordered);
+    } catch (const nlohmann::json::exception& e) {  // a field of an unexpected type, deep inside
+      throw ApiError{400, std::string("the request has a field of the wrong type: ") + e.what(), "",
+                     "invalid_value"};
     }
-    const auto ordered = nlohmann::ordered_json::parse(req.body);  // key order: schemas, tools
-    job->request = parse(body, &ordered);
     const CompletionRequest& r = job->request;
     if (!r.model.empty() && r.model != options_.model_name)
       throw ApiError{404, "The model `" + r.model + "` does not exist.", "model",
@@ -482,7 +488,12 @@ class OpenAiServer {
     res.set_chunked_content_provider(
         job->request.stream ? "text/event-stream" : JSON_TYPE,
         [job, write_response](size_t, httplib::DataSink& sink) {
-          if (!write_response(*job, sink)) return false;  // the releaser aborts what still runs
+          bool ok = false;
+          try {
+            ok = write_response(*job, sink);
+          } catch (const std::exception&) {  // never out of the HTTP worker thread
+          }
+          if (!ok) return false;  // the releaser aborts what still runs
           job->finished = true;
           sink.done();
           return true;
@@ -527,25 +538,25 @@ class OpenAiServer {
           [&sink](const std::string& data) { return sink.write(data.data(), data.size()); });
       std::vector<ChoiceOutput> outputs = choice_outputs(j);
       std::vector<ChoiceEnd> ends;
-      const bool ok = writer.begin() && drive(j.generation, outputs, writer, {}, ends) &&
-                      writer.finish(outputs, ends, static_cast<int64_t>(j.prompt.size()));
-      const nlohmann::json& answer = writer.final_response();
-      if (conversation->store && answer.is_object()) {
+      // Stored before the client hears it is complete: its next request may continue it at once.
+      const auto store = [&](const nlohmann::json& answer) {
+        if (!conversation->store) return;
         nlohmann::ordered_json items = std::move(conversation->items);
         for (const auto& item : answer["output"])
           items.push_back(nlohmann::ordered_json::parse(item.dump()));
         responses_.put(j.id, std::move(items), answer);
-      }
-      return ok;
+      };
+      return writer.begin() && drive(j.generation, outputs, writer, {}, ends) &&
+             writer.finish(outputs, ends, static_cast<int64_t>(j.prompt.size()), store);
     });
   }
 
   // Each choice's output state.
   static std::vector<ChoiceOutput> choice_outputs(const Job& job) {
     const CompletionRequest& r = job.request;
-    const ToolMode tool_mode = r.tool_choice == ToolChoice::automatic ? ToolMode::automatic
-                               : r.tool_choice == ToolChoice::none    ? ToolMode::none
-                                                                      : ToolMode::forced;
+    const ToolMode tool_mode = r.tools.empty() || r.tool_choice == ToolChoice::none ? ToolMode::none
+                               : r.tool_choice == ToolChoice::automatic ? ToolMode::automatic
+                                                                        : ToolMode::forced;
     std::vector<ChoiceOutput> outputs;
     for (int i = 0; i < r.n; ++i) {
       outputs.emplace_back(TokenNames{job.model->tokenizer, r.tokens_as_ids}, r.chat, r.stop,
@@ -566,8 +577,17 @@ class OpenAiServer {
     std::function<bool(const std::vector<TokenLogprob>&)> echo;
     if (r.echo)
       echo = [&](const std::vector<TokenLogprob>& prompt_logprobs) {
-        const std::string text =
-            r.prompt_ids.empty() ? r.prompt : job.model->tokenizer->decode(job.prompt, true);
+        std::string text = r.prompt;
+        if (!r.prompt_ids.empty()) {  // ids: their text, skipping any the tokenizer lacks
+          StreamDecoder decoder(*job.model->tokenizer, /*skip_special=*/true);
+          for (int32_t id : job.prompt) {
+            try {
+              text += decoder.push(id);
+            } catch (const Error&) {
+            }
+          }
+          text += decoder.finish();
+        }
         for (size_t i = 0; i < outputs.size(); ++i) {
           if (r.logprobs >= 0)
             for (size_t p = 0; p < job.prompt.size(); ++p)

@@ -194,8 +194,9 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
   }
   r.format = parse_response_format(ordered != nullptr ? *ordered
                                                       : nlohmann::ordered_json::parse(body.dump()));
-  if (r.format.constrained() &&
-      (r.tool_choice == ToolChoice::required || r.tool_choice == ToolChoice::named))
+  const bool forced_call =
+      r.tool_choice == ToolChoice::required || r.tool_choice == ToolChoice::named;
+  if (r.format.constrained() && forced_call)
     bad_field(r.format.param, "'" + r.format.param +
                                   "' cannot be combined with a tool_choice "
                                   "that forces a call");
@@ -260,6 +261,10 @@ inline CompletionRequest parse_completion_request(const nlohmann::json& body, bo
     r.tokens_as_ids = bool_field(*v, "return_tokens_as_token_ids");
   if (r.echo && r.logprobs >= 0 && r.n > 1) bad_field("n", "'echo' with 'logprobs' needs n = 1");
   if (const auto* v = field("ignore_eos")) r.ignore_eos = bool_field(*v, "ignore_eos");
+  if (r.ignore_eos && (r.format.constrained() || forced_call))
+    bad_field("ignore_eos",
+              "'ignore_eos' cannot be combined with a constrained output: a "
+              "finished document allows nothing but the end");
   if (const auto* v = field("stream")) r.stream = bool_field(*v, "stream");
   if (const auto* v = field("stream_options")) {
     if (!v->is_object()) bad_field("stream_options", "'stream_options' must be an object");

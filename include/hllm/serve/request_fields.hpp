@@ -8,10 +8,15 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "hllm/io/json.hpp"
 
 namespace hllm::serve {
+
+#ifndef HLLM_SERVE_MAX_JSON_DEPTH
+#define HLLM_SERVE_MAX_JSON_DEPTH 128  // nesting of any JSON the server reads (see parse_json)
+#endif
 
 // An error answered as {"error": {"message", "type", "param", "code"}} with an HTTP status.
 struct ApiError {
@@ -44,6 +49,40 @@ struct ApiError {
               {"code", or_null(code)}}}};
   }
 };
+
+// `text` as Json (json or ordered_json), refused when it nests deeper than
+// HLLM_SERVE_MAX_JSON_DEPTH: nlohmann copies and dumps values recursively, so a request of a
+// million '[' would overflow a thread's stack long before the body limit. Returns a discarded
+// value (is_discarded()) when the text is not valid JSON or too deep; `why` says which.
+template <class Json = nlohmann::json>
+Json parse_json(std::string_view text, std::string* why = nullptr) {
+  struct TooDeep {};
+  try {
+    Json j = Json::parse(
+        text,
+        [](int depth, typename Json::parse_event_t, Json&) {
+          if (depth > HLLM_SERVE_MAX_JSON_DEPTH) throw TooDeep{};
+          return true;
+        },
+        /*allow_exceptions=*/true);
+    return j;
+  } catch (const TooDeep&) {
+    if (why) *why = "it nests deeper than " + std::to_string(HLLM_SERVE_MAX_JSON_DEPTH) + " levels";
+  } catch (const nlohmann::json::exception& e) {
+    if (why) *why = e.what();
+  }
+  return Json(Json::value_t::discarded);
+}
+
+// A request body: parse_json, or ApiError 400.
+template <class Json = nlohmann::json>
+Json request_json(std::string_view text) {
+  std::string why;
+  Json j = parse_json<Json>(text, &why);
+  if (j.is_discarded())
+    throw ApiError{400, "the request body is not valid JSON: " + why, "", "invalid_json"};
+  return j;
+}
 
 namespace detail {
 

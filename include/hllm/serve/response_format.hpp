@@ -73,7 +73,7 @@ inline ResponseFormat parse_response_format(const nlohmann::ordered_json& body) 
     if (const auto* v = field(name)) {
       nlohmann::ordered_json schema = *v;
       if (schema.is_string()) {  // vLLM accepts the schema as a JSON string too
-        schema = nlohmann::ordered_json::parse(v->get<std::string>(), nullptr, false);
+        schema = parse_json<nlohmann::ordered_json>(v->get<std::string>());
         if (schema.is_discarded()) bad_field(name, std::string("'") + name + "' is not valid JSON");
       }
       set(schema_format(schema, name), name);

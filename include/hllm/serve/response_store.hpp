@@ -1,10 +1,11 @@
 // The Responses API's memory: what /v1/responses answered (store: true, OpenAI's default), kept in
 // RAM so that a later request can continue it (previous_response_id), point at its items
 // (item_reference, which the AI SDK sends for the calls it replays) or fetch it again
-// (GET /v1/responses/{id}). Bounded: the oldest of more than HLLM_SERVE_STORED_RESPONSES go first;
-// nothing survives a restart.
+// (GET /v1/responses/{id}). Bounded: the oldest go first once more than HLLM_SERVE_STORED_RESPONSES
+// responses or HLLM_SERVE_STORED_BYTES of JSON are kept; nothing survives a restart.
 #pragma once
 
+#include <cstddef>
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,9 @@ namespace hllm::serve {
 #ifndef HLLM_SERVE_STORED_RESPONSES
 #define HLLM_SERVE_STORED_RESPONSES 1024
 #endif
+#ifndef HLLM_SERVE_STORED_BYTES
+#define HLLM_SERVE_STORED_BYTES (size_t{256} << 20)
+#endif
 
 class ResponseStore {
  public:
@@ -27,15 +31,13 @@ class ResponseStore {
     std::lock_guard lock(mutex_);
     for (const auto& item : response.value("output", nlohmann::json::array()))
       if (item.contains("id")) items_[item["id"].get<std::string>()] = {id, item};
-    responses_[id] = {std::move(conversation), response};
+    const size_t bytes = conversation.dump().size() + response.dump().size();
+    responses_[id] = {std::move(conversation), response, bytes};
+    bytes_ += bytes;
     order_.push_back(id);
-    while (order_.size() > HLLM_SERVE_STORED_RESPONSES) {
-      const auto old = responses_.find(order_.front());
-      if (old != responses_.end()) {
-        for (const auto& item : old->second.response.value("output", nlohmann::json::array()))
-          if (item.contains("id")) items_.erase(item["id"].get<std::string>());
-        responses_.erase(old);
-      }
+    while (!order_.empty() &&
+           (order_.size() > HLLM_SERVE_STORED_RESPONSES || bytes_ > HLLM_SERVE_STORED_BYTES)) {
+      erase_locked(order_.front());
       order_.pop_front();
     }
   }
@@ -65,23 +67,31 @@ class ResponseStore {
 
   bool erase(const std::string& id) {
     std::lock_guard lock(mutex_);
-    const auto it = responses_.find(id);
-    if (it == responses_.end()) return false;
-    for (const auto& item : it->second.response.value("output", nlohmann::json::array()))
-      if (item.contains("id")) items_.erase(item["id"].get<std::string>());
-    responses_.erase(it);
-    return true;
+    return erase_locked(id);
   }
 
  private:
   struct Stored {
     nlohmann::ordered_json conversation;
     nlohmann::json response;
+    size_t bytes = 0;
   };
+
+  bool erase_locked(const std::string& id) {
+    const auto it = responses_.find(id);
+    if (it == responses_.end()) return false;
+    for (const auto& item : it->second.response.value("output", nlohmann::json::array()))
+      if (item.contains("id")) items_.erase(item["id"].get<std::string>());
+    bytes_ -= it->second.bytes;
+    responses_.erase(it);
+    return true;
+  }
+
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Stored> responses_;
   std::unordered_map<std::string, std::pair<std::string, nlohmann::json>> items_;  // id -> item
   std::deque<std::string> order_;  // response ids, oldest first (erased ones stay until popped)
+  size_t bytes_ = 0;               // of the responses kept
 };
 
 }  // namespace hllm::serve

@@ -145,7 +145,7 @@ inline ResponsesInput parse_responses_request(const nlohmann::ordered_json& body
       const auto& item = (*input)[i];
       const std::string p = "input[" + std::to_string(i) + "]";
       if (!item.is_object()) bad_field(p, "'" + p + "' must be an object");
-      if (item.value("type", "") != "item_reference") {
+      if (!(item.contains("type") && item["type"] == "item_reference")) {
         in.items.push_back(item);
         continue;
       }
@@ -174,7 +174,7 @@ inline ResponsesInput parse_responses_request(const nlohmann::ordered_json& body
     for (size_t i = 0; i < v->size(); ++i) {
       const auto& t = (*v)[i];
       const std::string p = "tools[" + std::to_string(i) + "]";
-      if (!t.is_object() || t.value("type", "") != "function")
+      if (!t.is_object() || !(t.contains("type") && t["type"] == "function"))
         bad_field(p + ".type", "'" + p + ".type' must be \"function\" (the only tools served)");
       nlohmann::ordered_json function = nlohmann::ordered_json::object();
       for (const char* key : {"name", "description", "parameters", "strict"})
@@ -185,14 +185,14 @@ inline ResponsesInput parse_responses_request(const nlohmann::ordered_json& body
   }
   if (const auto* v = field("tool_choice")) {
     chat["tool_choice"] = *v;
-    if (v->is_object() && v->value("type", "") == "function" && v->contains("name"))
+    if (v->is_object() && v->contains("type") && (*v)["type"] == "function" && v->contains("name"))
       chat["tool_choice"] = {{"type", "function"}, {"function", {{"name", (*v)["name"]}}}};
   }
   if (const auto* v = field("text")) {
     if (!v->is_object()) bad_field("text", "'text' must be an object");
     if (v->contains("format")) {
       nlohmann::ordered_json format = (*v)["format"];
-      if (format.is_object() && format.value("type", "") == "json_schema")
+      if (format.is_object() && format.contains("type") && format["type"] == "json_schema")
         format = {{"type", "json_schema"},
                   {"json_schema",
                    {{"name", format.value("name", "response")},
@@ -302,11 +302,10 @@ class ResponsesWriter : public CompletionSink {
     return write(r_.stream ? ": keep-alive\n\n" : " ");
   }
 
-  // After finish(): the response object (null when it failed).
-  const nlohmann::json& final_response() const { return final_; }
-
+  // The end: the response object, handed to `completed` (may be empty) before it is written.
   bool finish(const std::vector<ChoiceOutput>& outputs, const std::vector<ChoiceEnd>& ends,
-              int64_t prompt_tokens) {
+              int64_t prompt_tokens,
+              const std::function<void(const nlohmann::json&)>& completed = {}) {
     usage_ = {{"input_tokens", prompt_tokens},
               {"input_tokens_details", {{"cached_tokens", 0}}},
               {"output_tokens", outputs.front().tokens()},
@@ -323,6 +322,7 @@ class ResponsesWriter : public CompletionSink {
     const bool complete = end_.reason != FinishReason::length || call_.has_value();
     final_ = response(complete ? "completed" : "incomplete");
     if (!complete) final_["incomplete_details"] = {{"reason", "max_output_tokens"}};
+    if (completed) completed(final_);
     if (!r_.stream) return write(json_text(final_));
     return event(complete ? "response.completed" : "response.incomplete", {{"response", final_}});
   }

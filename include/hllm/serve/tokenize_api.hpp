@@ -43,13 +43,7 @@ namespace detail {
 
 // The request body as a JSON object naming no other model. Throws ApiError.
 inline nlohmann::json tokenize_body(const TokenizeContext& c, const std::string& text) {
-  nlohmann::json body;
-  try {
-    body = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw ApiError{400, std::string("the request body is not valid JSON: ") + e.what(), "",
-                   "invalid_json"};
-  }
+  nlohmann::json body = request_json(text);
   if (!body.is_object()) bad_field("", "the request body must be a JSON object");
   if (const auto it = body.find("model"); it != body.end() && !it->is_null()) {
     if (!it->is_string()) bad_field("model", "'model' must be a string");
@@ -88,7 +82,7 @@ inline nlohmann::json tokenize_request(const TokenizeContext& c, const std::stri
   const bool chat = body.contains("messages") && !body["messages"].is_null();
   if (!chat && (!body.contains("prompt") || body["prompt"].is_null()))
     bad_field("prompt", "'prompt' (a string) or 'messages' (a chat) is required");
-  const auto ordered = nlohmann::ordered_json::parse(text);  // tools keep the client's key order
+  const auto ordered = request_json<nlohmann::ordered_json>(text);  // tools keep the key order
   std::vector<TokenId> ids = c.prompt_ids(parse_completion_request(body, chat, &ordered));
   if (chat && !flag(body, "add_generation_prompt", true)) {
     // encode_prompt ends every chat with the assistant header, encoded apart from the messages

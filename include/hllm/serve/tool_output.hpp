@@ -51,7 +51,7 @@ inline std::string tool_call_id() {
 // The call `text` spells, or nullopt when it is text (see the top).
 inline std::optional<ToolCall> parse_tool_call(std::string_view text,
                                                const std::vector<Tool>& tools) {
-  const auto parsed = nlohmann::json::parse(text, nullptr, false);
+  const auto parsed = parse_json(text);
   if (parsed.is_discarded() || !parsed.is_object() || !parsed.contains("name") ||
       !parsed["name"].is_string())
     return std::nullopt;
