@@ -8,6 +8,7 @@
 // once (status 128 + the signal).
 #pragma once
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -50,6 +51,29 @@ inline std::string default_served_name(const std::string& model_dir) {
   return name.empty() || name == "." ? "hllm" : name;
 }
 
+// Each connection is a file descriptor: raises the soft limit to the hard one, and returns how many
+// connections fit beside the model's files (`wanted` when all do).
+inline size_t connection_limit(int64_t wanted) {
+  constexpr rlim_t RESERVED = 64;  // model files, the listening socket, stdio, ...
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return static_cast<size_t>(wanted);
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= static_cast<rlim_t>(wanted) + RESERVED)
+    return static_cast<size_t>(wanted);
+  const auto fits = static_cast<int64_t>(limit.rlim_cur > 2 * RESERVED ? limit.rlim_cur - RESERVED
+                                                                       : limit.rlim_cur / 2);
+  std::fprintf(stderr,
+               "hllm: --max-connections %lld lowered to %lld (the open-file limit is %llu; raise "
+               "it with `ulimit -n`)\n",
+               static_cast<long long>(wanted), static_cast<long long>(fits),
+               static_cast<unsigned long long>(limit.rlim_cur));
+  return static_cast<size_t>(fits);
+}
+
 inline void add_serve_command(CLI::App& app) {
   struct Options {
     TextModelOptions model;
@@ -66,6 +90,8 @@ inline void add_serve_command(CLI::App& app) {
     bool no_prefix_caching = false;
     double max_body_mib = 4.0;
     double shutdown_timeout = 10.0;
+    int64_t max_connections = 512;
+    double header_timeout = 10.0;
   };
   auto o = std::make_shared<Options>();
   CLI::App* command =
@@ -119,6 +145,15 @@ inline void add_serve_command(CLI::App& app) {
   command->add_option("--max-body-mib", o->max_body_mib, "request body limit in MiB (413 above)")
       ->check(CLI::Range(0.001, 1024.0));
   command
+      ->add_option("--max-connections", o->max_connections,
+                   "open connections at once; more are answered 503 and closed")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  command
+      ->add_option("--header-timeout", o->header_timeout,
+                   "seconds a new connection has to send its whole request head (a client "
+                   "trickling it is dropped); idle keep-alive connections close after half that")
+      ->check(CLI::Range(0.1, 3600.0));
+  command
       ->add_option("--shutdown-timeout", o->shutdown_timeout,
                    "seconds a clean stop (Ctrl-C, SIGTERM) may take before the server exits anyway")
       ->check(CLI::Range(0.0, 3600.0));
@@ -131,7 +166,11 @@ inline void add_serve_command(CLI::App& app) {
         o->served_name.empty() ? default_served_name(o->model.model_dir) : o->served_name;
     serve_options.api_key = o->api_key;
     serve_options.cors = serve::parse_allowed_origins(o->allowed_origins);
-    serve_options.max_body_bytes = static_cast<size_t>(o->max_body_mib * 1024 * 1024);
+    serve_options.http.max_body_bytes = static_cast<size_t>(o->max_body_mib * 1024 * 1024);
+    serve_options.http.max_connections = connection_limit(o->max_connections);
+    serve_options.http.header_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(o->header_timeout * 1000));
+    serve_options.http.keep_alive_timeout = serve_options.http.header_timeout / 2;
     serve_options.max_model_len = o->max_model_len;
     serve_options.special_tokens_in_content = o->model.special_tokens();
     std::signal(SIGPIPE, SIG_IGN);

@@ -1,4 +1,4 @@
-// An OpenAI-compatible HTTP server (cpp-httplib) over the continuous-batching Engine: what
+// An OpenAI-compatible HTTP server (serve/http/server.hpp) over the continuous-batching Engine: what
 // `hllm serve` runs, a drop-in for vLLM behind Open WebUI or any OpenAI SDK.
 //
 //   GET  /health               200 {"status":"ok", kv blocks, running, waiting, prefix cache};
@@ -14,17 +14,17 @@
 //                              (serve/tokenize_api.hpp)
 //   OPTIONS (any path)         CORS preflights, when --allowed-origins lists origins (serve/cors.hpp)
 //
-// Threads: cpp-httplib runs each connection on a pool thread (the "handler"). A completion is
-// submitted to the engine; the engine thread's on_token only pushes the id into the request's
-// Channel (mutex + condition variable) and never touches the network. The handler thread pulls
-// ids, detokenizes (StreamDecoder), applies stop strings (StopTextFilter) and writes. A write that
-// fails (client gone) aborts the engine request, so its KV blocks come back at once; while nothing
-// is written for a second, a heartbeat (an SSE comment, or a JSON-insignificant space) finds out.
+// Threads: the HTTP layer's event loop answers the quick routes itself; completions and
+// tokenization run on its worker threads (the "handler"). A completion is submitted to the engine;
+// the engine thread's on_token only pushes the id into the request's Channel (mutex + condition
+// variable) and never touches the network. The handler thread pulls ids, detokenizes
+// (StreamDecoder), applies stop strings (StopTextFilter) and writes. The client closing its
+// connection, or a write that fails, aborts the engine requests, so their KV blocks come back at
+// once; while nothing is written for a second, a heartbeat (an SSE comment, or a
+// JSON-insignificant space) keeps proxies and clients' read timeouts from giving up.
 //
 // The library never prints; the runner (tools/cmd_serve.hpp) does.
 #pragma once
-
-#include <httplib.h>
 
 #include <atomic>
 #include <cctype>
@@ -47,6 +47,8 @@
 #include "hllm/serve/completions_writer.hpp"
 #include "hllm/serve/constrained.hpp"
 #include "hllm/serve/cors.hpp"
+#include "hllm/serve/http/router.hpp"
+#include "hllm/serve/http/server.hpp"
 #include "hllm/serve/metrics.hpp"
 #include "hllm/serve/request.hpp"
 #include "hllm/serve/responses_api.hpp"
@@ -62,9 +64,10 @@ namespace hllm::serve {
 struct ServeOptions {
   std::string model_name = "hllm";  // the id in /v1/models and in every response
   std::string api_key;  // "" = open; else all but /health, /metrics and CORS preflights need it
-  size_t max_body_bytes = size_t{4} << 20;  // larger request bodies get 413
-  int http_threads = 0;                     // 0: max(64, 2 × max_num_seqs + 16)
-  int64_t max_model_len = 0;                // reported by /v1/models until the engine runs
+  // Connection limits, deadlines and the body limit (413 above it, decoded size). Its `workers`
+  // are the completions answered at once: 0 means max(64, 2 × max_num_seqs + 16).
+  http::HttpLimits http{.workers = 0};
+  int64_t max_model_len = 0;  // reported by /v1/models until the engine runs
   // How special-token spellings in message content and completion prompts are read (both endpoints
   // alike): plain text unless the operator opts in (tokenizer/prompt.hpp).
   SpecialTokens special_tokens_in_content = SpecialTokens::text;
@@ -137,18 +140,17 @@ class OpenAiServer {
 
   // Binds (port 0: any free port). Returns the port; throws hllm::Error when it cannot.
   int bind(const std::string& host, int port, int64_t max_num_seqs) {
-    const size_t threads = options_.http_threads > 0
-                               ? static_cast<size_t>(options_.http_threads)
-                               : static_cast<size_t>(std::max<int64_t>(64, 2 * max_num_seqs + 16));
-    http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    const int bound = port == 0 ? http_.bind_to_any_port(host) : port;
-    if (bound < 0 || (port != 0 && !http_.bind_to_port(host, port)))
-      fail("cannot listen on ", host, ":", port, " (in use, or not an address of this machine?)");
-    return bound;
+    http::HttpLimits limits = options_.http;
+    if (limits.workers <= 0)
+      limits.workers = static_cast<int>(std::max<int64_t>(64, 2 * max_num_seqs + 16));
+    http_ = std::make_unique<http::HttpServer>(limits, application());
+    return http_->bind(host, port);
   }
 
   // Serves until stop() (blocking; run it on its own thread).
-  void listen() { http_.listen_after_bind(); }
+  void listen() {
+    if (http_) http_->run();
+  }
 
   // The model is loaded: completions are served from now on.
   void set_model(ServedModel model) {
@@ -163,23 +165,20 @@ class OpenAiServer {
   // stops, then stop().
   void begin_shutdown() { stopping_ = true; }
 
-  // Stops listening and waits for the handler threads.
+  // Stops listening, closes idle connections and waits for the handler threads.
   void stop() {
     stopping_ = true;
-    if (http_.is_running()) http_.stop();
+    if (http_) http_->stop();
   }
 
-  bool running() const { return http_.is_running(); }
+  bool running() const { return http_ && http_->running(); }
 
  private:
-  using Request = httplib::Request;
-  using Response = httplib::Response;
+  using Request = http::Request;
+  using Response = http::Response;
 
-  // JSON bodies carry an explicit charset. Besides being exact, it keeps cpp-httplib (up to at
-  // least 0.34) from gzipping them for clients that accept gzip — it compresses only the bare
-  // "application/json": a compressor would swallow the heartbeat spaces of a non-streaming
-  // response, so a client that gives up would not be noticed until the whole answer was
-  // generated. serve_openai checks this with a gzip-accepting client.
+  // Responses are never compressed: a compressor would hold back the heartbeat spaces of a
+  // non-streaming response (serve_openai checks a gzip-accepting client gets plain JSON).
   static constexpr const char* JSON_TYPE = "application/json; charset=utf-8";
 
   static void reply(Response& res, int status, const nlohmann::json& body) {
@@ -188,60 +187,59 @@ class OpenAiServer {
   }
   static void reply(Response& res, const ApiError& e) { reply(res, e.status, e.to_json()); }
 
-  void routes() {
-    http_.set_payload_max_length(options_.max_body_bytes);
-    http_.set_tcp_nodelay(true);  // streamed tokens are small writes: no Nagle delay (~40 ms)
-    http_.set_pre_routing_handler([this](const Request& req, Response& res) {
-      // CORS preflights come before the key: browsers never send credentials on them.
-      const std::string origin = req.get_header_value("Origin");
-      if (const auto preflight =
-              cors_preflight(options_.cors, req.method, origin,
-                             req.get_header_value("Access-Control-Request-Method"),
-                             req.get_header_value("Access-Control-Request-Headers"))) {
-        if (preflight->status == 403)
-          reply(res, {403, "the origin " + origin + " is not allowed (--allowed-origins)", "",
-                      "origin_not_allowed"});
-        res.status = preflight->status;
-        for (const auto& [name, value] : preflight->headers) res.set_header(name, value);
-        return httplib::Server::HandlerResponse::Handled;
-      }
-      if (options_.api_key.empty() || req.path == "/health" || req.path == "/metrics")
-        return httplib::Server::HandlerResponse::Unhandled;
-      const std::string token = detail::bearer_token(req.get_header_value("Authorization"));
-      const bool ok = !token.empty() && detail::constant_time_equal(token, options_.api_key);
-      if (ok) return httplib::Server::HandlerResponse::Unhandled;
-      reply(res, {401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "",
-                  "invalid_api_key"});
-      return httplib::Server::HandlerResponse::Handled;
-    });
-    // Every answer to an allowed origin says so: errors, 401s and streams too (a preflight's
-    // headers are set already).
-    http_.set_post_routing_handler([this](const Request& req, Response& res) {
-      if (res.has_header("Access-Control-Allow-Origin")) return;
-      for (const auto& [name, value] :
-           cors_response_headers(options_.cors, req.get_header_value("Origin")))
-        res.set_header(name, value);
-    });
-    // Errors without a body of ours (404 route, 413 from the body limit, 400 from HTTP parsing).
-    http_.set_error_handler([](const Request& req, Response& res) {
-      if (!res.body.empty() || res.content_provider_) return;
-      std::string message = "HTTP " + std::to_string(res.status);
-      if (res.status == 404) message = "no route " + req.method + " " + req.path;
-      if (res.status == 413) message = "the request body is too large";
-      reply(res, res.status, ApiError{res.status, message, "", ""}.to_json());
-    });
-    http_.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
-      std::string message = "internal error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        message += std::string(": ") + e.what();
-      } catch (...) {
-      }
-      reply(res, {500, message, "", "internal_error"});
-    });
+  // The HTTP layer's view of this server: CORS preflights and the key first, then the routes;
+  // every answer to an allowed origin carries the CORS headers (errors, 401s and streams too).
+  http::Application application() {
+    http::Application app;
+    app.runs_on_worker = [this](Request& req) {
+      const http::Router::Route* route = router_.find(req);
+      return route != nullptr && route->run_on == http::RunOn::worker;
+    };
+    app.handle = [this](Request& req, Response& res) {
+      handle(req, res);
+      add_cors_headers(req, res);
+    };
+    app.error = [this](const Request& req, int status, const std::string& message, Response& res) {
+      reply(res, {status, message, "", status == 503 ? "too_many_connections" : ""});
+      add_cors_headers(req, res);
+    };
+    return app;
+  }
 
-    http_.Get("/health", [this](const Request&, Response& res) {
+  void handle(Request& req, Response& res) const {
+    // CORS preflights come before the key: browsers never send credentials on them.
+    const std::string origin = req.header("Origin");
+    if (const auto preflight = cors_preflight(options_.cors, req.method, origin,
+                                              req.header("Access-Control-Request-Method"),
+                                              req.header("Access-Control-Request-Headers"))) {
+      if (preflight->status == 403)
+        reply(res, {403, "the origin " + origin + " is not allowed (--allowed-origins)", "",
+                    "origin_not_allowed"});
+      res.status = preflight->status;
+      for (const auto& [name, value] : preflight->headers) res.set_header(name, value);
+      return;
+    }
+    if (!options_.api_key.empty() && req.path != "/health" && req.path != "/metrics") {
+      const std::string token = detail::bearer_token(req.header("Authorization"));
+      if (token.empty() || !detail::constant_time_equal(token, options_.api_key))
+        return reply(res, {401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "",
+                           "invalid_api_key"});
+    }
+    const http::Router::Route* route = router_.find(req, /*fill_matches=*/true);
+    if (route == nullptr)
+      return reply(res, {404, "no route " + req.method + " " + req.path, "", ""});
+    route->handler(req, res);
+  }
+
+  void add_cors_headers(const Request& req, Response& res) const {
+    if (res.has_header("Access-Control-Allow-Origin")) return;  // a preflight's
+    for (const auto& [name, value] : cors_response_headers(options_.cors, req.header("Origin")))
+      res.set_header(name, value);
+  }
+
+  void routes() {
+    using http::RunOn;
+    router_.add("GET", "/health", [this](Request&, Response& res) {
       const ServedModel* m = model_.load();
       if (m == nullptr) return reply(res, 503, {{"status", "loading"}});
       const EngineStats s = m->engine->stats();
@@ -256,49 +254,52 @@ class OpenAiServer {
              {"prefix_caching", s.prefix_caching},
              {"prefix_cache_hit_rate", s.prefix_hit_rate()}});
     });
-    http_.Get("/metrics", [this](const Request&, Response& res) {
+    router_.add("GET", "/metrics", [this](Request&, Response& res) {
       const ServedModel* m = model_.load();
       if (m == nullptr) return reply(res, 503, {{"status", "loading"}});
       res.set_content(prometheus_metrics(m->engine->stats(), options_.model_name) +
                           request_metrics_->prometheus(options_.model_name),
                       "text/plain; version=0.0.4; charset=utf-8");
     });
-    http_.Get("/v1/models", [this](const Request&, Response& res) {
+    router_.add("GET", "/v1/models", [this](Request&, Response& res) {
       reply(res, 200, {{"object", "list"}, {"data", nlohmann::json::array({model_card()})}});
     });
-    http_.Get(R"(/v1/models/(.+))", [this](const Request& req, Response& res) {
+    router_.add("GET", R"(/v1/models/(.+))", [this](Request& req, Response& res) {
       if (req.matches[1] != options_.model_name)
-        return reply(res, {404, "The model `" + std::string(req.matches[1]) + "` does not exist.",
-                           "model", "model_not_found"});
+        return reply(res, {404, "The model `" + req.matches[1] + "` does not exist.", "model",
+                           "model_not_found"});
       reply(res, 200, model_card());
     });
-    http_.Post("/v1/chat/completions",
-               [this](const Request& req, Response& res) { completion(req, res, true); });
-    http_.Post("/v1/completions",
-               [this](const Request& req, Response& res) { completion(req, res, false); });
-    http_.Post("/v1/responses", [this](const Request& req, Response& res) { responses(req, res); });
-    http_.Get(R"(/v1/responses/([^/]+))", [this](const Request& req, Response& res) {
+    router_.add(
+        "POST", "/v1/chat/completions",
+        [this](Request& req, Response& res) { completion(req, res, true); }, RunOn::worker);
+    router_.add(
+        "POST", "/v1/completions",
+        [this](Request& req, Response& res) { completion(req, res, false); }, RunOn::worker);
+    router_.add(
+        "POST", "/v1/responses", [this](Request& req, Response& res) { responses(req, res); },
+        RunOn::worker);
+    router_.add("GET", R"(/v1/responses/([^/]+))", [this](Request& req, Response& res) {
       if (const auto stored = responses_.response(req.matches[1])) return reply(res, 200, *stored);
-      reply(res, {404, "no stored response '" + std::string(req.matches[1]) + "'", "response_id",
-                  "not_found"});
+      reply(res, {404, "no stored response '" + req.matches[1] + "'", "response_id", "not_found"});
     });
-    http_.Delete(R"(/v1/responses/([^/]+))", [this](const Request& req, Response& res) {
+    router_.add("DELETE", R"(/v1/responses/([^/]+))", [this](Request& req, Response& res) {
       if (!responses_.erase(req.matches[1]))
-        return reply(res, {404, "no stored response '" + std::string(req.matches[1]) + "'",
-                           "response_id", "not_found"});
+        return reply(
+            res, {404, "no stored response '" + req.matches[1] + "'", "response_id", "not_found"});
       reply(res, 200, {{"id", req.matches[1]}, {"object", "response"}, {"deleted", true}});
     });
     for (const std::string prefix : {"", "/v1"}) {
-      http_.Post(prefix + "/tokenize", tokens_route(tokenize_request));
-      http_.Post(prefix + "/detokenize", tokens_route(detokenize_request));
+      router_.add("POST", prefix + "/tokenize", tokens_route(tokenize_request), RunOn::worker);
+      router_.add("POST", prefix + "/detokenize", tokens_route(detokenize_request), RunOn::worker);
     }
   }
 
   // A route of serve/tokenize_api.hpp: `answer(context, body)` once the model is loaded. It
   // encodes prompts with prompt_ids, as the completions do.
   template <class Answer>
-  httplib::Server::Handler tokens_route(Answer answer) {
-    return [this, answer](const Request& req, Response& res) {
+  http::Handler tokens_route(Answer answer) {
+    return [this, answer](Request& req, Response& res) {
       const ServedModel* m = model_.load();
       if (m == nullptr)
         return reply(res, {503, "the model is still loading; try again shortly", "", "loading"});
@@ -477,32 +478,35 @@ class OpenAiServer {
     return job;
   }
 
-  // Answers with `write_response(job, sink)` as the body (SSE when streaming); the engine requests
-  // are aborted when the client goes away first.
+  // Answers with `write_response(job, body)` as the body (SSE when streaming); the engine
+  // requests are aborted when the client goes away first.
   template <class WriteResponse>
   static void respond(Response& res, std::shared_ptr<Job> job, WriteResponse write_response) {
     if (job->request.stream) {
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
     }
-    res.set_chunked_content_provider(
-        job->request.stream ? "text/event-stream" : JSON_TYPE,
-        [job, write_response](size_t, httplib::DataSink& sink) {
-          bool ok = false;
-          try {
-            ok = write_response(*job, sink);
-          } catch (const std::exception&) {  // never out of the HTTP worker thread
-          }
-          if (!ok) return false;  // the releaser aborts what still runs
-          job->finished = true;
-          sink.done();
-          return true;
-        },
-        [job](bool) {
-          if (job->finished) return;
-          job->generation.channel->cancelled = true;  // on_token says stop at the next token
-          job->generation.abort_all();
-        });
+    res.set_header("Content-Type", job->request.stream ? "text/event-stream" : JSON_TYPE);
+    const auto cancel = [](Job& j) {
+      j.generation.channel->cancelled = true;  // on_token says stop at the next token
+      j.generation.abort_all();
+    };
+    res.stream = [job, write_response, cancel](http::BodyWriter& body) {
+      bool ok = false;
+      try {
+        ok = write_response(*job, body);
+      } catch (const std::exception&) {  // never out of the HTTP worker thread
+      }
+      if (!ok) {
+        cancel(*job);
+        return false;
+      }
+      job->finished = true;
+      return true;
+    };
+    res.on_disconnect = [job, cancel] {
+      if (!job->finished) cancel(*job);
+    };
   }
 
   void completion(const Request& req, Response& res, bool chat) {
@@ -515,7 +519,7 @@ class OpenAiServer {
       return reply(res, e);
     }
     job->id = detail::random_id(chat ? "chatcmpl-" : "cmpl-");
-    respond(res, job, [this](Job& j, httplib::DataSink& sink) { return run(j, sink); });
+    respond(res, job, [this](Job& j, http::BodyWriter& body) { return run(j, body); });
   }
 
   void responses(const Request& req, Response& res) {
@@ -532,10 +536,9 @@ class OpenAiServer {
       return reply(res, e);
     }
     job->id = detail::random_id("resp_");
-    respond(res, job, [this, echo, conversation](Job& j, httplib::DataSink& sink) {
-      ResponsesWriter writer(
-          j.request, echo, j.id, j.created, options_.model_name,
-          [&sink](const std::string& data) { return sink.write(data.data(), data.size()); });
+    respond(res, job, [this, echo, conversation](Job& j, http::BodyWriter& body) {
+      ResponsesWriter writer(j.request, echo, j.id, j.created, options_.model_name,
+                             [&body](const std::string& data) { return body.write(data); });
       std::vector<ChoiceOutput> outputs = choice_outputs(j);
       std::vector<ChoiceEnd> ends;
       // Stored before the client hears it is complete: its next request may continue it at once.
@@ -567,11 +570,10 @@ class OpenAiServer {
   }
 
   // chat/completions and completions: the stream or the one response. False: the client is gone.
-  bool run(Job& job, httplib::DataSink& sink) const {
+  bool run(Job& job, http::BodyWriter& body) const {
     const CompletionRequest& r = job.request;
-    CompletionsWriter writer(
-        r, job.id, job.created, options_.model_name,
-        [&sink](const std::string& data) { return sink.write(data.data(), data.size()); });
+    CompletionsWriter writer(r, job.id, job.created, options_.model_name,
+                             [&body](const std::string& data) { return body.write(data); });
     std::vector<ChoiceOutput> outputs = choice_outputs(job);
     // Completions with echo: the prompt (and its logprobs) before the generated text.
     std::function<bool(const std::vector<TokenLogprob>&)> echo;
@@ -607,7 +609,8 @@ class OpenAiServer {
   ServeOptions options_;
   GrammarCache grammars_;
   ResponseStore responses_;  // what /v1/responses answered, for continuations
-  httplib::Server http_;
+  http::Router router_;
+  std::unique_ptr<http::HttpServer> http_;  // made by bind()
   std::unique_ptr<ServedModel> model_storage_;
   std::atomic<const ServedModel*> model_{nullptr};
   std::unique_ptr<RequestMetrics> request_metrics_;  // made with the model (its max_model_len)
