@@ -40,7 +40,9 @@ UMBRELLA = re.compile(r'^\s*#\s*include\s*[<"]hllm/hllm\.hpp[>"]')
 
 
 def folder_of(path: pathlib.Path) -> str:
-    return path.parent.name
+    """The layer of a header: its folder right under hllm/ (serve/http/ is part of serve/)."""
+    parts = path.parts
+    return parts[len(parts) - 1 - parts[::-1].index("hllm") + 1]
 
 
 def violations(root: pathlib.Path):

@@ -47,6 +47,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/serve/http/content_encoding.hpp"
 #include "hllm/serve/http/message.hpp"
+#include "hllm/serve/http/target.hpp"
 
 namespace hllm::serve::http {
 
@@ -72,44 +73,6 @@ struct Application {
   // `request` holds what was read of it (it may be empty).
   std::function<void(const Request&, int status, const std::string& message, Response&)> error;
 };
-
-namespace detail {
-
-// "%2F" -> "/"; a '%' not followed by two hex digits stays as it is.
-inline std::string percent_decode(std::string_view s) {
-  const auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// The path and query of a request target ("/v1/models?x=1"; an absolute-form target
-// "http://host/v1/models" is reduced to its path).
-inline std::pair<std::string, std::string> split_target(std::string_view target) {
-  if (const size_t scheme = target.find("://");
-      scheme != std::string_view::npos && target.substr(0, 1) != "/") {
-    const size_t slash = target.find('/', scheme + 3);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-  }
-  const size_t question = target.find('?');
-  if (question == std::string_view::npos) return {percent_decode(target), ""};
-  return {percent_decode(target.substr(0, question)), std::string(target.substr(question + 1))};
-}
-
-}  // namespace detail
 
 class HttpServer {
  public:
@@ -336,7 +299,7 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
     http::request<http::string_body> message = parser_->release();
     request_ = Request{};
     request_.method = std::string(message.method_string());
-    std::tie(request_.path, request_.query) = detail::split_target(message.target());
+    std::tie(request_.path, request_.query) = split_target(message.target());
     for (const auto& field : message)
       request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     try {
@@ -417,7 +380,7 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
     if (parser_) {
       const auto& head = parser_->get();
       partial.method = std::string(head.method_string());
-      partial.path = detail::split_target(head.target()).first;
+      partial.path = split_target(head.target()).first;
       for (const auto& field : head)
         partial.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
       version_ = head.version() == 10 ? 10 : 11;
