@@ -132,6 +132,17 @@ class TestServer {
     router_.add("POST", "/echo", [](http::Request& req, http::Response& res) {
       res.set_content(req.body, "text/plain");
     });
+    // A short stream, answered on a worker (the shape of every completion).
+    router_.add(
+        "POST", "/short",
+        [](http::Request&, http::Response& res) {
+          res.set_header("Content-Type", "text/plain");
+          res.stream = [](http::BodyWriter& body) { return body.write("done"); };
+        },
+        http::RunOn::worker);
+    router_.add("GET", "/id/(.+)", [](http::Request& req, http::Response& res) {
+      res.set_content(req.matches[1], "text/plain");
+    });
     router_.add("GET", "/throw",
                 [](http::Request&, http::Response&) { throw std::runtime_error("boom"); });
     // Streams "tick" chunks until the client leaves (or 10 s pass).
@@ -394,4 +405,33 @@ TEST(HttpServer, StopClosesIdleAndSlowConnectionsAtOnce) {
   EXPECT_TRUE(idle.closed_by_server(1s));
   EXPECT_TRUE(slow.closed_by_server(1s));
   EXPECT_TRUE(kept.closed_by_server(1s));
+}
+
+TEST(HttpServer, StreamsOneAfterAnotherOnOneConnection) {
+  TestServer server(quick_limits());
+  Client c(server.port());
+  for (int i = 0; i < 200; ++i) {  // a request right behind each answer: none may be left waiting
+    c.send("POST /short HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    const std::string answer = c.receive(2s, "0\r\n\r\n");
+    ASSERT_NE(answer.find("4\r\ndone\r\n0\r\n\r\n"), std::string::npos) << i << ": " << answer;
+  }
+}
+
+TEST(HttpServer, LongTargetsAre414AndHeadHasNoBody) {
+  TestServer server(quick_limits());
+  {
+    Client c(server.port());
+    c.send("GET /id/" + std::string(60000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.receive(2s, "longer").find("HTTP/1.1 414"), 0u);
+  }
+  Client c(server.port());
+  c.send("GET /id/" + std::string(1000, 'b') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_NE(c.receive(2s, std::string(1000, 'b')).find("200 OK"), std::string::npos);
+  c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string head = c.receive(100ms);  // (the keep-alive deadline is 300 ms)
+  // No HEAD route: a 404 whose length is told and whose body is not sent.
+  EXPECT_NE(head.find("Content-Length: 4\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("none"), std::string::npos) << head;
+  c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");  // the connection is still in step
+  EXPECT_EQ(c.receive(2s, "hello").find("HTTP/1.1 200"), 0u);
 }

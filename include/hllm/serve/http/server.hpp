@@ -19,6 +19,13 @@
 // - stop(): stops accepting, closes idle and half-read connections at once, lets the handlers in
 //   progress end (the application ends its streams), then joins every thread.
 //
+// Why not cpp-httplib (what served before): it gives each connection a pool thread for its whole
+// life and has no deadline for a whole request head (its read timeout restarts with every byte), so
+// 300 connections trickling header lines left /health unanswered for 30 s and more (measured with
+// tools/attack_serve.mjs on the 0.11.4 Debian ships); a response could not close its connection,
+// so an unread compressed body could not be refused without desynchronizing the client; and its
+// inflate of gzip bodies had no bound (a 398 KiB body peaked the process at 1.39 GB).
+//
 // Threads: `io_threads` run the event loop (each connection on its own strand); `workers` run the
 // handlers that block. A worker's stream writes go through the connection's strand: the worker
 // posts the write and waits for it to complete.
@@ -79,7 +86,7 @@ class HttpServer {
   HttpServer(HttpLimits limits, Application app)
       : limits_(limits),
         app_(std::move(app)),
-        acceptor_(io_),
+        acceptor_(boost::asio::make_strand(io_)),
         workers_(static_cast<size_t>(std::max(1, limits.workers))) {}
   ~HttpServer() { stop(); }
   HttpServer(const HttpServer&) = delete;
@@ -209,18 +216,24 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
   }
 
   // The server stops: a connection between requests, or reading one, closes now; one being
-  // answered closes after its answer, whose writes may stall 2 s at most.
+  // answered closes after its answer, or 2 s from now if its client stalls the writes (a write
+  // already pending keeps its own deadline, so a timer closes the socket under it).
   void on_stop() {
     boost::asio::post(stream_.get_executor(), [self = shared_from_this()] {
       if (self->state_ == State::reading) return self->close();
       self->keep_alive_ = false;
       self->write_timeout_ = std::chrono::milliseconds(2000);
+      self->stop_timer_.expires_after(self->write_timeout_);
+      self->stop_timer_.async_wait([self](error_code ec) {
+        if (!ec && self->state_ != State::closed) self->close();
+      });
     });
   }
 
   void close() {
     boost::asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->state_ = State::closed;
+      self->stop_timer_.cancel();
       error_code ignored;
       self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
       self->stream_.close();
@@ -229,6 +242,7 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
 
  private:
   enum class State { reading, answering, closed };
+  static constexpr size_t MAX_TARGET_BYTES = 2048;
   using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
   const HttpLimits& limits() const { return server_.limits_; }
@@ -251,6 +265,11 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
     namespace http = boost::beast::http;
     if (ec) return read_failed(ec);
     const auto& head = parser_->get();
+    // Routes match paths by regex, which recurses per character: bound the target well below
+    // what a thread's stack holds (and no API needs more).
+    if (head.target().size() > MAX_TARGET_BYTES)
+      return answer_error(
+          414, "the request target is longer than " + std::to_string(MAX_TARGET_BYTES) + " bytes");
     try {
       encoding_ = body_encoding(std::string(head[http::field::content_encoding]));
     } catch (const HttpError& e) {
@@ -308,6 +327,7 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
       return answer_error(e.status, e.what());
     }
     version_ = message.version();
+    head_only_ = message.method() == http::verb::head;
     ++served_;
     keep_alive_ =
         message.keep_alive() && served_ < limits().max_requests_per_connection && !server_.stopped_;
@@ -354,11 +374,13 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
     m.keep_alive(keep_alive_);
     if (keep_alive_) m.set("Keep-Alive", keep_alive_hint());
     m.prepare_payload();
+    if (head_only_) m.body().clear();  // HEAD: the length of the body, not the body
     return m;
   }
 
   std::string keep_alive_hint() const {
-    return "timeout=" + std::to_string(limits().keep_alive_timeout.count() / 1000);
+    return "timeout=" +
+           std::to_string(std::max<int64_t>(1, limits().keep_alive_timeout.count() / 1000));
   }
 
   void write_whole(Response r) {
@@ -418,14 +440,16 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
   // ---- streaming a response from a worker ------------------------------------------------------
   class ChunkWriter : public BodyWriter {
    public:
-    explicit ChunkWriter(Connection& c) : c_(c) {}
+    ChunkWriter(Connection& c, bool head_sent) : c_(c), head_sent_(head_sent) {}
     bool write(std::string_view data) override {
+      if (!head_sent_) return false;
       if (data.empty()) return !c_.gone_;
       return c_.write_from_worker(data, false);
     }
 
    private:
     Connection& c_;
+    bool head_sent_;
   };
 
   // A stream that an I/O-thread handler returned: run on a worker.
@@ -437,14 +461,14 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
 
   // On a worker: the head, the body chunk by chunk, the last chunk; then back to the strand.
   void stream_on_worker(Response r) {
-    bool complete = begin_stream(r);
-    if (complete) {
-      ChunkWriter writer(*this);
-      try {
-        complete = r.stream(writer);
-      } catch (const std::exception&) {
-        complete = false;
-      }
+    // The stream runs even when the head could not go out: its writes fail at once, so what it
+    // stands for (engine requests) is cancelled.
+    const bool head_sent = begin_stream(r);
+    ChunkWriter writer(*this, head_sent);
+    bool complete = false;
+    try {
+      complete = r.stream(writer) && head_sent;
+    } catch (const std::exception&) {
     }
     if (complete && chunked_) complete = write_from_worker({}, true);
     boost::asio::post(stream_.get_executor(),
@@ -518,6 +542,8 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
             return;
           }
           self->buffer_.commit(n);
+          // The stream ended while these bytes came (its cancel came too late): go on now.
+          if (self->after_watch_) return std::exchange(self->after_watch_, {})();
           self->watch();
         });
   }
@@ -543,7 +569,8 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
   BodyEncoding encoding_ = BodyEncoding::identity;
   Request request_;
   unsigned version_ = 11;
-  size_t served_ = 0;  // requests read on this connection
+  bool head_only_ = false;  // a HEAD request
+  size_t served_ = 0;       // requests read on this connection
   bool keep_alive_ = true;
   State state_ = State::reading;
   std::chrono::milliseconds write_timeout_;
@@ -555,6 +582,7 @@ class HttpServer::Connection : public std::enable_shared_from_this<HttpServer::C
   std::function<void()> on_disconnect_;
   std::function<void()> after_watch_;
   char discard_[4096];
+  boost::asio::steady_timer stop_timer_{stream_.get_executor()};
 };
 
 inline void HttpServer::stop() {
@@ -563,7 +591,7 @@ inline void HttpServer::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  boost::asio::post(io_, [this] {
+  boost::asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
   });
@@ -579,7 +607,8 @@ inline void HttpServer::accept() {
                                                                boost::asio::ip::tcp::socket s) {
     if (!acceptor_.is_open()) return;
     if (ec) {  // e.g. out of file descriptors: try again shortly instead of spinning
-      auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(50));
+      auto timer = std::make_shared<boost::asio::steady_timer>(acceptor_.get_executor(),
+                                                               std::chrono::milliseconds(50));
       timer->async_wait([this, timer](boost::system::error_code) { accept(); });
       return;
     }
