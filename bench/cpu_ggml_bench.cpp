@@ -1,6 +1,7 @@
 // CPU matmul against weights in GGUF's ggml blocks, read in place (cpu/ggml_matmul.hpp,
-// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0, beside hllm's own INT4 tiles (cpu/int4_matmul.hpp)
-// as the reference, on the Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1,
+// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0, and with int8 activations (cpu/ggml_q8_matmul.hpp,
+// the default path for Q4_0 and Q8_0: BM_Matmul_Q4_0_a8, BM_Matmul_Q8_0_a8, which the Q8_0 lm_head
+// runs), beside hllm's own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1,
 // bound by reading the weights once) and one prefill token tile (tokens = 16).
 // Reported: weight_GB/s (the blocks as stored, GgmlView::nbytes(); INT4: 272 B per 4 x 128
 // weights) and % of this machine's read bandwidth, measured first by BM_MemoryReadBandwidth (a
@@ -9,7 +10,7 @@
 // size per weight. Weights come from ggml_quantize_row on random fp32 rows (a pool of rows, tiled),
 // and weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
 // All hardware threads are used. Benchmarks are named BM_Matmul_<type>/tokens:N/in:I/out:O/...
-// (type Q4_0, Q4_K, Q6_K, Q8_0 or int4) and run shape by shape, the five formats side by side.
+// (type Q4_0, Q4_K, Q6_K, Q8_0, Q4_0_a8, Q8_0_a8 or int4) and run shape by shape, the five formats side by side.
 //
 //   ./build/bench/cpu_ggml_bench
 //   ./build/bench/cpu_ggml_bench --benchmark_filter='tokens:1/'         decode only
@@ -31,6 +32,7 @@
 #include "cpu_bench_common.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/ggml_matmul.hpp"
+#include "hllm/cpu/ggml_q8_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/layout/ggml_blocks.hpp"
@@ -123,6 +125,18 @@ void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type) {
   report(state, total_seconds, w.bytes, n, in, out);
 }
 
+// The same weights times int8 activations (rounded per 32 inputs inside each call, as in decode).
+void BM_Matmul_ggml_q8(benchmark::State& state, hllm::GgmlType type) {
+  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
+  const GgmlWeights& w = ggml_weights(type, in, out);
+  hllm::cpu::Q8Blocks q8;
+  const double total_seconds = time_calls(
+      state, n, in, out, w.copies, [&](const hllm::Tensor& x, const hllm::Tensor& y, size_t copy) {
+        hllm::cpu::matmul_ggml_q8(x, w.view(copy), y, pool(), q8);
+      });
+  report(state, total_seconds, w.bytes, n, in, out);
+}
+
 // INT4 tiles as cpu_int4_bench makes them (random codes, fp16 scales in 0.001..0.01, zeros 6..10,
 // no act-order), POOL_TILES of them tiled over every copy.
 struct Int4Weights {
@@ -177,7 +191,8 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
                                                   {14336, 4096}, {2048, 2048}, {2048, 512},
                                                   {2048, 8192},  {8192, 2048}, {2048, 128256}};
 
-// Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0 / INT4, tokens 1 then 16 (same weight sets).
+// Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0 / Q4_0_a8 / Q8_0_a8 / INT4, tokens 1, 4 and 16 (same
+// weight sets).
 // MinTime 0.3 s: the whole default run takes about a minute on a 2-core VM (a decode call reads
 // 1-280 MB; a 16-token call of the 1B lm_head is 8.4 GFLOP, ~0.1 s there).
 [[maybe_unused]] const bool registered = [] {
@@ -187,7 +202,7 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
                                                               {hllm::GgmlType::Q8_0, "Q8_0"}};
   const auto configure = [](benchmark::internal::Benchmark* b, int64_t in, int64_t out) {
     b->ArgNames({"tokens", "in", "out"});
-    for (const int64_t tokens : {1, 16}) b->Args({tokens, in, out});
+    for (const int64_t tokens : {1, 4, 16}) b->Args({tokens, in, out});
     b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
   };
   for (const auto& [in, out] : SHAPES) {
@@ -195,6 +210,11 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
       configure(benchmark::RegisterBenchmark(("BM_Matmul_" + std::string(name)).c_str(),
                                              BM_Matmul_ggml, type),
                 in, out);
+    for (const auto& [type, name] : TYPES)
+      if (hllm::cpu::ggml_q8_path_supports(type))
+        configure(benchmark::RegisterBenchmark(("BM_Matmul_" + std::string(name) + "_a8").c_str(),
+                                               BM_Matmul_ggml_q8, type),
+                  in, out);
     configure(benchmark::RegisterBenchmark("BM_Matmul_int4", BM_Matmul_int4), in, out);
   }
   return true;
