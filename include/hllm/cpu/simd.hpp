@@ -53,6 +53,14 @@ namespace avx2 {
   return _mm_cvtss_f32(sum);
 }
 
+// The 8 horizontal sums of v[0..7] as one vector: lane p = Σ v[p] (two rounds of hadd, then the
+// two 128-bit halves added).
+[[gnu::target("avx2,fma,f16c")]] inline __m256 hsum8(const __m256 v[8]) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
 template <typename T>
 [[gnu::target("avx2,fma,f16c")]] inline float dot(const float* a, const T* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
