@@ -1,8 +1,9 @@
 // CPU matmul against weights in GGUF's ggml blocks, read in place (cpu/ggml_matmul.hpp,
-// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0, and with int8 activations (cpu/ggml_q8_matmul.hpp,
-// the default path for Q4_0 and Q8_0: BM_Matmul_Q4_0_a8, BM_Matmul_Q8_0_a8, which the Q8_0 lm_head
-// runs), beside hllm's own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1,
-// bound by reading the weights once) and one prefill token tile (tokens = 16).
+// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0; for Q4_0 and Q8_0 also with int8 activations
+// (cpu/ggml_q8_matmul.hpp, their default path and the Q8_0 lm_head's: BM_Matmul_Q4_0_a8,
+// BM_Matmul_Q8_0_a8); beside hllm's own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the
+// Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1, bound by reading the
+// weights once), a small decode batch (tokens = 4) and one prefill token tile (tokens = 16).
 // Reported: weight_GB/s (the blocks as stored, GgmlView::nbytes(); INT4: 272 B per 4 x 128
 // weights) and % of this machine's read bandwidth, measured first by BM_MemoryReadBandwidth (a
 // threaded streaming read of 512 MiB; measured on first use when a filter leaves it out);
@@ -10,7 +11,8 @@
 // size per weight. Weights come from ggml_quantize_row on random fp32 rows (a pool of rows, tiled),
 // and weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
 // All hardware threads are used. Benchmarks are named BM_Matmul_<type>/tokens:N/in:I/out:O/...
-// (type Q4_0, Q4_K, Q6_K, Q8_0, Q4_0_a8, Q8_0_a8 or int4) and run shape by shape, the five formats side by side.
+// (type Q4_0, Q4_K, Q6_K, Q8_0, Q4_0_a8, Q8_0_a8 or int4) and run shape by shape, the seven side by
+// side.
 //
 //   ./build/bench/cpu_ggml_bench
 //   ./build/bench/cpu_ggml_bench --benchmark_filter='tokens:1/'         decode only
@@ -193,7 +195,7 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
 
 // Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0 / Q4_0_a8 / Q8_0_a8 / INT4, tokens 1, 4 and 16 (same
 // weight sets).
-// MinTime 0.3 s: the whole default run takes about a minute on a 2-core VM (a decode call reads
+// MinTime 0.3 s: the whole default run takes a few minutes on a 2-core VM (a decode call reads
 // 1-280 MB; a 16-token call of the 1B lm_head is 8.4 GFLOP, ~0.1 s there).
 [[maybe_unused]] const bool registered = [] {
   constexpr std::pair<hllm::GgmlType, const char*> TYPES[] = {{hllm::GgmlType::Q4_0, "Q4_0"},

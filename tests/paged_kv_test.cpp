@@ -268,6 +268,9 @@ TEST(AttentionPaged, ShuffledTablesMatchContiguousFloat) {
   check_against_contiguous<float>({4, 1, 128, 16}, {0, 15, 16, 17, 300}, 1, true, 5);
   check_against_contiguous<float>({8, 2, 64, 32}, {31, 1, 200}, 3, true, 6);
   check_against_contiguous<float>({16, 2, 64, 3}, {10, 50}, 2, true, 7);  // GQA group 8
+  // head_dim not a multiple of 64: the AVX2 V sums' 8-wide remainder loop (96 = 64 + 32, 32 alone)
+  check_against_contiguous<float>({4, 2, 96, 16}, {70}, 3, true, 10);
+  check_against_contiguous<float>({4, 1, 32, 16}, {0}, 20, true, 11);
 }
 
 TEST(AttentionPaged, ShuffledTablesMatchContiguousBf16) {

@@ -66,8 +66,9 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
 #if defined(__x86_64__)
 // range_scores / range_values for fp32 pools with head_dim % 8 == 0: one vectorized function each
 // (no call per row). Scores take 8 rows at a time (8 accumulators, one q load per 8 products, one
-// hsum8 per 8 scores); the V sums take blocks of V_BLOCK rows (16-32 KB of V, kept in L1 while
-// each query head of the group adds them up in registers, 64 dimensions at a time).
+// hsum8 per 8 scores); the V sums take blocks of V_BLOCK rows (16 KB of V at head_dim 64, 32 KB at
+// 128: mostly from L1/L2 while each query head of the group adds them up in registers, 64
+// dimensions at a time). The unroll pragmas keep the accumulator arrays in registers at -O2 too.
 [[gnu::target("avx2,fma,f16c")]] inline void range_scores_avx2(const float* qf, int64_t group,
                                                                int64_t head_dim,
                                                                const float* k_pool,
@@ -83,6 +84,7 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
       for (__m256& a : acc) a = _mm256_setzero_ps();
       for (int64_t c = 0; c < head_dim; c += 8) {
         const __m256 q = _mm256_loadu_ps(qg + c);
+#pragma GCC unroll 8
         for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(q, _mm256_loadu_ps(k[p] + c), acc[p]);
       }
       _mm256_storeu_ps(scores + g * len + j, avx2::hsum8(acc));
@@ -113,13 +115,16 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
       int64_t c0 = 0;
       for (; c0 + 64 <= head_dim; c0 += 64) {  // 64 dimensions in 8 registers
         __m256 acc[8];
+#pragma GCC unroll 8
         for (int u = 0; u < 8; ++u) acc[u] = _mm256_loadu_ps(acc_g + c0 + 8 * u);
         for (int32_t j = 0; j < rows; ++j) {
           const __m256 wj = _mm256_set1_ps(w[j]);
           const float* v = v_pool + offsets[begin + j] + c0;
+#pragma GCC unroll 8
           for (int u = 0; u < 8; ++u)
             acc[u] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(v + 8 * u), acc[u]);
         }
+#pragma GCC unroll 8
         for (int u = 0; u < 8; ++u) _mm256_storeu_ps(acc_g + c0 + 8 * u, acc[u]);
       }
       for (; c0 < head_dim; c0 += 8) {  // the rest, 8 at a time

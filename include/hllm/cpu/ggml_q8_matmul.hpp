@@ -115,13 +115,14 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[TOKENS];
   for (__m256& v : acc) v = _mm256_setzero_ps();
-  for (int64_t b = 0; b < a.in / 32; ++b) {
+  for (int64_t b = 0; b < a.in / 32; ++b) {  // (the unroll pragma keeps acc in registers at -O2)
     const uint8_t* block = row + b * BLOCK_BYTES;
     if constexpr (PREFETCH)
       _mm_prefetch(reinterpret_cast<const char*>(block) + GGML_Q8_PREFETCH_BYTES, _MM_HINT_T0);
     const __m256i w = ggml_signed_block_avx2<TYPE>(block);
     const __m256i w_abs = _mm256_abs_epi8(w);
     const float d_w = _cvtsh_ss(static_cast<uint16_t>(block[0] | block[1] << 8));
+#pragma GCC unroll 4
     for (int j = 0; j < TOKENS; ++j) {
       const __m256i xv =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.row(t + j) + b * 32));
