@@ -47,8 +47,16 @@ BENCHMARK(BM_Matmul_bf16)
     ->Args({1, 2048, 8192})
     ->Args({1, 2048, 128256})
     ->Args({4, 4096, 4096})
+    ->Args({8, 4096, 4096})
+    ->Args({16, 4096, 4096})
+    ->Args({32, 4096, 4096})
     ->Args({64, 4096, 4096})
     ->Args({256, 2048, 8192})
+    // Llama-3.2-1B prefill of a 128-token prompt: q/o, k/v, gate/up, down.
+    ->Args({128, 2048, 2048})
+    ->Args({128, 2048, 512})
+    ->Args({128, 2048, 8192})
+    ->Args({128, 8192, 2048})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
