@@ -40,8 +40,13 @@ namespace hllm::cpu {
 namespace detail {
 
 inline constexpr int64_t ROW_TILE = 16;  // weight rows per task: 16 * in * 2 B stays in L2
-// Tokens per task at most: each task widens its weight panel once for all of them.
+// Tokens per task: each task widens its weight panel once for all of them, so tiles are as long as
+// the thread count allows, up to TOKEN_TILE (rounded up to a multiple of 6) and down to
+// MIN_TOKENS_PER_TASK.
 inline constexpr int64_t TOKEN_TILE = 512;
+inline constexpr int64_t MIN_TOKENS_PER_TASK = 48;
+
+inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // From 24 tokens on the panel kernel wins (cpu_matmul_bench, 4096x4096 bf16, 2-core Zen 3: at
 // 16 tokens the dot-product kernel is ~10% faster, at 32 the panel kernel is).
 inline constexpr int64_t PANEL_MIN_TOKENS = 24;
@@ -233,10 +238,15 @@ template <typename W>
 void matmul_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, int64_t out,
                   ThreadPool& pool) {
   if (n == 0) return;
+  if (in == 0) return std::fill(y, y + n * out, 0.0f);
   const int64_t row_tiles = (out + ROW_TILE - 1) / ROW_TILE;
-  const int64_t token_tiles = (n + TOKEN_TILE - 1) / TOKEN_TILE;
-  // Equal tiles, each a multiple of the panel kernel's 6 tokens where n allows.
-  const int64_t token_tile = (n / token_tiles + (n % token_tiles != 0) + 5) / 6 * 6;
+  // Token tiles: at most TOKEN_TILE tokens each, but enough tiles for ~4 tasks per thread while a
+  // tile keeps MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the panel kernel's 6.
+  const int64_t tiles_for_threads = (4 * int64_t{pool.size()} + row_tiles - 1) / row_tiles;
+  const int64_t wanted_tiles = std::max(
+      ceil_div(n, TOKEN_TILE), std::min(tiles_for_threads, ceil_div(n, MIN_TOKENS_PER_TASK)));
+  const int64_t token_tile = ceil_div(ceil_div(n, wanted_tiles), 6) * 6;
+  const int64_t token_tiles = ceil_div(n, token_tile);
   const bool vector_path = cpu_has_avx2();
   pool.parallel_for(row_tiles * token_tiles, [&](int64_t task) {
     const int64_t row_begin = (task % row_tiles) * ROW_TILE;
