@@ -90,8 +90,8 @@ INSTANTIATE_TEST_SUITE_P(
                     MatmulCase{3, 17, 9, DType::f16, 3}, MatmulCase{2, 8, 4, DType::f32, 2},
                     MatmulCase{5, 131, 33, DType::bf16, 2}, MatmulCase{67, 96, 70, DType::f16, 3},
                     MatmulCase{130, 64, 17, DType::f32, 2}, MatmulCase{7, 1, 3, DType::bf16, 1},
-                    // Long inputs with a tail of 7, rows past the last tile of 16, token counts
-                    // of every remainder, several token tiles, and no inputs at all.
+                    // Long inputs with a tail of 7, rows past the last 4-row and 16-row blocks,
+                    // odd and even token counts, many token tiles, and no inputs at all.
                     MatmulCase{29, 2055, 35, DType::bf16, 2}, MatmulCase{24, 3, 16, DType::f16, 1},
                     MatmulCase{26, 1024, 48, DType::bf16, 3}, MatmulCase{27, 9, 17, DType::f32, 1},
                     MatmulCase{28, 16, 40, DType::bf16, 1}, MatmulCase{25, 8, 16, DType::bf16, 1},
