@@ -94,9 +94,15 @@ TEST_F(EngineTest, OutputsDoNotDependOnBatching) {
   std::mt19937 rng(3);
   const int32_t vocab = static_cast<int32_t>(folder_.config.vocab_size);
   std::vector<hllm::EngineRequest> requests;
-  for (int i = 0; i < REQUESTS; ++i)
+  for (int i = 0; i < REQUESTS; ++i) {
     requests.push_back(request(random_prompt(rng, 3 + 23 * i % 70, vocab), 6 + i % 9,
                                /*seed=*/100 + i, /*temperature=*/i % 2 == 0 ? 0.0f : 0.8f));
+    if (i % 4 == 1) {  // penalties: sampled on the backend, checked against the host below (9)
+      requests.back().sampling.repetition_penalty = 1.3f;
+      requests.back().sampling.presence_penalty = 0.5f;
+      requests.back().sampling.frequency_penalty = 0.25f;
+    }
+  }
 
   hllm::EngineOptions options;
   options.max_num_seqs = 8;             // 12 requests: some wait for a slot

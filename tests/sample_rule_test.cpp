@@ -1,13 +1,15 @@
-// CPU tests of include/hllm/layout/sample_rule.hpp, the definition of the GPU sampler's rule:
-// greedy and argmax ties, top_k ties, the top_p threshold, min_p, the index-order draw, and the
-// distribution the draw follows (uniform sweeps and 20000 random uniforms against the renormalised
-// probabilities).
+// CPU tests of include/hllm/layout/sample_rule.hpp, the sampling rule of every backend: greedy
+// and argmax ties, top_k ties, the top_p threshold, min_p, the index-order draw, the distribution
+// the draw follows (uniform sweeps and 20000 random uniforms against the renormalised
+// probabilities), and the fast cut against the rule written out with a full sort.
 #include "hllm/layout/sample_rule.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <random>
 #include <set>
@@ -168,6 +170,85 @@ TEST(SampleRule, FrequenciesMatchRenormalisedProbabilities) {
       EXPECT_LE(chi2, df + 4.0 * std::sqrt(2.0 * df)) << "seed " << c.seed;
     }
   }
+}
+
+// The definition of steps 0-5 written out plainly: every candidate sorted for top_p. The
+// library's sample_rule_cut sorts only what the cut needs; both must keep the same tokens.
+std::vector<uint8_t> definition_kept(std::span<const float> logits, const SampleRuleParams& p) {
+  const size_t n = logits.size();
+  std::vector<uint8_t> kept(n, 0);
+  const int32_t best = sample_argmax(logits);
+  const float m = sample_logit(logits[best]);
+  if (sample_is_greedy(p, m)) {
+    kept[best] = 1;
+    return kept;
+  }
+  std::vector<float> l(n), w(n);
+  for (size_t i = 0; i < n; ++i) {
+    l[i] = sample_logit(logits[i]);
+    w[i] = sample_weight(l[i], m, 1.0f / p.temperature);
+  }
+  float threshold = -std::numeric_limits<float>::infinity();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {
+    std::vector<float> sorted = l;
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    threshold = sorted[p.top_k - 1];
+  }
+  if (p.top_p < 1.0f) {
+    std::vector<int32_t> order;
+    double mass = 0.0;
+    for (size_t i = 0; i < n; ++i)
+      if (l[i] >= threshold) order.push_back(static_cast<int32_t>(i)), mass += w[i];
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+    double cumulative = 0.0;
+    for (size_t j = 0; j < order.size();) {
+      const float value = l[order[j]];
+      while (j < order.size() && l[order[j]] == value) cumulative += w[order[j++]];
+      if (cumulative >= static_cast<double>(p.top_p) * mass) {
+        threshold = value;
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < n; ++i)
+    kept[i] = l[i] >= threshold && sample_weight_kept(w[i], sample_min_weight(p.min_p));
+  return kept;
+}
+
+// Llama-3-sized rows: flat (thousands kept), peaked (a few), and rounded to 1/8 (large ties,
+// across the 64-token first sort and its 4x growth), with NaN and -inf sprinkled in.
+TEST(SampleRule, PartialSortKeepsWhatTheFullSortKeeps) {
+  const std::vector<SampleRuleParams> params = {
+      {1.0f, 0, 0.9f, 0.0f},   {0.8f, 0, 0.5f, 0.0f}, {1.0f, 40, 0.95f, 0.0f},
+      {1.0f, 0, 1.0f, 0.05f},  {0.7f, 0, 0.9f, 0.1f}, {1.0f, 1000, 1.0f, 0.0f},
+      {1.3f, 0, 0.999f, 0.0f}, {1.0f, 5, 0.3f, 0.0f}, {2.0f, 300, 0.99f, 0.01f},
+      {1.0f, 0, 1e-7f, 0.0f},  {1.0f, 0, 0.0f, 0.0f}, {0.0f, 10, 0.9f, 0.0f},
+  };
+  uint32_t seed = 11;
+  for (const float sd : {0.3f, 3.0f}) {
+    for (const bool ties : {false, true}) {
+      std::vector<float> l = normal_logits(128256, sd, seed++);
+      if (ties)
+        for (float& x : l) x = std::round(x * 8.0f) / 8.0f;
+      l[7] = std::numeric_limits<float>::quiet_NaN();
+      l[8] = -std::numeric_limits<float>::infinity();
+      for (const SampleRuleParams& p : params) {
+        const std::vector<uint8_t> got = sample_rule_kept(l, p), want = definition_kept(l, p);
+        size_t n_kept = 0, n_differ = 0;
+        for (size_t i = 0; i < l.size(); ++i) n_kept += want[i], n_differ += got[i] != want[i];
+        EXPECT_EQ(n_differ, 0u) << "sd " << sd << " ties " << ties << " T " << p.temperature
+                                << " top_k " << p.top_k << " top_p " << p.top_p << " min_p "
+                                << p.min_p << " (" << n_kept << " kept)";
+      }
+    }
+  }
+}
+
+TEST(SampleRule, UniformIsTheTop24BitsInZeroOne) {
+  EXPECT_EQ(sample_uniform(0), 0.0f);
+  EXPECT_EQ(sample_uniform(~uint64_t{0}), 1.0f - 0x1p-24f);
+  EXPECT_EQ(sample_uniform(uint64_t{1} << 63), 0.5f);
+  EXPECT_EQ(sample_uniform((uint64_t{1} << 40) - 1), 0.0f);  // the low 40 bits are not used
 }
 
 }  // namespace

@@ -25,19 +25,28 @@ std::vector<float> logits_for(const std::vector<double>& probs) {
   return logits;
 }
 
-std::vector<int32_t> kept_ids(const Sampler& s) {
+// The ids the sampler's rule keeps for `logits` (no penalties), in id order.
+std::vector<int32_t> kept_after(SamplingParams params, const std::vector<float>& logits) {
+  const Sampler s(params);
+  const std::vector<uint8_t> kept = hllm::sample_rule_kept(logits, s.rule());
   std::vector<int32_t> ids;
-  for (const auto& [id, p] : s.last_candidates()) ids.push_back(id);
+  for (size_t i = 0; i < kept.size(); ++i)
+    if (kept[i]) ids.push_back(static_cast<int32_t>(i));
   return ids;
 }
 
-std::vector<int32_t> kept_after(SamplingParams params, std::vector<float> logits) {
-  Sampler s(params);
-  s.sample(logits, {}, 0);
-  return kept_ids(s);
+// The renormalized probabilities the draw follows, by id (0 for dropped ids).
+std::vector<double> distribution(const Sampler& s, const std::vector<float>& logits) {
+  const hllm::SampleCut cut = hllm::sample_rule_cut(logits, s.rule());
+  std::vector<double> p(logits.size(), 0.0);
+  double total = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (cut.keeps(i)) total += p[i] = cut.greedy ? 1.0 : cut.w[i];
+  for (double& x : p) x /= total;
+  return p;
 }
 
-const std::vector<double> PROBS = {0.05, 0.5, 0.15, 0.3};  // sorted: ids 1, 3, 2, 0
+const std::vector<double> PROBS = {0.05, 0.5, 0.15, 0.3};  // most likely first: ids 1, 3, 2, 0
 
 TEST(Sampler, TemperatureZeroIsArgmax) {
   SamplingParams p;
@@ -52,7 +61,7 @@ TEST(Sampler, TopKKeepsTheKLargest) {
   p.top_k = 2;
   EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3}));
   p.top_k = 10;  // more than the vocabulary: no-op
-  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2, 0}));
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{0, 1, 2, 3}));
 }
 
 TEST(Sampler, TopPKeepsTheSmallestNucleus) {
@@ -60,7 +69,7 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
   p.top_p = 0.75f;  // 0.5 < 0.75 <= 0.5 + 0.3
   EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3}));
   p.top_p = 0.85f;  // needs 0.5 + 0.3 + 0.15
-  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2}));
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 2, 3}));
   p.top_p = 0.1f;  // always at least one
   EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1}));
 }
@@ -68,7 +77,7 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
 TEST(Sampler, MinPIsRelativeToTheTopProbability) {
   SamplingParams p;
   p.min_p = 0.2f;  // threshold 0.1: drops 0.05
-  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 3, 2}));
+  EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1, 2, 3}));
   p.min_p = 0.7f;  // threshold 0.35: keeps only 0.5
   EXPECT_EQ(kept_after(p, logits_for(PROBS)), (std::vector<int32_t>{1}));
 }
@@ -77,23 +86,24 @@ TEST(Sampler, FiltersComposeInOrderAndRenormalize) {
   SamplingParams p;
   p.top_k = 3;      // {1, 3, 2} renormalized: 0.5/0.95, 0.3/0.95, 0.15/0.95
   p.top_p = 0.84f;  // 0.526 + 0.316 = 0.842 >= 0.84 -> {1, 3}
-  Sampler s(p);
-  std::vector<float> logits = logits_for(PROBS);
-  s.sample(logits, {}, 0);
-  ASSERT_EQ(kept_ids(s), (std::vector<int32_t>{1, 3}));
-  EXPECT_NEAR(s.last_candidates()[0].second, 0.5 / 0.8, 1e-6);
-  EXPECT_NEAR(s.last_candidates()[1].second, 0.3 / 0.8, 1e-6);
+  const Sampler s(p);
+  const std::vector<double> d = distribution(s, logits_for(PROBS));
+  EXPECT_EQ(d[0], 0.0);
+  EXPECT_EQ(d[2], 0.0);
+  EXPECT_NEAR(d[1], 0.5 / 0.8, 1e-6);
+  EXPECT_NEAR(d[3], 0.3 / 0.8, 1e-6);
 }
 
 TEST(Sampler, TemperatureSharpensAndFlattens) {
-  SamplingParams p;
-  p.temperature = 0.5f;  // p_i ∝ p_i^2
-  Sampler s(p);
-  std::vector<float> logits = logits_for(PROBS);
-  s.sample(logits, {}, 0);
-  double norm = 0.0;
-  for (double q : PROBS) norm += q * q;
-  EXPECT_NEAR(s.last_candidates()[0].second, 0.25 / norm, 1e-6);
+  for (const float t : {0.5f, 2.0f}) {  // p_i ∝ p_i^(1/T)
+    SamplingParams p;
+    p.temperature = t;
+    const std::vector<double> d = distribution(Sampler(p), logits_for(PROBS));
+    double norm = 0.0;
+    for (double q : PROBS) norm += std::pow(q, 1.0 / t);
+    for (size_t i = 0; i < PROBS.size(); ++i)
+      EXPECT_NEAR(d[i], std::pow(PROBS[i], 1.0 / t) / norm, 1e-6) << "T " << t << " id " << i;
+  }
 }
 
 TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
@@ -121,6 +131,22 @@ TEST(Sampler, PresenceAndFrequencyPenalizeGeneratedTokensOnly) {
   EXPECT_FLOAT_EQ(logits[0], 1.0f - 0.5f - 0.5f);
   EXPECT_FLOAT_EQ(logits[1], 1.0f - 0.5f - 0.25f);
   EXPECT_FLOAT_EQ(logits[2], 1.0f);
+}
+
+TEST(Sampler, PenaltyListNamesEachTouchedIdOnce) {
+  using hllm::SamplePenalties, hllm::SamplePenaltyToken;
+  const std::vector<int32_t> context = {5, 9, 5, -1, 7, 9, 9, 1000};  // generated: 7, 9, 9, 1000
+  const auto list = [&](SamplePenalties p) {
+    std::vector<std::pair<int32_t, int32_t>> out;
+    for (const SamplePenaltyToken& t : hllm::sample_penalty_tokens(context, 4, 1000, p))
+      out.emplace_back(t.id, t.generated);
+    return out;
+  };
+  using List = std::vector<std::pair<int32_t, int32_t>>;
+  EXPECT_EQ(list({1.0f, 0.0f, 0.0f}), List{});
+  EXPECT_EQ(list({1.2f, 0.0f, 0.0f}), (List{{5, 0}, {9, 0}, {7, 0}}));  // ids out of range: none
+  EXPECT_EQ(list({1.0f, 0.5f, 0.0f}), (List{{7, 1}, {9, 2}}));
+  EXPECT_EQ(list({1.2f, 0.0f, -0.5f}), (List{{5, 0}, {9, 2}, {7, 1}}));
 }
 
 TEST(Sampler, SameSeedSameTokens) {
@@ -159,53 +185,6 @@ TEST(Sampler, FrequenciesFollowTheDistribution) {
   EXPECT_LT(chi_square, 13.82);  // chi-square, 2 degrees of freedom, p = 0.001
 }
 
-// The sampler sorts only as much of the vocabulary as the cut needs; on large random vocabularies
-// its kept tokens and probabilities equal a reference that sorts everything (the definition).
-TEST(Sampler, PartialSortingKeepsWhatAFullSortKeeps) {
-  std::mt19937 rng(11);
-  for (const float sd : {0.3f, 3.0f}) {  // flat (hundreds kept) and peaked (a few kept)
-    std::normal_distribution<float> normal(0.0f, sd);
-    std::vector<float> logits(128256);
-    for (float& l : logits) l = normal(rng);
-    for (const auto& [top_k, top_p, min_p] : {std::tuple<int64_t, float, float>{0, 0.9f, 0.0f},
-                                              {0, 0.5f, 0.0f},
-                                              {40, 0.95f, 0.0f},
-                                              {0, 1.0f, 0.05f},
-                                              {0, 0.9f, 0.1f},
-                                              {1000, 1.0f, 0.0f}}) {
-      SamplingParams params;
-      params.temperature = 0.8f, params.top_k = top_k, params.top_p = top_p, params.min_p = min_p;
-      Sampler s(params);
-      std::vector<float> copy = logits;
-      s.sample(copy, {}, 0);
-      // Reference: every token sorted, softmax over the top-k, top-p then min-p, renormalized.
-      std::vector<int32_t> order(logits.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-      });
-      const size_t k = top_k > 0 ? static_cast<size_t>(top_k) : order.size();
-      std::vector<double> p(k);
-      double sum = 0;
-      for (size_t i = 0; i < k; ++i)
-        sum += (p[i] = std::exp((static_cast<double>(logits[order[i]]) - logits[order[0]]) *
-                                (1.0 / params.temperature)));
-      size_t cut = 0;
-      double cumulative = 0;
-      while (cut < k && (top_p >= 1.0f || cumulative < top_p) &&
-             (cut == 0 || p[cut] >= min_p * p[0]))
-        cumulative += p[cut++] / sum;
-      ASSERT_EQ(s.last_candidates().size(), cut) << sd << " " << top_k << " " << top_p;
-      double kept = 0;
-      for (size_t i = 0; i < cut; ++i) kept += p[i];
-      for (size_t i = 0; i < cut; ++i) {
-        EXPECT_EQ(s.last_candidates()[i].first, order[i]);
-        EXPECT_NEAR(s.last_candidates()[i].second, p[i] / kept, 1e-9);
-      }
-    }
-  }
-}
-
 // A logits processor's mask: -infinity everywhere but a few ids. Every mode, with every filter
 // and penalty (penalties that lower and that raise logits), draws only unmasked ids, from a
 // finite distribution that sums to 1.
@@ -235,14 +214,14 @@ TEST(Sampler, MaskedLogitsAreNeverDrawn) {
             const int32_t id = s.sample(logits, context, 4);
             ASSERT_NE(std::find(allowed.begin(), allowed.end(), id), allowed.end())
                 << "drew " << id << " at temperature " << temperature;
-            if (temperature == 0.0f) continue;
-            double sum = 0.0;
-            for (const auto& [kept, prob] : s.last_candidates()) {
-              ASSERT_TRUE(std::isfinite(prob)) << kept;
-              ASSERT_NE(std::find(allowed.begin(), allowed.end(), kept), allowed.end());
-              sum += prob;
+            // `logits` now carries the penalties: the distribution drawn from.
+            const std::vector<double> d = distribution(s, logits);
+            for (size_t kept = 0; kept < d.size(); ++kept) {
+              ASSERT_TRUE(std::isfinite(d[kept])) << kept;
+              if (d[kept] > 0.0) {
+                ASSERT_NE(std::find(allowed.begin(), allowed.end(), kept), allowed.end());
+              }
             }
-            EXPECT_NEAR(sum, 1.0, 1e-12);
           }
         }
       }

@@ -10,7 +10,9 @@
 //      chunk (logits of its last row only when the chunk ends the known tokens; of every row
 //      while it holds prompt positions whose logprobs a request asked for and has not had)
 //   3. at each sampling point: logprobs of the raw logits (when asked), the request's logits
-//      processor, the Sampler
+//      processor, the Sampler. A decode step whose requests ask for neither logprobs nor a
+//      processor samples on the backend (Backend::sample: on a GPU only ids come back); the
+//      Sampler still supplies each row's penalties and draw, so the ids are the same either way.
 //   4. after the step's forwards, the requests hear of it: prompt logprobs first, then each
 //      sampled id goes through accept(): a stop id ends the request (not emitted), otherwise
 //      on_logprob and on_token see it (false: cancelled), then max_tokens ends it (length).
@@ -279,10 +281,17 @@ class EngineCore {
     const int64_t vocab = model_.config().vocab_size;
     if (!decodes.empty()) {
       const int64_t b = static_cast<int64_t>(decodes.size());
-      logits_.resize(static_cast<size_t>(b * vocab));
-      model_.forward_step(make_step(decodes), pool_, logits_, /*all_logits=*/true);
-      for (int64_t i = 0; i < b; ++i)
-        out.sampled.push_back(sample(decodes[i]->id, std::span(logits_).subspan(i * vocab, vocab)));
+      if (std::any_of(decodes.begin(), decodes.end(),
+                      [&](const ScheduledChunk* c) { return needs_host_logits(c->id); })) {
+        logits_.resize(static_cast<size_t>(b * vocab));
+        model_.forward_step(make_step(decodes), pool_, logits_, /*all_logits=*/true);
+        for (int64_t i = 0; i < b; ++i)
+          out.sampled.push_back(
+              sample(decodes[i]->id, std::span(logits_).subspan(i * vocab, vocab)));
+      } else {  // sampled where the logits are: only the ids come back
+        model_.forward_step(make_step(decodes), pool_, {}, /*all_logits=*/true);
+        sample_on_backend(decodes, out.sampled);
+      }
     }
     for (const ScheduledChunk* c : chunks) {
       const ScheduledChunk* one[] = {c};
@@ -350,6 +359,30 @@ class EngineCore {
     step.block_size = KvCache::KV_BLOCK_SIZE;
     step.max_kv_len = kv_length_bound(end, blocks_per_seq_ * KvCache::KV_BLOCK_SIZE);
     return step;
+  }
+
+  // Whether a request's sampling points need its logits on the host: for logprobs or a logits
+  // processor (grammar masks), which run there.
+  bool needs_host_logits(uint64_t id) const {
+    const EngineRequest& q = requests_.at(id).request;
+    return q.logprobs >= 0 || static_cast<bool>(q.logits_processor);
+  }
+
+  // The decode step's sampling points on the backend, from the logits it left there.
+  void sample_on_backend(std::span<const ScheduledChunk* const> decodes,
+                         std::vector<Sampled>& out) {
+    const int64_t vocab = model_.config().vocab_size;
+    rows_.clear();
+    for (const ScheduledChunk* c : decodes) {  // each row's penalty list lives in its Sampler
+      Request& r = requests_.at(c->id);
+      rows_.push_back(
+          r.sampler.next_row(scheduler_.tokens(c->id), static_cast<size_t>(r.generated), vocab));
+    }
+    sampled_ids_.resize(decodes.size());
+    model_.backend().sample(model_.last_logits(static_cast<int64_t>(decodes.size())), rows_,
+                            sampled_ids_);
+    for (size_t i = 0; i < decodes.size(); ++i)
+      out.push_back({decodes[i]->id, sampled_ids_[i], {}, {}});
   }
 
   // One sampling point of request `id` (step 3 at the top); `logits` is its raw row.
@@ -421,6 +454,8 @@ class EngineCore {
   std::vector<int32_t> ids_, seq_, positions_, tables_;
   std::vector<float> logits_;      // [rows, vocab] of the forward that ran last
   std::vector<float> raw_logits_;  // [vocab]: a row before processor and Sampler (logprobs)
+  std::vector<SampleRow> rows_;    // the sampling points of a decode step sampled on the backend
+  std::vector<int32_t> sampled_ids_;
 };
 
 }  // namespace hllm

@@ -95,6 +95,10 @@ class HessianRecorder final : public Backend {
     inner_.swiglu(gate, up, out);
   }
   void argmax(const Tensor& logits, std::span<int32_t> ids) override { inner_.argmax(logits, ids); }
+  void sample(const Tensor& logits, std::span<const SampleRow> rows,
+              std::span<int32_t> ids) override {
+    inner_.sample(logits, rows, ids);
+  }
 
  private:
   // h += xᵀ x, as one threaded matmul of xᵀ with itself (fp32 products, summed into fp64).

@@ -1,18 +1,13 @@
-// Sampler: turns one row of logits into the next token id. Shared by every path (CPU, GPU, server).
+// Sampler: one request's sampling parameters and random stream; turns a row of logits into the
+// next token id. Shared by every path (CPU, GPU, server).
 //
-// Order of operations (vLLM's and HF generate()'s order):
-//   1. repetition penalty (HF/CTRL) over prompt + generated tokens:
-//        logit > 0 ? logit / r : logit * r
-//   2. presence / frequency penalties (OpenAI) over generated tokens:
-//        logit -= presence · [count > 0] + frequency · count
-//   3. temperature: logits / T; T == 0 means greedy (argmax, lowest id on ties) and skips 4–6
-//   4. top-k: keep the k largest logits
-//   5. top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p
-//   6. min-p: drop tokens whose probability is below min_p × the largest probability
-//   7. draw from the renormalized distribution with a seeded RNG
-//      (same seed + same logits = same ids)
-// Logits of -infinity (a logits processor's mask) stay -infinity through every step and are never
-// drawn, as long as one logit is finite (the caller checks that: see all_masked).
+// What happens to a row is layout/sample_penalty.hpp (repetition, presence and frequency
+// penalties) and then layout/sample_rule.hpp (temperature, top-k, top-p, min-p, and the draw): the
+// one definition that the CPU runs here and the GPU runs in kernels/hllm/cuda/sampling.cuh. Each
+// sampling point takes one 64-bit number from the request's seeded RNG as its uniform draw, so the
+// same seed and logits give the same ids on every backend (up to the GPU's fp32 partial sums).
+// Logits of -infinity (a logits processor's mask) are never drawn while one logit is finite (the
+// caller checks that: see all_masked).
 //
 // Logprobs (OpenAI's, vLLM's default): log-softmax of the raw logits, before any of the above —
 //   logprob(id) = logit[id] - (max + log Σ exp(logit - max)),   the sum in double
@@ -25,11 +20,12 @@
 #include <limits>
 #include <random>
 #include <span>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/layout/sample_penalty.hpp"
+#include "hllm/layout/sample_rule.hpp"
 #include "hllm/model/config.hpp"
 
 namespace hllm {
@@ -115,126 +111,36 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
     params.validate();
+    rule_.temperature = params.temperature;
+    rule_.top_k =
+        static_cast<int32_t>(std::min<int64_t>(params.top_k, std::numeric_limits<int32_t>::max()));
+    rule_.top_p = params.top_p;
+    rule_.min_p = params.min_p;
+    penalties_ = {params.repetition_penalty, params.presence_penalty, params.frequency_penalty};
   }
 
   const SamplingParams& params() const { return params_; }
+  const SampleRuleParams& rule() const { return rule_; }
 
-  // Chooses the next id. `logits` is modified (penalties, temperature, masks). `context` holds the
-  // prompt followed by the tokens generated so far, of which the last `n_generated` are generated.
-  int32_t sample(std::span<float> logits, std::span<const int32_t> context, size_t n_generated) {
-    apply_penalties(logits, context, n_generated);
-    if (params_.temperature == 0.0f) return argmax(logits);
-    filter_candidates(logits);
-    std::uniform_real_distribution<double> uniform(0.0, 1.0);
-    double draw = uniform(rng_);
-    for (const auto& [id, p] : candidates_) {
-      draw -= p;
-      if (draw < 0.0) return id;
-    }
-    return candidates_.back().first;  // rounding left a sliver: the least likely kept token
+  // The next sampling point of a request whose context (prompt, then the tokens generated so far)
+  // ends with `n_generated` generated tokens: its rule, penalties and a fresh uniform draw. The
+  // row's penalty list lives in this sampler until the next call.
+  SampleRow next_row(std::span<const int32_t> context, size_t n_generated, int64_t vocab) {
+    penalized_ = sample_penalty_tokens(context, n_generated, vocab, penalties_);
+    return {rule_, penalties_, penalized_, sample_uniform(rng_())};
   }
 
-  // The distribution step 7 draws from, as (id, probability) sorted by probability (for tests).
-  std::span<const std::pair<int32_t, double>> last_candidates() const { return candidates_; }
-
-  static int32_t argmax(std::span<const float> logits) {
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  // The same, applied here: chooses the next id; `logits` gets the penalties.
+  int32_t sample(std::span<float> logits, std::span<const int32_t> context, size_t n_generated) {
+    return sample_row(logits, next_row(context, n_generated, static_cast<int64_t>(logits.size())));
   }
 
  private:
-  void apply_penalties(std::span<float> logits, std::span<const int32_t> context,
-                       size_t n_generated) const {
-    const auto vocab = static_cast<int64_t>(logits.size());
-    if (params_.repetition_penalty != 1.0f) {
-      std::vector<bool> seen(logits.size(), false);
-      for (int32_t id : context) {
-        if (id < 0 || id >= vocab || seen[id]) continue;
-        seen[id] = true;
-        float& l = logits[id];
-        l = l > 0.0f ? l / params_.repetition_penalty : l * params_.repetition_penalty;
-      }
-    }
-    if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-      std::unordered_map<int32_t, int> counts;
-      for (int32_t id : context.last(std::min(n_generated, context.size())))
-        if (id >= 0 && id < vocab) ++counts[id];
-      for (const auto& [id, count] : counts)
-        logits[id] -=
-            params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
-    }
-  }
-
-  // Steps 3–6; fills candidates_ with the kept tokens and their renormalized probabilities.
-  void filter_candidates(std::span<const float> logits) {
-    const double inv_t = 1.0 / params_.temperature;
-    const double max_logit = *std::max_element(logits.begin(), logits.end());
-    // Tokens more than 50 nats below the best carry < e^-50 each (< 1e-16 for 128k of them, below
-    // double's resolution of the total), so leaving them out before sorting changes nothing.
-    constexpr double NEGLIGIBLE_NATS = 50.0;
-    std::vector<int32_t> order;
-    for (size_t id = 0; id < logits.size(); ++id)
-      if ((logits[id] - max_logit) * inv_t > -NEGLIGIBLE_NATS)
-        order.push_back(static_cast<int32_t>(id));
-    const auto more_likely = [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    };
-    const auto weight = [&](int32_t id) { return std::exp((logits[id] - max_logit) * inv_t); };
-    size_t kept = order.size();
-    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) kept = params_.top_k;
-    // Only a sorted prefix of the kept tokens is ever needed (top-p and min-p cut from the top,
-    // and usually keep a few dozen of 128k), so sort progressively: the best `sorted` tokens in
-    // order, then 4× more while the cut is not inside them. The softmax total is over all kept
-    // tokens, summed in id order (fixed, whatever gets sorted).
-    size_t sorted = 0;
-    const auto sort_prefix = [&](size_t n) {
-      n = std::min(n, order.size());
-      if (n <= sorted) return;
-      std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(sorted),
-                        order.begin() + static_cast<std::ptrdiff_t>(n), order.end(), more_likely);
-      sorted = n;
-    };
-    double total = 0.0;
-    if (kept < order.size()) {  // top-k: the k best, in order; the total over them
-      sort_prefix(kept);
-      order.resize(kept);
-      std::vector<int32_t> by_id(order.begin(), order.end());
-      std::sort(by_id.begin(), by_id.end());
-      for (int32_t id : by_id) total += weight(id);
-    } else {
-      for (int32_t id : order) total += weight(id);  // still in id order
-    }
-    // Cut: the first `kept` tokens of the sorted order that top-p and min-p keep.
-    size_t cut = kept;
-    if (params_.top_p < 1.0f || params_.min_p > 0.0f) {
-      sort_prefix(64);
-      const double p_max = weight(order[0]) / total;
-      double cumulative = 0.0;
-      size_t i = 0;
-      while (true) {
-        if (i == sorted) {
-          if (sorted == kept) break;
-          sort_prefix(sorted * 4);
-        }
-        const double p = weight(order[i]) / total;
-        if (params_.top_p < 1.0f && cumulative >= params_.top_p) break;
-        if (params_.min_p > 0.0f && i > 0 && p < params_.min_p * p_max) break;
-        cumulative += p;
-        ++i;
-      }
-      cut = std::max<size_t>(i, 1);
-    } else {
-      sort_prefix(kept);  // plain temperature sampling walks every kept token in order
-    }
-    double kept_sum = 0.0;
-    std::vector<double> p(cut);
-    for (size_t i = 0; i < cut; ++i) kept_sum += (p[i] = weight(order[i]) / total);
-    candidates_.clear();
-    for (size_t i = 0; i < cut; ++i) candidates_.emplace_back(order[i], p[i] / kept_sum);
-  }
-
   SamplingParams params_;
+  SampleRuleParams rule_;
+  SamplePenalties penalties_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<int32_t, double>> candidates_;
+  std::vector<SamplePenaltyToken> penalized_;
 };
 
 }  // namespace hllm

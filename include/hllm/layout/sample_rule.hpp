@@ -1,6 +1,7 @@
-// The sampling rule of the GPU sampler (kernels/hllm/cuda/sampling.cuh), written once for the CPU:
-// its definition, its per-row parameters, and the HLLM_HOST_DEVICE pieces both sides share. The
-// GPU test uses sample_by_rule() as its oracle.
+// The sampling rule: how one row of logits becomes a token id, written once. The CPU sampler
+// (engine/sampler.hpp) runs sample_by_rule(); the GPU sampler (kernels/hllm/cuda/sampling.cuh)
+// implements the same steps with the HLLM_HOST_DEVICE pieces below, and its test uses
+// sample_by_rule() as the oracle. Penalties come before the rule (layout/sample_penalty.hpp).
 //
 // For one row of logits l[0 .. vocab) and parameters {temperature T, top_k, top_p, min_p}, with a
 // uniform draw u in [0, 1):
@@ -96,80 +97,123 @@ inline int32_t sample_argmax(std::span<const float> logits) {
   return best;
 }
 
-// Steps 0-5: kept[i] = 1 for every token the draw can pick (the argmax alone when greedy).
-inline std::vector<uint8_t> sample_rule_kept(std::span<const float> logits,
-                                             const SampleRuleParams& p) {
-  if (logits.empty()) fail("sample_rule_kept: empty logits");
-  const size_t n = logits.size();
-  std::vector<uint8_t> kept(n, 0);
-  const int32_t best = sample_argmax(logits);
-  const float m = sample_logit(logits[best]);
-  if (sample_is_greedy(p, m)) {
-    kept[best] = 1;
-    return kept;
-  }
-  const float inv_t = 1.0f / p.temperature;
-  std::vector<float> l(n), w(n);
-  for (size_t i = 0; i < n; ++i) {
-    l[i] = sample_logit(logits[i]);
-    w[i] = sample_weight(l[i], m, inv_t);
-  }
+// Steps 0-5 of one row, as what the draw needs: token i is kept when keeps(i).
+struct SampleCut {
+  bool greedy = true;
+  int32_t argmax = 0;
+  float threshold = -std::numeric_limits<float>::infinity();  // steps 3-4: keep l_i >= threshold
+  float min_weight = 0.0f;                                    // step 5
+  std::vector<float> l, w;  // sanitized logits and weights (empty when greedy)
 
-  float threshold = -std::numeric_limits<float>::infinity();  // keep l >= threshold
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {
+  bool keeps(size_t i) const {
+    return greedy ? i == static_cast<size_t>(argmax)
+                  : l[i] >= threshold && sample_weight_kept(w[i], min_weight);
+  }
+};
+
+// The CPU's rule, fast enough for every decode step: one expf per token, top_k by selection, and
+// top_p sorting only as much of the vocabulary as its cut needs (the best 64 tokens, then 4x more
+// while the cut lies beyond them; a 128k row usually needs the first 64). tests/sample_rule_test.cpp
+// checks it against a full sort of the row.
+inline SampleCut sample_rule_cut(std::span<const float> logits, const SampleRuleParams& p) {
+  if (logits.empty()) fail("sample_rule_cut: empty logits");
+  const size_t n = logits.size();
+  SampleCut cut;
+  cut.argmax = sample_argmax(logits);
+  const float m = sample_logit(logits[cut.argmax]);
+  cut.greedy = sample_is_greedy(p, m);
+  if (cut.greedy) return cut;
+  const float inv_t = 1.0f / p.temperature;
+  cut.l.resize(n), cut.w.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    cut.l[i] = sample_logit(logits[i]);
+    cut.w[i] = sample_weight(cut.l[i], m, inv_t);
+  }
+  const std::vector<float>& l = cut.l;
+  const std::vector<float>& w = cut.w;
+
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {  // step 3: the k-th largest logit
     std::vector<float> sorted = l;
     std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(),
                      std::greater<float>());
-    threshold = sorted[p.top_k - 1];
+    cut.threshold = sorted[p.top_k - 1];
   }
-  if (p.top_p < 1.0f) {
+  if (p.top_p < 1.0f) {  // step 4
+    // Candidates in index order; tokens of weight 0 add no mass, so they can be left out.
     std::vector<int32_t> order;
     double mass = 0.0;
     for (size_t i = 0; i < n; ++i) {
-      if (l[i] >= threshold) {
+      if (l[i] >= cut.threshold && w[i] > 0.0f) {
         order.push_back(static_cast<int32_t>(i));
         mass += w[i];
       }
     }
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+    const auto larger = [&](int32_t a, int32_t b) { return l[a] > l[b]; };
+    size_t sorted = 0;  // order[0 .. sorted) holds the largest logits, in order
+    const auto sort_to = [&](size_t count) {
+      count = std::min(count, order.size());
+      if (count <= sorted) return;
+      std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(sorted),
+                        order.begin() + static_cast<std::ptrdiff_t>(count), order.end(), larger);
+      sorted = count;
+    };
+    sort_to(64);
     const double target = static_cast<double>(p.top_p) * mass;
     double cumulative = 0.0;
     for (size_t j = 0; j < order.size();) {
       const float value = l[order[j]];
-      while (j < order.size() && l[order[j]] == value) cumulative += w[order[j++]];
+      while (true) {  // the whole group of logits equal to `value`
+        if (j == sorted) sort_to(4 * sorted);
+        if (j == order.size() || l[order[j]] != value) break;
+        cumulative += w[order[j++]];
+      }
       if (cumulative >= target) {  // the first (largest) value whose mass reaches top_p
-        threshold = value;
+        cut.threshold = value;
         break;
       }
     }
   }
-  const float min_weight = sample_min_weight(p.min_p);
-  for (size_t i = 0; i < n; ++i)
-    kept[i] = l[i] >= threshold && sample_weight_kept(w[i], min_weight);
+  cut.min_weight = sample_min_weight(p.min_p);
+  return cut;
+}
+
+// Steps 0-5: kept[i] = 1 for every token the draw can pick (the argmax alone when greedy).
+inline std::vector<uint8_t> sample_rule_kept(std::span<const float> logits,
+                                             const SampleRuleParams& p) {
+  const SampleCut cut = sample_rule_cut(logits, p);
+  std::vector<uint8_t> kept(logits.size(), 0);
+  for (size_t i = 0; i < logits.size(); ++i) kept[i] = cut.keeps(i);
   return kept;
+}
+
+// Step 6 over a cut: the first kept index whose running sum of kept w exceeds max(u, 0) · W.
+inline int32_t sample_rule_draw(const SampleCut& cut, float uniform) {
+  if (cut.greedy) return cut.argmax;
+  double total = 0.0;
+  for (size_t i = 0; i < cut.l.size(); ++i)
+    if (cut.keeps(i)) total += cut.w[i];
+  const double target = static_cast<double>(std::fmax(uniform, 0.0f)) * total;
+  double cumulative = 0.0;
+  int32_t last = cut.argmax;
+  for (size_t i = 0; i < cut.l.size(); ++i) {
+    if (!cut.keeps(i)) continue;
+    cumulative += cut.w[i];
+    last = static_cast<int32_t>(i);
+    if (cumulative > target) return last;
+  }
+  return last;
 }
 
 // Steps 0-6: the id the rule picks for the uniform draw `uniform` in [0, 1).
 inline int32_t sample_by_rule(std::span<const float> logits, const SampleRuleParams& p,
                               float uniform) {
-  const std::vector<uint8_t> kept = sample_rule_kept(logits, p);
-  const int32_t best = sample_argmax(logits);
-  const float m = sample_logit(logits[best]);
-  if (sample_is_greedy(p, m)) return best;
-  const float inv_t = 1.0f / p.temperature;
-  double total = 0.0;
-  for (size_t i = 0; i < logits.size(); ++i)
-    if (kept[i]) total += sample_weight(sample_logit(logits[i]), m, inv_t);
-  const double target = static_cast<double>(std::fmax(uniform, 0.0f)) * total;
-  double cumulative = 0.0;
-  int32_t last = best;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (!kept[i]) continue;
-    cumulative += sample_weight(sample_logit(logits[i]), m, inv_t);
-    last = static_cast<int32_t>(i);
-    if (cumulative > target) return last;
-  }
-  return last;
+  return sample_rule_draw(sample_rule_cut(logits, p), uniform);
+}
+
+// The uniform draw of one sampling point from 64 random bits: the top 24 bits as a float in
+// [0, 1) (every value exact, never 1).
+inline float sample_uniform(uint64_t random_bits) {
+  return static_cast<float>(random_bits >> 40) * 0x1p-24f;
 }
 
 }  // namespace hllm

@@ -19,8 +19,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
+#include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
+#include "hllm/layout/sample_penalty.hpp"
 #include "hllm/model/linear.hpp"
 #include "hllm/model/rope.hpp"
 
@@ -127,6 +130,22 @@ class Backend {
 
   // Greedy ids of fp32 logits [rows, vocab] (lowest index on ties), computed where the logits are.
   virtual void argmax(const Tensor& logits, std::span<int32_t> ids) = 0;
+
+  // ids[r] = the id sampling point rows[r] picks from row r of fp32 logits [rows, vocab]
+  // (layout/sample_penalty.hpp: penalties, then the sampling rule). A GPU backend samples where the
+  // logits are, and only the ids come back; this default copies the rows to the host. `logits`
+  // may be left penalized.
+  virtual void sample(const Tensor& logits, std::span<const SampleRow> rows,
+                      std::span<int32_t> ids) {
+    const int64_t n_rows = logits.dim(0), vocab = logits.dim(1);
+    if (static_cast<int64_t>(rows.size()) != n_rows || static_cast<int64_t>(ids.size()) != n_rows)
+      fail("sample: logits ", logits.shape.str(), " for ", rows.size(), " rows and ", ids.size(),
+           " ids");
+    std::vector<float> host(static_cast<size_t>(logits.numel()));
+    to_host_f32(logits, host);
+    for (int64_t r = 0; r < n_rows; ++r)
+      ids[r] = sample_row(std::span(host).subspan(r * vocab, vocab), rows[r]);
+  }
 };
 
 }  // namespace hllm
