@@ -15,6 +15,8 @@
 #include <set>
 #include <vector>
 
+#include "hllm/layout/sample_radix.hpp"
+
 namespace hllm {
 namespace {
 
@@ -242,6 +244,78 @@ TEST(SampleRule, PartialSortKeepsWhatTheFullSortKeeps) {
       }
     }
   }
+}
+
+// The GPU sampler's radix select (layout/sample_radix.hpp), run sequentially with the same pieces:
+// the largest key K with Σ_{key >= K, key >= floor} f >= target_of(Σ_{key >= floor} f).
+template <typename F, typename TargetOf>
+uint32_t radix_select(std::span<const float> logits, uint32_t floor, F f, TargetOf target_of) {
+  uint32_t prefix = 0;
+  uint64_t above = 0;
+  double target = 0.0;
+  for (int shift = SAMPLE_RADIX_TOP_SHIFT; shift >= 0; shift -= SAMPLE_RADIX_BITS) {
+    std::vector<uint64_t> hist(SAMPLE_RADIX_BINS, 0);
+    for (float x : logits) {
+      const float v = sample_logit(x);
+      const uint32_t key = sample_order_key(v);
+      if (key >= floor && sample_radix_matches(key, prefix, shift))
+        hist[sample_radix_digit(key, shift)] += f(v);
+    }
+    if (shift == SAMPLE_RADIX_TOP_SHIFT) {
+      uint64_t total = 0;
+      for (uint64_t h : hist) total += h;
+      target = target_of(total);
+    }
+    const SampleRadixPick pick = sample_radix_pick(hist.data(), above, target);
+    prefix |= pick.digit << shift;
+    above = pick.above;
+  }
+  return prefix;
+}
+
+// The radix select finds the rule's thresholds: the k-th largest key exactly, and the top_p cut
+// the rule finds with double sums (here equal on every row and parameter set tried).
+TEST(SampleRule, RadixSelectFindsTheRuleThresholds) {
+  uint32_t seed = 200;
+  int rows = 0;
+  for (const float sd : {0.3f, 3.0f, 8.0f}) {
+    for (const bool ties : {false, true}) {
+      std::vector<float> l = normal_logits(32768, sd, seed++);
+      if (ties)
+        for (float& x : l) x = std::round(x * 4.0f) / 4.0f;
+      l[5] = -0.0f;
+      l[6] = std::numeric_limits<float>::quiet_NaN();
+      l[9] = -std::numeric_limits<float>::infinity();
+      for (const int32_t top_k : {0, 1, 2, 50, 1000, 32767}) {
+        for (const float top_p : {1.0f, 0.95f, 0.5f, 0.1f, 0.0f}) {
+          for (const float temperature : {0.6f, 1.0f, 1.7f}) {
+            const SampleRuleParams p{temperature, top_k, top_p, 0.0f};
+            const SampleCut cut = sample_rule_cut(l, p);
+            const float m = l[cut.argmax];
+            uint32_t key = 0;
+            if (top_k > 0)
+              key = radix_select(
+                  l, 0u, [](float) { return uint64_t{1}; },
+                  [&](uint64_t) { return static_cast<double>(top_k); });
+            if (top_p < 1.0f)
+              key = radix_select(
+                  l, key,
+                  [&](float v) {
+                    return sample_mass_units(sample_weight(v, m, 1.0f / temperature));
+                  },
+                  [&](uint64_t total) {
+                    return std::fmax(static_cast<double>(top_p) * static_cast<double>(total), 1.0);
+                  });
+            const uint32_t want = top_k > 0 || top_p < 1.0f ? sample_order_key(cut.threshold) : 0u;
+            EXPECT_EQ(key, want) << "sd " << sd << " ties " << ties << " top_k " << top_k
+                                 << " top_p " << top_p << " T " << temperature;
+            ++rows;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(rows, 540);
 }
 
 TEST(SampleRule, UniformIsTheTop24BitsInZeroOne) {

@@ -23,9 +23,9 @@
 //      whose running sum of kept w exceeds max(u, 0) · W; if rounding runs past the end, the last
 //      kept index. The argmax token is always kept, so W >= 1.
 //
-// The CPU sums in double; the GPU sums fp32 per thread and double across threads, and finds the
-// thresholds of steps 3 and 4 by bisection over the order key of the logits (exact for top_k; for
-// top_p exact up to summation rounding). Both compute w with the shared sample_weight().
+// The CPU sums in double; the GPU finds the thresholds of steps 3 and 4 by a radix select over the
+// order key of the logits (layout/sample_radix.hpp: exact for top_k; for top_p exact up to its
+// fixed-point sums) and sums the draw in double. Both compute w with the shared sample_weight().
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,6 @@
-// Token selection on the GPU: greedy argmax, and the temperature / top-k / top-p / min-p draw whose
-// definition (and CPU twin, the GPU test's oracle) is include/hllm/layout/sample_rule.hpp.
+// Token selection on the GPU: greedy argmax, the penalties (layout/sample_penalty.hpp), and the
+// temperature / top-k / top-p / min-p draw whose definition (and CPU twin, the GPU test's oracle)
+// is include/hllm/layout/sample_rule.hpp.
 //
 // Layouts: logits fp32 [rows, vocab] row-major; params SampleRuleParams [rows] and uniforms fp32
 // [rows] in [0, 1), both device memory (so a CUDA graph replays with fresh values); out_ids int32
@@ -7,25 +8,29 @@
 //
 //   argmax   one pass: per-thread (value, index) best, then a block reduction (ties -> lower index)
 //   sample   pass 1      max logit m (with the argmax; a greedy row stops here)
-//            top_k       bisection over the 32-bit order key of the logits: the largest key K with
-//                        count(key >= K) >= k is exactly the k-th largest logit (<= 32 passes)
-//            top_p       bisection the same way on S(K) = Σ_{key >= K} w, against top_p · S(top-k
-//                        threshold) (<= 32 passes + 1 for the mass)
+//            top_k       radix select (layout/sample_radix.hpp) of the k-th largest order key:
+//                        4 passes, each a 256-bin count histogram of the keys under the prefix
+//            top_p       radix select the same way with histograms of fixed-point weights, against
+//                        top_p · (the top-k's mass, the first pass's total): 4 passes
 //            draw        thread t owns the contiguous chunk [t·C, (t+1)·C), C = ceil(vocab/1024):
 //                        chunk sums of kept w (double), a block scan, and the one thread whose
 //                        [exclusive, inclusive) prefix holds u·W walks its chunk in index order
-//   Bisection passes read the row from L2 (a 128k-vocab row is 513 KB): 66 passes at most.
+//   Passes after the first read the row from L2 (a 128k-vocab row is 513 KB): 11 at most (the
+//   bisection this replaced made up to 67).
 //
 // Preconditions (checked): 0 < vocab <= 262144, logits 16-byte aligned.
 //
-// Bytes for Llama-3-8B (vocab 128256), per row: argmax reads 513 KB once; sample reads it up to ~67
-// times (from L2 after the first), ~128k expf per top_p pass. Both are latency-bound per row.
+// Bytes for Llama-3-8B (vocab 128256), per row: argmax reads 513 KB once; sample reads it up to 11
+// times (from L2 after the first), ~128k expf per top_p pass. Both are latency-bound per row: one
+// block (one SM) per row.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 
 #include "hllm/cuda/common.cuh"
+#include "hllm/layout/sample_penalty.hpp"
+#include "hllm/layout/sample_radix.hpp"
 #include "hllm/layout/sample_rule.hpp"
 
 namespace hllm::cuda {
@@ -98,26 +103,6 @@ __device__ SampleArgmax sample_block_argmax(const float* row, int vocab) {
   return {best_v, best_i};
 }
 
-// Block-wide double sum, returned to every thread (all threads must call; safe back to back).
-template <int BLOCK_THREADS>
-__device__ double sample_block_sum(double v) {
-  constexpr int N_WARPS = BLOCK_THREADS / WARP_SIZE;
-  __shared__ double partial[N_WARPS];
-  const int lane = static_cast<int>(threadIdx.x) % WARP_SIZE;
-  const int warp = static_cast<int>(threadIdx.x) / WARP_SIZE;
-#pragma unroll
-  for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(FULL_WARP_MASK, v, offset);
-  __syncthreads();  // earlier readers of partial are done
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < N_WARPS ? partial[lane] : 0.0;
-#pragma unroll
-  for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(FULL_WARP_MASK, v, offset);
-  return v;
-}
-
 // Inclusive block scan of one double per thread into scan[0 .. BLOCK_THREADS) (shared memory);
 // ends with a barrier, so every thread may read any entry afterwards.
 template <int BLOCK_THREADS>
@@ -149,6 +134,68 @@ __device__ void sample_block_scan(double v, double* scan) {
   __syncthreads();
 }
 
+// The radix select of layout/sample_radix.hpp over one row: the largest order key K with
+// Σ_{key >= K, key >= floor} weigh(v) >= target_of(that sum over all keys >= floor). weigh(v) is
+// the integer f of a sanitized logit v. Four levels; each builds a 256-bin histogram in
+// SampleRadixShared::SUBHISTOGRAMS copies (warps spread over them: fewer threads add to one shared address), sums the
+// copies, and thread 0 picks the digit. Integer sums: the same key on every run. All threads call
+// it and get the key.
+// The radix select's shared memory, declared once by the kernel (both selects use it in turn).
+struct SampleRadixShared {
+  static constexpr int SUBHISTOGRAMS = 8;
+  unsigned long long hist[SUBHISTOGRAMS][SAMPLE_RADIX_BINS];
+  uint64_t total_hist[SAMPLE_RADIX_BINS];
+  uint32_t prefix;
+  uint64_t above;
+  double target;
+};
+
+template <int BLOCK_THREADS, typename Weigh, typename TargetOf>
+__device__ uint32_t sample_radix_select(SampleRadixShared& shared, const float* row, int vocab,
+                                        uint32_t floor, Weigh&& weigh, TargetOf&& target_of) {
+  constexpr int SUBHISTOGRAMS = SampleRadixShared::SUBHISTOGRAMS;
+  auto& hist = shared.hist;
+  auto& total_hist = shared.total_hist;
+  unsigned long long* mine = hist[(threadIdx.x / WARP_SIZE) % SUBHISTOGRAMS];
+  uint32_t prefix = 0;
+  for (int shift = SAMPLE_RADIX_TOP_SHIFT; shift >= 0; shift -= SAMPLE_RADIX_BITS) {
+    for (int i = static_cast<int>(threadIdx.x); i < SUBHISTOGRAMS * SAMPLE_RADIX_BINS;
+         i += BLOCK_THREADS)
+      hist[i / SAMPLE_RADIX_BINS][i % SAMPLE_RADIX_BINS] = 0;
+    __syncthreads();
+    sample_for_each<BLOCK_THREADS>(row, vocab, [&](int, float l) {
+      const float v = sample_logit(l);
+      const uint32_t key = sample_order_key(v);
+      if (key >= floor && sample_radix_matches(key, prefix, shift)) {
+        const uint64_t f = weigh(v);
+        if (f > 0) atomicAdd(&mine[sample_radix_digit(key, shift)], f);
+      }
+    });
+    __syncthreads();
+    for (int b = static_cast<int>(threadIdx.x); b < SAMPLE_RADIX_BINS; b += BLOCK_THREADS) {
+      uint64_t sum = 0;
+#pragma unroll
+      for (int c = 0; c < SUBHISTOGRAMS; ++c) sum += hist[c][b];
+      total_hist[b] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (shift == SAMPLE_RADIX_TOP_SHIFT) {
+        uint64_t total = 0;
+        for (int b = 0; b < SAMPLE_RADIX_BINS; ++b) total += total_hist[b];
+        shared.target = target_of(total);
+        shared.above = 0;
+      }
+      const SampleRadixPick pick = sample_radix_pick(total_hist, shared.above, shared.target);
+      shared.prefix = prefix | (pick.digit << shift);
+      shared.above = pick.above;
+    }
+    __syncthreads();
+    prefix = shared.prefix;
+  }
+  return prefix;
+}
+
 template <int BLOCK_THREADS>
 __global__ void __launch_bounds__(BLOCK_THREADS)
     argmax_kernel(const float* logits, int vocab, int32_t* out_ids) {
@@ -164,6 +211,7 @@ __global__ void __launch_bounds__(BLOCK_THREADS, 1)
     sample_kernel(const float* logits, int vocab, const SampleRuleParams* params,
                   const float* uniforms, int32_t* out_ids) {
   __shared__ double scan[BLOCK_THREADS];
+  __shared__ SampleRadixShared radix;
   __shared__ int32_t last_kept, choice;
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   const SampleRuleParams p = params[blockIdx.x];
@@ -176,49 +224,24 @@ __global__ void __launch_bounds__(BLOCK_THREADS, 1)
     return;
   }
   const float inv_t = 1.0f / p.temperature;
-  const uint64_t key_past_max = uint64_t{sample_order_key(m)} + 1;  // no logit has this key
 
-  // Step 3, top_k: invariant count(key >= lo) >= k > count(key >= hi).
+  // Step 3, top_k: the k-th largest key (count with multiplicity).
   uint32_t threshold = 0;  // keep key >= threshold; 0 keeps everything
   if (p.top_k > 0 && p.top_k < vocab) {
-    uint64_t lo = 0, hi = key_past_max;
-    while (hi - lo > 1) {
-      const uint64_t mid = lo + (hi - lo) / 2;
-      float count = 0.0f;  // at most 256 per thread: exact
-      sample_for_each<BLOCK_THREADS>(row, vocab, [&](int, float l) {
-        count += sample_order_key(sample_logit(l)) >= mid ? 1.0f : 0.0f;
-      });
-      const double total = sample_block_sum<BLOCK_THREADS>(count);
-      if (total >= static_cast<double>(p.top_k)) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    threshold = static_cast<uint32_t>(lo);
+    threshold = sample_radix_select<BLOCK_THREADS>(
+        radix, row, vocab, 0u, [](float) { return uint64_t{1}; },
+        [&](uint64_t) { return static_cast<double>(p.top_k); });
   }
 
-  // Step 4, top_p: invariant S(lo) >= target > S(hi), S(K) = Σ_{key >= K} w.
-  const auto mass_from = [&](uint64_t key) {
-    float s = 0.0f;  // fp32 per thread (~128 terms), double across threads
-    sample_for_each<BLOCK_THREADS>(row, vocab, [&](int, float l) {
-      const float v = sample_logit(l);
-      if (sample_order_key(v) >= key) s += sample_weight(v, m, inv_t);
-    });
-    return sample_block_sum<BLOCK_THREADS>(s);
-  };
+  // Step 4, top_p: the largest key whose mass from the top (among the top-k) reaches top_p of the
+  // top-k's mass; at least one unit, so top_p <= 0 keeps the largest logit alone.
   if (p.top_p < 1.0f) {
-    const double target = static_cast<double>(p.top_p) * mass_from(threshold);
-    uint64_t lo = threshold, hi = key_past_max;
-    while (hi - lo > 1) {
-      const uint64_t mid = lo + (hi - lo) / 2;
-      if (mass_from(mid) >= target) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    threshold = static_cast<uint32_t>(lo);
+    threshold = sample_radix_select<BLOCK_THREADS>(
+        radix, row, vocab, threshold,
+        [&](float v) { return sample_mass_units(sample_weight(v, m, inv_t)); },
+        [&](uint64_t total) {
+          return fmax(static_cast<double>(p.top_p) * static_cast<double>(total), 1.0);
+        });
   }
 
   // Steps 5 and 6: kept = key >= threshold and w >= min weight; draw over this thread's chunk.
@@ -265,6 +288,19 @@ __global__ void __launch_bounds__(BLOCK_THREADS, 1)
     out_ids[blockIdx.x] = choice != std::numeric_limits<int32_t>::max() ? choice : last_kept;
 }
 
+// One thread per penalty list entry: grid (ceil(longest list / block), rows). Entries of a row
+// name distinct ids, so no two threads write the same logit.
+__global__ void apply_penalties_kernel(float* logits, int vocab, const SamplePenalties* penalties,
+                                       const int32_t* offsets, const SamplePenaltyToken* tokens) {
+  const int row = static_cast<int>(blockIdx.y);
+  const int32_t entry = offsets[row] + static_cast<int32_t>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (entry >= offsets[row + 1]) return;
+  const SamplePenaltyToken t = tokens[entry];
+  if (t.id < 0 || t.id >= vocab) return;  // the host list holds none; a stray id is not written
+  float& logit = logits[static_cast<int64_t>(row) * vocab + t.id];
+  logit = penalized_logit(logit, penalties[row], t.generated);
+}
+
 inline void check_sample_args(const char* what, const float* logits, int rows, int vocab,
                               const int32_t* out_ids) {
   if (rows < 0) fail(what, ": rows must be >= 0 (got ", rows, ")");
@@ -285,6 +321,25 @@ inline void launch_argmax(const float* logits, int rows, int vocab, int32_t* out
   if (rows == 0) return;
   detail::argmax_kernel<SAMPLE_BLOCK_THREADS>
       <<<rows, SAMPLE_BLOCK_THREADS, 0, stream>>>(logits, vocab, out_ids);
+  HLLM_CUDA_CHECK_LAUNCH();
+}
+
+// Penalties (layout/sample_penalty.hpp) on logits [rows, vocab] fp32, in place: row r's entries are
+// tokens[offsets[r] .. offsets[r + 1]), penalties[r] its parameters. max_entries: the longest
+// row's entry count (sizes the grid). Device pointers.
+inline void launch_apply_penalties(float* logits, int rows, int vocab,
+                                   const SamplePenalties* penalties, const int32_t* offsets,
+                                   const SamplePenaltyToken* tokens, int max_entries,
+                                   cudaStream_t stream) {
+  detail::check_sample_args("launch_apply_penalties", logits, rows, vocab, offsets);
+  if (penalties == nullptr || tokens == nullptr)
+    fail("launch_apply_penalties: null penalties or tokens pointer");
+  if (rows == 0 || max_entries <= 0) return;
+  constexpr int THREADS = 256;
+  const dim3 grid(static_cast<unsigned>(ceil_div(max_entries, THREADS)),
+                  static_cast<unsigned>(rows));
+  detail::apply_penalties_kernel<<<grid, THREADS, 0, stream>>>(logits, vocab, penalties, offsets,
+                                                               tokens);
   HLLM_CUDA_CHECK_LAUNCH();
 }
 
