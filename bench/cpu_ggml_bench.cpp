@@ -117,24 +117,19 @@ const GgmlWeights& ggml_weights(hllm::GgmlType type, int64_t in, int64_t out) {
 }
 
 // args: tokens, in_features, out_features
-void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type) {
-  const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
-  const GgmlWeights& w = ggml_weights(type, in, out);
-  const double total_seconds = time_calls(
-      state, n, in, out, w.copies, [&](const hllm::Tensor& x, const hllm::Tensor& y, size_t copy) {
-        hllm::cpu::matmul_ggml(x, w.view(copy), y, pool());
-      });
-  report(state, total_seconds, w.bytes, n, in, out);
-}
-
-// The same weights times int8 activations (rounded per 32 inputs inside each call, as in decode).
-void BM_Matmul_ggml_q8(benchmark::State& state, hllm::GgmlType type) {
+// int8_activations: the same weights times int8 activations (rounded per 32 inputs inside each
+// call, as in decode) instead of fp32 ones.
+void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type, bool int8_activations) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const GgmlWeights& w = ggml_weights(type, in, out);
   hllm::cpu::Q8Blocks q8;
   const double total_seconds = time_calls(
       state, n, in, out, w.copies, [&](const hllm::Tensor& x, const hllm::Tensor& y, size_t copy) {
-        hllm::cpu::matmul_ggml_q8(x, w.view(copy), y, pool(), q8);
+        if (int8_activations) {
+          hllm::cpu::matmul_ggml_q8(x, w.view(copy), y, pool(), q8);
+        } else {
+          hllm::cpu::matmul_ggml(x, w.view(copy), y, pool());
+        }
       });
   report(state, total_seconds, w.bytes, n, in, out);
 }
@@ -210,12 +205,12 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
   for (const auto& [in, out] : SHAPES) {
     for (const auto& [type, name] : TYPES)
       configure(benchmark::RegisterBenchmark(("BM_Matmul_" + std::string(name)).c_str(),
-                                             BM_Matmul_ggml, type),
+                                             BM_Matmul_ggml, type, false),
                 in, out);
     for (const auto& [type, name] : TYPES)
       if (hllm::cpu::ggml_q8_path_supports(type))
         configure(benchmark::RegisterBenchmark(("BM_Matmul_" + std::string(name) + "_a8").c_str(),
-                                               BM_Matmul_ggml_q8, type),
+                                               BM_Matmul_ggml, type, true),
                   in, out);
     configure(benchmark::RegisterBenchmark("BM_Matmul_int4", BM_Matmul_int4), in, out);
   }
