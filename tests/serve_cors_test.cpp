@@ -14,7 +14,7 @@ using hllm::serve::cors_allow_origin;
 using hllm::serve::cors_preflight;
 using hllm::serve::cors_response_headers;
 using hllm::serve::CorsPolicy;
-using hllm::serve::HttpHeaders;
+using HttpHeaders = hllm::serve::http::Headers;
 using hllm::serve::parse_allowed_origins;
 
 std::optional<std::string> header(const HttpHeaders& headers, const std::string& name) {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "hllm/core/error.hpp"
+#include "hllm/serve/http/message.hpp"
 
 namespace hllm::serve {
 
@@ -37,8 +38,6 @@ struct CorsPolicy {
   bool any = false;                  // "*": every origin, answered with "*"
   bool enabled() const { return any || !origins.empty(); }
 };
-
-using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
 // The methods and headers a preflight allows when the browser names no headers: what the openai
 // SDK and fetch() with a key send.
@@ -118,7 +117,7 @@ inline std::optional<std::string> cors_allow_origin(const CorsPolicy& policy,
 }
 
 // The headers every response to `origin` gets: Allow-Origin and Vary, or none.
-inline HttpHeaders cors_response_headers(const CorsPolicy& policy, std::string_view origin) {
+inline http::Headers cors_response_headers(const CorsPolicy& policy, std::string_view origin) {
   const std::optional<std::string> allowed = cors_allow_origin(policy, origin);
   if (!allowed) return {};
   return {{"Access-Control-Allow-Origin", *allowed}, {"Vary", "Origin"}};
@@ -127,7 +126,7 @@ inline HttpHeaders cors_response_headers(const CorsPolicy& policy, std::string_v
 // The answer to a preflight: 204 with what it may send, or 403 without CORS headers.
 struct CorsPreflight {
   int status = 204;
-  HttpHeaders headers;
+  http::Headers headers;
 };
 
 // A preflight is an OPTIONS request with Origin and Access-Control-Request-Method (Fetch §4.8);
