@@ -1,8 +1,11 @@
 // GPU test of kernels/hllm/cuda/attn_decode_paged.cuh: decode batches with ragged kv lengths,
 // prefill-style queries of one sequence, shuffled non-contiguous block tables, GQA 32/8, 4/1, 8/8,
-// 8/1, 4/2, head_dim 128 and 64, one split and many (including empty ones), a CUDA graph replayed
-// with new lengths, and argument validation. The reference is attention in double on each
-// sequence's contiguous copy of the same bf16 values, so it checks the paged layout independently.
+// 8/1, 4/2, head_dim 128 and 64, one split and many (including empty ones), position-localized
+// inputs at 4k-16k positions (a missing or repeated 16-position block fails), a CUDA graph
+// replayed with new lengths, the device-side error flag for a kv_len outside 1 .. max_kv_len, and
+// argument validation. The reference is attention in double on each sequence's contiguous copy of
+// the same bf16 values, so it checks the paged layout independently; every (query, head) row must
+// be within relative L2 1e-2 of it, and every element within atol 2e-3 + rtol 2e-2.
 #define HLLM_GPU_TEST_MAIN
 #include "gpu_test_util.cuh"
 // (gpu_test_util.cuh first: it defines main for this binary.)
@@ -22,6 +25,8 @@ namespace hllm::cuda {
 namespace {
 
 using test::all_close;
+using test::rows_close_l2;
+namespace localized = test::localized_attention;
 
 struct Case {
   int n_heads, n_kv_heads, head_dim, block_size;
@@ -29,7 +34,13 @@ struct Case {
   std::vector<int> query_seq;     // sequence of each query
   std::vector<int> query_kv_len;  // visible positions of each query (<= its sequence's length)
   int max_kv_len = 0;             // 0: the largest query_kv_len
+  bool localized = false;         // test::localized_attention inputs instead of uniform random
 };
+
+Case localized_case(Case c) {
+  c.localized = true;
+  return c;
+}
 
 // Decode: one query per sequence, seeing all of it.
 Case decode(int n_heads, int n_kv_heads, int head_dim, int block_size, std::vector<int> lens) {
@@ -102,7 +113,14 @@ struct Fixture {
       for (int pos = 0; pos < c.seq_len[s]; ++pos) {
         const int64_t row = paged_kv_row(host_view, s, pos);
         for (int e = 0; e < row_elems; ++e) {
-          const bf16 kx = from_f32<bf16>(dist(rng)), vx = from_f32<bf16>(dist(rng));
+          bf16 kx, vx;
+          if (c.localized) {
+            kx = from_f32<bf16>(localized::key(pos, c.seq_len[s], e % c.head_dim));
+            vx = from_f32<bf16>(localized::value(s, pos, e / c.head_dim, e % c.head_dim));
+          } else {
+            kx = from_f32<bf16>(dist(rng));
+            vx = from_f32<bf16>(dist(rng));
+          }
           k_pool[row * row_elems + e] = kx;
           v_pool[row * row_elems + e] = vx;
           k_seq[s][size_t(pos) * row_elems + e] = to_f32(kx);
@@ -114,6 +132,15 @@ struct Fixture {
     // one-hot.
     q = test::random_values<bf16>(size_t(n_queries) * c.n_heads * c.head_dim, rng, -4.0f, 4.0f);
     scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    if (c.localized) {
+      for (int i = 0; i < n_queries; ++i)
+        for (int h = 0; h < c.n_heads; ++h) {
+          const std::vector<float> qh = localized::query(
+              h, c.n_heads, c.query_kv_len[i], c.seq_len[c.query_seq[i]], c.head_dim, scale);
+          for (int e = 0; e < c.head_dim; ++e)
+            q[(size_t(i) * c.n_heads + h) * c.head_dim + e] = from_f32<bf16>(qh[e]);
+        }
+    }
 
     d_q = DeviceBuffer<bf16>(q);
     d_k = DeviceBuffer<bf16>(k_pool);
@@ -139,11 +166,11 @@ struct Fixture {
     return kv;
   }
 
-  void launch(cudaStream_t stream = nullptr) {
+  void launch(cudaStream_t stream = nullptr, int32_t* error_flag = nullptr) {
     launch_attn_decode_paged(reinterpret_cast<const __nv_bfloat16*>(d_q.data()), view(),
                              d_seq.data(), d_len.data(), n_queries, c.n_heads, max_kv_len, scale,
                              d_workspace.data(), workspace_bytes,
-                             reinterpret_cast<__nv_bfloat16*>(d_out.data()), stream);
+                             reinterpret_cast<__nv_bfloat16*>(d_out.data()), stream, error_flag);
   }
 
   std::vector<double> reference() const {
@@ -174,8 +201,15 @@ struct Fixture {
     return ref;
   }
 
+  // Relative L2 of each (query, head) row is the test that scales with the context: at 16k
+  // positions a row's RMS is ~5e-3 (random inputs), so atol 2e-3 alone would pass a dropped block.
+  // The per-element bound stays for what a row's L2 dilutes: one wrong element of a short row.
   ::testing::AssertionResult check() {
-    return all_close(test::to_float(d_out.download()), reference(), 2e-3, 2e-2);
+    const std::vector<float> got = test::to_float(d_out.download());
+    const std::vector<double> ref = reference();
+    ::testing::AssertionResult rows = rows_close_l2(got, ref, c.head_dim, 1e-2);
+    if (!rows) return rows;
+    return all_close(got, ref, 2e-3, 2e-2);
   }
 };
 
@@ -242,14 +276,76 @@ TEST(AttnDecodePaged, SingleSplitBatch) {
   run_case(decode(32, 8, 128, 16, {1, 7, 64, 127}), 19);  // max_kv_len 127 < 2 · 128: one split
 }
 
+// Each (query, head) row attends to its own window (test::localized_attention), so every
+// 16-position block is a large share of some row. A CPU experiment on these exact inputs (the
+// double reference with one block dropped or counted twice; per block its most-moved row; the
+// weakest block per case) found relative L2 0.094 (kv_len 16384) .. 0.26 (3000) for a dropped
+// block, 0.091 .. 0.22 for a doubled one, against <= 0.0021 from a correct kernel's bf16 output
+// rounding. Random inputs at 16384 give 0.031, and the per-element check alone missed 722 of the
+// 1024 possible dropped blocks there.
+TEST(AttnDecodePaged, LocalizedInputsCatchAMissingBlock) {
+  run_case(localized_case(decode(32, 8, 128, 16, {4097, 8191, 16384})), 22);
+  run_case(localized_case(prefill(32, 8, 16, 6000, 37)), 23);  // 37 queries of one sequence
+  run_case(localized_case(decode(32, 8, 128, 32, {12345, 3000})), 24);
+}
+
+int32_t read_flag(const DeviceBuffer<int32_t>& flag) { return flag.download()[0]; }
+
+bool all_finite(const std::vector<float>& values) {
+  return std::all_of(values.begin(), values.end(), [](float x) { return std::isfinite(x); });
+}
+
+// A kv_len past max_kv_len is clamped (the output is attention over max_kv_len positions, finite)
+// and raises KERNEL_ERROR_KV_LEN_ABOVE_MAX; a kv_len of 0 gives zeros and raises
+// KERNEL_ERROR_KV_LEN_BELOW_ONE; lengths in range leave the flag 0.
+TEST(AttnDecodePaged, KvLenOutsideTheBoundRaisesTheErrorFlag) {
+  Fixture f(decode(32, 8, 128, 16, {300, 20}), 25);  // max_kv_len 300: up to 2 splits
+  DeviceBuffer<int32_t> flag(std::vector<int32_t>{0});
+  f.d_out.poison();
+  f.launch(nullptr, flag.data());
+  HLLM_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(read_flag(flag), 0) << "lengths in range";
+  EXPECT_TRUE(f.check());
+
+  f.d_len.upload(std::vector<int32_t>{1000, 20});  // sequence 0 holds 300 positions: 1000 > 300
+  f.d_out.poison();
+  f.launch(nullptr, flag.data());
+  HLLM_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(read_flag(flag), KERNEL_ERROR_KV_LEN_ABOVE_MAX);
+  EXPECT_TRUE(all_finite(test::to_float(f.d_out.download())));
+  EXPECT_TRUE(f.check()) << "clamped to max_kv_len: attention over the 300 positions";
+
+  flag.upload(std::vector<int32_t>{0});
+  f.d_len.upload(std::vector<int32_t>{300, 0});
+  f.c.query_kv_len = {300, 0};
+  f.d_out.poison();
+  f.launch(nullptr, flag.data());
+  HLLM_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(read_flag(flag), KERNEL_ERROR_KV_LEN_BELOW_ONE);
+  const std::vector<float> out = test::to_float(f.d_out.download());
+  EXPECT_TRUE(all_finite(out));
+  const size_t row = size_t(f.c.n_heads) * f.c.head_dim;
+  EXPECT_TRUE(std::all_of(out.begin() + row, out.end(), [](float x) { return x == 0.0f; }))
+      << "a query with kv_len 0 outputs zeros";
+
+  // Both bits at once, and a null flag is accepted.
+  flag.upload(std::vector<int32_t>{0});
+  f.d_len.upload(std::vector<int32_t>{301, -5});
+  f.launch(nullptr, flag.data());
+  f.launch(nullptr, nullptr);
+  HLLM_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(read_flag(flag), KERNEL_ERROR_KV_LEN_ABOVE_MAX | KERNEL_ERROR_KV_LEN_BELOW_ONE);
+}
+
 TEST(AttnDecodePaged, GraphReplaysWithNewLengths) {
   Fixture f(decode(32, 8, 128, 16, {4096, 4096, 4096}), 20);
+  DeviceBuffer<int32_t> flag(std::vector<int32_t>{0});
   cudaStream_t stream;
   HLLM_CUDA_CHECK(cudaStreamCreate(&stream));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   HLLM_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  f.launch(stream);
+  f.launch(stream, flag.data());
   HLLM_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   HLLM_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   const std::vector<std::vector<int>> replays = {{3000, 1, 2999}, {17, 4096, 256}};
@@ -261,6 +357,12 @@ TEST(AttnDecodePaged, GraphReplaysWithNewLengths) {
     HLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
     EXPECT_TRUE(f.check()) << "lengths " << lens[0] << ", " << lens[1] << ", " << lens[2];
   }
+  EXPECT_EQ(read_flag(flag), 0);
+  // The recorded launch reports into the same flag: a replay with a length past max_kv_len.
+  f.d_len.upload(std::vector<int32_t>{4097, 10, 10});
+  HLLM_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  HLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+  EXPECT_EQ(read_flag(flag), KERNEL_ERROR_KV_LEN_ABOVE_MAX);
   HLLM_CUDA_CHECK(cudaGraphExecDestroy(exec));
   HLLM_CUDA_CHECK(cudaGraphDestroy(graph));
   HLLM_CUDA_CHECK(cudaStreamDestroy(stream));
@@ -303,6 +405,12 @@ TEST(AttnDecodePaged, RejectsBadArguments) {
       launch_attn_decode_paged(q, good, f.d_seq.data(), f.d_len.data(), -1, 4, 300, f.scale,
                                f.d_workspace.data(), f.workspace_bytes, out, nullptr),
       Error);
+  DeviceBuffer<int32_t> flags(2);
+  EXPECT_THROW(launch_attn_decode_paged(
+                   q, good, f.d_seq.data(), f.d_len.data(), 2, 4, 300, f.scale,
+                   f.d_workspace.data(), f.workspace_bytes, out, nullptr,
+                   reinterpret_cast<int32_t*>(reinterpret_cast<char*>(flags.data()) + 2)),
+               Error);  // a misaligned error flag
   EXPECT_THROW(attn_decode_workspace_bytes(2, 4, 96, 300), Error);
   EXPECT_THROW(attn_decode_workspace_bytes(2, 4, 128, 0), Error);
 }

@@ -5,12 +5,20 @@
 //   - decode through the KV cache (CUDA graphs after the first step), teacher-forced along the
 //     golden greedy continuation: each step's argmax is the golden next token, unless the golden
 //     logits themselves have a near-tie (top-2 gap under the bf16 tolerance) there; the
-//     free-running greedy continuation is printed with its agreement length.
+//     free-running greedy continuation is printed with its agreement length;
+//   - batched decode: 32 sequences of different lengths in one paged cache, steps of 32, 9 (both
+//     past the graphed size, so the ungraphed path) and 8 tokens, against the CPU backend running
+//     the same steps: relative L2 of every logits row within 2e-2;
+//   - a step whose positions run past its max_kv_len throws hllm::Error at the next
+//     synchronization (the attention kernels' error flag), eager, recorded and replayed alike.
 #define HLLM_GPU_TEST_MAIN
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -193,6 +201,120 @@ TEST_P(CudaModel, GraphReplayEqualsDirectLaunches) {
     next += 12;
   }
   EXPECT_GE(backend_.graph_replays(), 6);
+}
+
+// Steps over many sequences at once (forward_step, as the engine runs them): 32 sequences with
+// prompts of 1 .. 40 tokens in one pool whose blocks are interleaved (sequence s owns blocks
+// s, s + 32, s + 64, ...), then decode steps of all 32, of 9 and of 8 sequences. Steps of more
+// than CudaBackend::MAX_GRAPH_TOKENS tokens run ungraphed: INT4 weights dequantized for cuBLAS,
+// decode attention over many sequences' block tables. The CPU backend runs the same steps on its
+// own pool; every logits row must match it within relative L2 TOLERANCE.
+TEST_P(CudaModel, BatchedStepsMatchTheCpuBackend) {
+  const hllm::LlamaConfig& c = folder_->config;
+  hllm::CpuBackend cpu;
+  hllm::LlamaModel cpu_model(c, folder_->weights, cpu);
+  constexpr int N_SEQS = 32, BLOCK = hllm::KvCache::KV_BLOCK_SIZE;
+  std::vector<int32_t> length(N_SEQS);
+  for (int s = 0; s < N_SEQS; ++s) length[s] = 1 + (s * 13) % 40;  // 1 .. 40, all different
+  const int32_t blocks_per_seq = (40 + 3 + BLOCK - 1) / BLOCK;     // prompt + 3 decode steps
+  hllm::KvCache gpu_pool = model_->new_cache(int64_t{N_SEQS} * blocks_per_seq * BLOCK);
+  hllm::KvCache cpu_pool = cpu_model.new_cache(int64_t{N_SEQS} * blocks_per_seq * BLOCK);
+  std::vector<int32_t> tables(static_cast<size_t>(N_SEQS) * blocks_per_seq);
+  for (int s = 0; s < N_SEQS; ++s)
+    for (int b = 0; b < blocks_per_seq; ++b) tables[s * blocks_per_seq + b] = b * N_SEQS + s;
+  std::mt19937 rng(41);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(c.vocab_size - 1));
+  double worst = 0.0;
+
+  // One step on both backends; logits of every token (all_logits) or of the last one.
+  const auto run = [&](const std::vector<int32_t>& ids, const std::vector<int32_t>& seq,
+                       const std::vector<int32_t>& positions, bool all_logits, const char* what) {
+    hllm::Step step;
+    step.ids = ids;
+    step.seq = seq;
+    step.positions = positions;
+    step.block_tables = tables;
+    step.max_blocks_per_seq = blocks_per_seq;
+    step.block_size = BLOCK;
+    step.max_kv_len = blocks_per_seq * BLOCK;
+    const size_t rows = all_logits ? ids.size() : 1;
+    std::vector<float> got(rows * c.vocab_size, NAN), ref(rows * c.vocab_size, NAN);
+    model_->forward_step(step, gpu_pool, got, all_logits);
+    cpu_model.forward_step(step, cpu_pool, ref, all_logits);
+    EXPECT_TRUE(hllm::test::rows_close_l2(got, std::vector<double>(ref.begin(), ref.end()),
+                                          static_cast<size_t>(c.vocab_size), TOLERANCE))
+        << what << ", " << ids.size() << " tokens";
+    for (size_t r = 0; r < rows; ++r) {
+      double diff = 0.0, norm = 0.0;
+      for (int64_t i = 0; i < c.vocab_size; ++i) {
+        const double g = got[r * c.vocab_size + i], e = ref[r * c.vocab_size + i];
+        diff += (g - e) * (g - e);
+        norm += e * e;
+      }
+      worst = std::max(worst, std::sqrt(diff / norm));
+    }
+  };
+
+  for (int s = 0; s < N_SEQS; ++s) {  // prompts: > 8 tokens take attn_prefill on the GPU
+    std::vector<int32_t> ids(length[s]), seq(length[s], s), positions(length[s]);
+    for (int32_t t = 0; t < length[s]; ++t) ids[t] = token(rng), positions[t] = t;
+    run(ids, seq, positions, false, "prompt");
+  }
+  std::vector<int32_t> all(N_SEQS), batch9, batch8;
+  std::iota(all.begin(), all.end(), 0);
+  for (int s = 0; s < N_SEQS; s += 4) batch9.push_back(s), batch8.push_back(s + 1);
+  batch9.push_back(31);
+  for (const std::vector<int32_t>& seqs : {all, batch9, batch8}) {
+    std::vector<int32_t> ids, positions;
+    for (const int32_t s : seqs) ids.push_back(token(rng)), positions.push_back(length[s]++);
+    run(ids, seqs, positions, true, "decode");
+  }
+  std::printf("%s: batched steps, worst relative L2 of a logits row vs the CPU backend %.3g\n",
+              GetParam().name.c_str(), worst);
+}
+
+// Step::max_kv_len promises a bound on every position + 1; a step that breaks it gets attention
+// clamped to the bound on the device, and the backend reports it (common.cuh's error flag) when
+// it next synchronizes: here to_host_f32 at the end of forward_step. The flag is reset, so the
+// next good step goes through.
+TEST(CudaBackendErrors, KvLenPastTheStepBoundThrowsAtTheNextSync) {
+  const fs::path dir = DATA / "llama3-tiny-h512-l2-v512";
+  const hllm::ModelFolder folder =
+      hllm::open_model_folder(dir, std::optional<fs::path>(dir / "config.base.json"));
+  hllm::CudaBackend backend;
+  hllm::LlamaModel model(folder.config, folder.weights, backend);
+  hllm::KvCache cache = model.new_cache(64);
+  std::vector<float> logits(static_cast<size_t>(folder.config.vocab_size));
+  const auto step = [&](int32_t first, int32_t n, int32_t max_kv_len) {
+    std::vector<int32_t> ids(n, 7), seq(n, 0), positions(n);
+    for (int32_t t = 0; t < n; ++t) positions[t] = first + t;
+    hllm::Step s;
+    s.ids = ids;
+    s.seq = seq;
+    s.positions = positions;
+    s.block_tables = cache.block_table();
+    s.max_blocks_per_seq = static_cast<int32_t>(cache.block_table().size());
+    s.block_size = hllm::KvCache::KV_BLOCK_SIZE;
+    s.max_kv_len = max_kv_len;
+    model.forward_step(s, cache, logits, /*all_logits=*/false);
+  };
+  const auto throws_kv_len_error = [&](int32_t first, int32_t n, int32_t max_kv_len) {
+    try {
+      step(first, n, max_kv_len);
+    } catch (const hllm::Error& e) {
+      return std::string(e.what()).find("max_kv_len") != std::string::npos
+                 ? testing::AssertionSuccess()
+                 : testing::AssertionFailure() << "unexpected message: " << e.what();
+    }
+    return testing::AssertionFailure() << "no error for positions " << first << " .. "
+                                       << first + n - 1 << " with max_kv_len " << max_kv_len;
+  };
+  EXPECT_TRUE(throws_kv_len_error(0, 20, 16)) << "prompt chunk (attn_prefill)";
+  EXPECT_NO_THROW(step(0, 20, 64)) << "the flag was reset";
+  EXPECT_TRUE(throws_kv_len_error(30, 1, 16)) << "decode, first sight: eager run, then recorded";
+  EXPECT_TRUE(throws_kv_len_error(31, 1, 16)) << "decode, replayed from the recorded graph";
+  EXPECT_NO_THROW(step(20, 1, 64));  // positions 0 .. 20 all written: finite logits
+  EXPECT_NO_THROW(step(21, 1, 64));
 }
 
 std::string fixture_name(const testing::TestParamInfo<Fixture>& info) { return info.param.name; }

@@ -1,19 +1,23 @@
 // GPU tests of kernels/hllm/cuda/norm.cuh, rope.cuh and activation.cuh against CPU references in
 // double on the same bf16-rounded inputs: RMSNorm (plain and fused with the residual add), RoPE
-// with the paged KV store for every rope scaling type, SwiGLU, add, embedding, bf16 -> fp32, and
-// the launchers' argument checks.
+// with the paged KV store for every rope scaling type (and at positions up to 131071 against the
+// CPU op), SwiGLU, add, embedding, bf16 -> fp32, and the launchers' argument checks.
 //
 // Without a GPU the whole binary prints one "skipped: no GPU (...)" line and exits 0.
 #define HLLM_GPU_TEST_MAIN
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "gpu_test_util.cuh"
+#include "hllm/core/tensor.hpp"
+#include "hllm/core/threads.hpp"
+#include "hllm/cpu/rope.hpp"
 #include "hllm/cuda/activation.cuh"
 #include "hllm/cuda/norm.cuh"
 #include "hllm/cuda/rope.cuh"
@@ -268,6 +272,84 @@ TEST(CudaRope, RotatesQAndStoresKvInPagedCache) {
     }
     EXPECT_EQ(changed, 0u) << "unwritten k cache rows changed";
   }
+}
+
+// Llama-3.1-8B's whole context (llama3 scaling, factor 8, head_dim 128, 32/8 heads): positions up
+// to 131071, whose angles reach 131071 rad, where a reduced-range sine would be wrong; around
+// 8192 (the original context) and the powers of two. The reference is the CPU op (cpu/rope.hpp,
+// fp32 rotation from double cos/sin of the same float angle), so the two differ by the GPU's
+// final bf16 rounding only: one half-ulp, 2^-8 of the value at most (rtol 4e-3).
+TEST(CudaRope, LongContextPositionsMatchTheCpuOp) {
+  const LlamaConfig config = rope_config(RopeType::llama3, 128);
+  const RopeTable table = rope_table(config);
+  constexpr int N_HEADS = 32, N_KV_HEADS = 8, HEAD_DIM = 128, BLOCK_SIZE = 16;
+  const std::vector<int32_t> positions = {0,     1,     4095,  8191,   8192,   16384, 32767,
+                                          65535, 65536, 98304, 100003, 131070, 131071};
+  ASSERT_EQ(config.max_position_embeddings, 131072);
+  const int n_tokens = static_cast<int>(positions.size());
+
+  // One sequence whose table covers the whole context; only the tokens' blocks are mapped.
+  const int max_blocks_per_seq = 131072 / BLOCK_SIZE;
+  std::vector<int32_t> block_tables(max_blocks_per_seq, -1);
+  std::map<int32_t, int32_t> physical;  // logical block -> physical block
+  for (const int32_t pos : positions) physical.emplace(pos / BLOCK_SIZE, 0);
+  int32_t next = 0;
+  for (auto& [logical, id] : physical) block_tables[logical] = id = next++;
+  const int n_blocks = next;
+
+  std::mt19937 rng(22);
+  const size_t row_elems = size_t{N_KV_HEADS} * HEAD_DIM;
+  const auto q = random_values<bf16>(size_t(n_tokens) * N_HEADS * HEAD_DIM, rng);
+  const auto k = random_values<bf16>(n_tokens * row_elems, rng);
+  const auto v = random_values<bf16>(n_tokens * row_elems, rng);
+  DeviceBuffer<bf16> d_q(q), d_k(k), d_v(v);
+  DeviceBuffer<bf16> d_k_pool(size_t(n_blocks) * BLOCK_SIZE * row_elems);
+  DeviceBuffer<bf16> d_v_pool(d_k_pool.size());
+  d_k_pool.poison();
+  d_v_pool.poison();
+  const std::vector<int32_t> seqs(n_tokens, 0);
+  DeviceBuffer<int32_t> d_seq(seqs), d_pos(positions), d_tables(block_tables);
+  DeviceBuffer<float> d_inv_freq(table.inv_freq);
+  PagedKvView kv;
+  kv.k = d_k_pool.data();
+  kv.v = d_v_pool.data();
+  kv.block_tables = d_tables.data();
+  kv.max_blocks_per_seq = max_blocks_per_seq;
+  kv.block_size = BLOCK_SIZE;
+  kv.n_kv_heads = N_KV_HEADS;
+  kv.head_dim = HEAD_DIM;
+  launch_rope_store_kv(nv(d_q), nv(d_k), nv(d_v), n_tokens, N_HEADS, N_KV_HEADS, HEAD_DIM,
+                       d_seq.data(), d_pos.data(), d_inv_freq.data(), table.attention_factor, kv,
+                       nullptr);
+  sync();
+
+  // The CPU op on fp32 copies of the same bf16 inputs.
+  std::vector<float> q_cpu = test::to_float(q), k_cpu = test::to_float(k);
+  const std::vector<int64_t> positions64(positions.begin(), positions.end());
+  ThreadPool pool;
+  cpu::apply_rope(Tensor(q_cpu.data(), DType::f32, {n_tokens, N_HEADS, HEAD_DIM}), positions64,
+                  table, pool);
+  cpu::apply_rope(Tensor(k_cpu.data(), DType::f32, {n_tokens, N_KV_HEADS, HEAD_DIM}), positions64,
+                  table, pool);
+  constexpr double ATOL = 1e-5, RTOL = 4e-3;
+  EXPECT_TRUE(
+      all_close(download_f32(d_q), std::vector<double>(q_cpu.begin(), q_cpu.end()), ATOL, RTOL))
+      << "q";
+  // The cache rows of the tokens: k rotated, v copied bit for bit.
+  const std::vector<float> k_pool = download_f32(d_k_pool), v_pool = download_f32(d_v_pool);
+  PagedKvView host_kv = kv;
+  host_kv.block_tables = block_tables.data();
+  std::vector<float> k_got, v_got;
+  for (int t = 0; t < n_tokens; ++t) {
+    const size_t at = size_t(paged_kv_offset(host_kv, paged_kv_row(host_kv, 0, positions[t]), 0));
+    k_got.insert(k_got.end(), k_pool.begin() + at, k_pool.begin() + at + row_elems);
+    v_got.insert(v_got.end(), v_pool.begin() + at, v_pool.begin() + at + row_elems);
+  }
+  EXPECT_TRUE(all_close(k_got, std::vector<double>(k_cpu.begin(), k_cpu.end()), ATOL, RTOL))
+      << "k cache";
+  const std::vector<float> v_in = test::to_float(v);
+  EXPECT_TRUE(all_close(v_got, std::vector<double>(v_in.begin(), v_in.end()), 0.0, 0.0))
+      << "v cache";
 }
 
 TEST(CudaRope, RejectsBadArguments) {

@@ -1,7 +1,8 @@
 // GPU tests of kernels/hllm/cuda/sampling.cuh: argmax exactly equal to the CPU argmax (ties ->
 // lowest index), and the sampler against its CPU twin sample_by_rule() (layout/sample_rule.hpp)
 // over many (params, uniform) draws: >= 99% identical ids (fp32 vs double sums may disagree at a
-// razor-thin boundary) and every GPU id one the CPU rule keeps.
+// razor-thin boundary) and every GPU id one the CPU rule keeps; the same for CudaBackend::sample
+// (penalties on the device, then the rule) against the host's sample_row().
 //
 // Without a GPU the whole binary prints one "skipped: no GPU (...)" line and exits 0.
 #define HLLM_GPU_TEST_MAIN
@@ -13,7 +14,9 @@
 #include <vector>
 
 #include "gpu_test_util.cuh"
+#include "hllm/cuda/backend.cuh"
 #include "hllm/cuda/sampling.cuh"
+#include "hllm/layout/sample_penalty.hpp"
 #include "hllm/layout/sample_rule.hpp"
 
 namespace hllm::cuda {
@@ -118,6 +121,52 @@ TEST(CudaSampling, SampleMatchesCpuRule) {
           << "vocab " << vocab << " rows " << rows << ": " << same << " of " << draws << " equal";
     }
   }
+}
+
+// The backend's sample(): penalties and the rule on the device against sample_row() on the host
+// (the CPU backend's path), rows of different parameters and penalty lists (empty, prompt-only,
+// generated counts, long) in one call, the logits staying on the device.
+TEST(CudaSampling, BackendSampleMatchesHostSampleRow) {
+  std::mt19937 rng(43);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::uniform_int_distribution<int32_t> any_id(0, 128255);
+  CudaBackend backend;
+  constexpr int ROWS = 6, VOCAB = 128256;
+  const std::vector<SamplePenalties> penalties = {{1.0f, 0.0f, 0.0f},  {1.3f, 0.0f, 0.0f},
+                                                  {1.0f, 0.5f, 0.25f}, {0.8f, -1.0f, 0.0f},
+                                                  {1.2f, 1.5f, 2.0f},  {2.0f, 0.0f, -0.5f}};
+  int draws = 0, same = 0;
+  for (int s = 0; s < 12; ++s) {
+    const auto logits = normal_logits(static_cast<size_t>(ROWS) * VOCAB, 3.0f, rng);
+    Buffer device_logits = backend.allocate(DType::f32, Shape{ROWS, VOCAB});
+    HLLM_CUDA_CHECK(cudaMemcpy(device_logits.tensor.data, logits.data(),
+                               logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+    std::vector<std::vector<SamplePenaltyToken>> lists(ROWS);
+    std::vector<SampleRow> rows(ROWS);
+    for (int r = 0; r < ROWS; ++r) {
+      std::vector<int32_t> context(static_cast<size_t>(r == 5 ? 4000 : 40 * r));
+      for (int32_t& id : context) id = any_id(rng);
+      // Make the penalized ids matter: give some of them the row's largest logits.
+      for (size_t i = 0; i < context.size() && i < 8; ++i)
+        context[i] = static_cast<int32_t>(
+            std::max_element(logits.begin() + r * VOCAB, logits.begin() + (r + 1) * VOCAB) -
+            (logits.begin() + r * VOCAB));
+      lists[r] = sample_penalty_tokens(context, context.size() / 2, VOCAB, penalties[r]);
+      rows[r] = {PARAMS[(s * ROWS + r) % PARAMS.size()], penalties[r], lists[r], uniform(rng)};
+    }
+    std::vector<int32_t> ids(ROWS, -1);
+    backend.sample(device_logits.tensor, rows, ids);
+    for (int r = 0; r < ROWS; ++r) {
+      std::vector<float> row(logits.begin() + r * VOCAB, logits.begin() + (r + 1) * VOCAB);
+      const int32_t want = sample_row(row, rows[r]);  // row is penalized in place
+      const std::vector<uint8_t> kept = sample_rule_kept(row, rows[r].rule);
+      ++draws;
+      same += ids[r] == want;
+      ASSERT_TRUE(ids[r] >= 0 && ids[r] < VOCAB && kept[ids[r]])
+          << "sample " << s << " row " << r << ": GPU id " << ids[r] << " not kept on the host";
+    }
+  }
+  EXPECT_GE(same, draws * 99 / 100) << same << " of " << draws << " equal";
 }
 
 TEST(CudaSampling, RejectsBadArguments) {

@@ -10,6 +10,10 @@
 //         graph replays with new lengths; the grid depends only on n_queries, n_kv_heads and the
 //         host bound max_kv_len)
 //   out   [n_queries, n_heads, head_dim]                   bf16
+//   error_flag  nullable DEVICE int32 (common.cuh, "Device-side error flag"): a query_kv_len above
+//         max_kv_len is clamped to it (the reads stay inside the block table) and sets
+//         KERNEL_ERROR_KV_LEN_ABOVE_MAX; one below 1 gives zeros and sets
+//         KERNEL_ERROR_KV_LEN_BELOW_ONE. Either way the output is not the attention asked for.
 //
 // Decode is one query per sequence; prefill of t tokens is t queries of one sequence with kv_len
 // start + 1 .. start + t (the fast FlashAttention prefill is attn_prefill.cuh's job).
@@ -84,7 +88,7 @@ __global__ void __launch_bounds__(N_WARPS* WARP_SIZE)
                                    const int32_t* __restrict__ query_kv_len, int32_t n_heads,
                                    int32_t max_kv_len, int32_t split_len, float q_scale,
                                    float* __restrict__ partial_acc, float2* __restrict__ partial_md,
-                                   __nv_bfloat16* __restrict__ out) {
+                                   __nv_bfloat16* __restrict__ out, int32_t* error_flag) {
   constexpr int VEC = Pack16<__nv_bfloat16>::N;             // 8 dims per 16-byte load
   constexpr int LANES_PER_ROW = HEAD_DIM / VEC;             // 16 for head_dim 128
   constexpr int ROWS_PER_STEP = WARP_SIZE / LANES_PER_ROW;  // rows one load instruction covers
@@ -101,9 +105,16 @@ __global__ void __launch_bounds__(N_WARPS* WARP_SIZE)
   const auto split = static_cast<int32_t>(blockIdx.z);
 
   // Positions past max_kv_len are outside every split; clamping keeps a bad length from reading
-  // past the block table (kv_len >= 1 is the caller's contract; 0 gives zeros, not NaN).
+  // past the block table (kv_len >= 1 is the caller's contract; 0 gives zeros, not NaN). A length
+  // outside 1 .. max_kv_len is reported once per query, by thread 0 of its (kv head 0, split 0)
+  // block.
   const int32_t seq = query_seq[query];
-  const int32_t kv_len = min(max(query_kv_len[query], 0), max_kv_len);
+  const int32_t asked_kv_len = query_kv_len[query];
+  if (kv_head == 0 && split == 0 && threadIdx.x == 0) {
+    if (asked_kv_len > max_kv_len) raise_kernel_error(error_flag, KERNEL_ERROR_KV_LEN_ABOVE_MAX);
+    if (asked_kv_len < 1) raise_kernel_error(error_flag, KERNEL_ERROR_KV_LEN_BELOW_ONE);
+  }
+  const int32_t kv_len = min(max(asked_kv_len, 0), max_kv_len);
   const int32_t begin = split * split_len;
   const int32_t end = min(begin + split_len, kv_len);  // begin >= end: empty split
   const int32_t* table = kv.block_tables + static_cast<int64_t>(seq) * kv.max_blocks_per_seq;
@@ -369,7 +380,7 @@ template <int HEAD_DIM, int GROUP>
 void attn_decode_paged_run(const __nv_bfloat16* q, const PagedKvView& kv, const int32_t* query_seq,
                            const int32_t* query_kv_len, int n_queries, int n_heads, int max_kv_len,
                            const AttnSplitPlan& plan, float scale, float* workspace,
-                           __nv_bfloat16* out, cudaStream_t stream) {
+                           __nv_bfloat16* out, cudaStream_t stream, int32_t* error_flag) {
   constexpr int UNROLL = ATTN_DECODE_UNROLL<GROUP>;
   float* partial_acc = nullptr;
   float2* partial_md = nullptr;
@@ -383,7 +394,7 @@ void attn_decode_paged_run(const __nv_bfloat16* q, const PagedKvView& kv, const 
   attn_decode_paged_split_kernel<HEAD_DIM, GROUP, ATTN_DECODE_WARPS, UNROLL>
       <<<grid, ATTN_DECODE_WARPS * WARP_SIZE, 0, stream>>>(
           q, kv, query_seq, query_kv_len, n_heads, max_kv_len, plan.split_len, scale * ATTN_LOG2E,
-          partial_acc, partial_md, out);
+          partial_acc, partial_md, out, error_flag);
   HLLM_CUDA_CHECK_LAUNCH();
   if (plan.n_splits > 1) {
     const int64_t n_pairs = static_cast<int64_t>(n_queries) * n_heads;
@@ -400,20 +411,25 @@ void attn_decode_paged_dispatch_group(int group, const __nv_bfloat16* q, const P
                                       const int32_t* query_seq, const int32_t* query_kv_len,
                                       int n_queries, int n_heads, int max_kv_len,
                                       const AttnSplitPlan& plan, float scale, float* workspace,
-                                      __nv_bfloat16* out, cudaStream_t stream) {
+                                      __nv_bfloat16* out, cudaStream_t stream,
+                                      int32_t* error_flag) {
   switch (group) {
     case 1:
       return attn_decode_paged_run<HEAD_DIM, 1>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                                max_kv_len, plan, scale, workspace, out, stream);
+                                                max_kv_len, plan, scale, workspace, out, stream,
+                                                error_flag);
     case 2:
       return attn_decode_paged_run<HEAD_DIM, 2>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                                max_kv_len, plan, scale, workspace, out, stream);
+                                                max_kv_len, plan, scale, workspace, out, stream,
+                                                error_flag);
     case 4:
       return attn_decode_paged_run<HEAD_DIM, 4>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                                max_kv_len, plan, scale, workspace, out, stream);
+                                                max_kv_len, plan, scale, workspace, out, stream,
+                                                error_flag);
     case 8:
       return attn_decode_paged_run<HEAD_DIM, 8>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                                max_kv_len, plan, scale, workspace, out, stream);
+                                                max_kv_len, plan, scale, workspace, out, stream,
+                                                error_flag);
     default:
       fail("attn_decode_paged: ", n_heads, " query heads over ", kv.n_kv_heads,
            " KV heads is a GQA group of ", group, "; supported groups: 1, 2, 4, 8");
@@ -445,12 +461,14 @@ inline size_t attn_decode_workspace_bytes(int n_queries, int n_heads, int head_d
 // kvh = h / (n_heads / kv.n_kv_heads); see the top of the file. max_kv_len is a host bound on
 // every query_kv_len (and picks the split count); workspace holds at least
 // attn_decode_workspace_bytes(n_queries, n_heads, kv.head_dim, max_kv_len) bytes, 8-byte aligned
-// (may be null when that is 0). No allocation, no sync: capturable into a CUDA graph.
+// (may be null when that is 0). error_flag (nullable, device int32): where a query_kv_len outside
+// 1 .. max_kv_len is reported (KERNEL_ERROR_KV_LEN_*). No allocation, no sync: capturable into a
+// CUDA graph.
 inline void launch_attn_decode_paged(const __nv_bfloat16* q, const PagedKvView& kv,
                                      const int32_t* query_seq, const int32_t* query_kv_len,
                                      int n_queries, int n_heads, int max_kv_len, float scale,
                                      float* workspace, size_t workspace_bytes, __nv_bfloat16* out,
-                                     cudaStream_t stream) {
+                                     cudaStream_t stream, int32_t* error_flag = nullptr) {
   if (n_queries < 0 || n_heads < 1 || kv.n_kv_heads < 1 || n_heads % kv.n_kv_heads != 0)
     fail("attn_decode_paged: n_queries ", n_queries, ", n_heads ", n_heads, ", n_kv_heads ",
          kv.n_kv_heads, " (need n_queries >= 0, n_heads a positive multiple of n_kv_heads)");
@@ -476,6 +494,8 @@ inline void launch_attn_decode_paged(const __nv_bfloat16* q, const PagedKvView& 
     if (reinterpret_cast<uintptr_t>(p) % VEC_BYTES != 0)
       fail("attn_decode_paged: q, out and the KV pools must be 16-byte aligned");
   }
+  if (reinterpret_cast<uintptr_t>(error_flag) % alignof(int32_t) != 0)
+    fail("attn_decode_paged: error_flag must be 4-byte aligned");
   const AttnSplitPlan plan =
       detail::attn_decode_plan(n_queries, n_heads, kv.n_kv_heads, kv.head_dim, max_kv_len);
   const size_t needed = attn_workspace_bytes_for(n_queries, n_heads, kv.head_dim, plan.n_splits);
@@ -489,11 +509,11 @@ inline void launch_attn_decode_paged(const __nv_bfloat16* q, const PagedKvView& 
   if (kv.head_dim == 128) {
     detail::attn_decode_paged_dispatch_group<128>(group, q, kv, query_seq, query_kv_len, n_queries,
                                                   n_heads, max_kv_len, plan, scale, workspace, out,
-                                                  stream);
+                                                  stream, error_flag);
   } else {
     detail::attn_decode_paged_dispatch_group<64>(group, q, kv, query_seq, query_kv_len, n_queries,
                                                  n_heads, max_kv_len, plan, scale, workspace, out,
-                                                 stream);
+                                                 stream, error_flag);
   }
 }
 

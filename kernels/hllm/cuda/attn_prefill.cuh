@@ -11,6 +11,10 @@
 //         is start + t + 1); only element 0 of each is read, so a captured CUDA graph replays with
 //         a new start. The grid depends only on n_queries and n_kv_heads.
 //   out   [n_queries, n_heads, head_dim]                    bf16
+//   error_flag  nullable DEVICE int32 (common.cuh, "Device-side error flag"): a chunk whose last
+//         query would see more than max_kv_len positions (start + n_queries > max_kv_len) is
+//         clamped as above and sets KERNEL_ERROR_KV_LEN_ABOVE_MAX; query_kv_len[0] < 1 is taken as
+//         start 0 and sets KERNEL_ERROR_KV_LEN_BELOW_ONE.
 //
 // Same signature as launch_attn_decode_paged (attn_decode_paged.cuh), so the backend switches by
 // query count. The schedule and fragment maps are in layout/attn_prefill_tiles.hpp, a lane-by-lane
@@ -119,7 +123,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
                         const int32_t* __restrict__ query_seq,
                         const int32_t* __restrict__ query_kv_len, int32_t n_queries,
                         int32_t n_heads, int32_t max_kv_len, float q_scale,
-                        __nv_bfloat16* __restrict__ out) {
+                        __nv_bfloat16* __restrict__ out, int32_t* error_flag) {
   constexpr int BM = ATTN_PREFILL_BLOCK_M, BN = ATTN_PREFILL_BLOCK_N;
   constexpr int STRIDE = attn_prefill_smem_stride(HEAD_DIM);  // bf16 per shared row
   constexpr int KSTEPS = HEAD_DIM / 16;                       // k-steps of S = Q·Kᵀ
@@ -144,7 +148,15 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
   const int64_t n_rows = static_cast<int64_t>(n_queries) * GROUP;
 
   // start and the sequence from device memory; clamps keep a bad length inside the block table.
-  const int32_t start = min(max(query_kv_len[0] - 1, 0), max_kv_len - 1);
+  // A chunk outside 1 .. max_kv_len (its last query sees first_kv_len + n_queries - 1 positions)
+  // is reported once, by thread 0 of block (0, 0).
+  const int32_t first_kv_len = query_kv_len[0];
+  if (blockIdx.x == 0 && blockIdx.y == 0 && tid == 0) {
+    if (int64_t{first_kv_len} + n_queries - 1 > max_kv_len)
+      raise_kernel_error(error_flag, KERNEL_ERROR_KV_LEN_ABOVE_MAX);
+    if (first_kv_len < 1) raise_kernel_error(error_flag, KERNEL_ERROR_KV_LEN_BELOW_ONE);
+  }
+  const int32_t start = min(max(first_kv_len, 1), max_kv_len) - 1;
   const int32_t seq = query_seq[0];
   const int32_t* table = kv.block_tables + static_cast<int64_t>(seq) * kv.max_blocks_per_seq;
   const auto* k_pool = static_cast<const __nv_bfloat16*>(kv.k);
@@ -335,7 +347,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 template <int HEAD_DIM, int GROUP>
 void attn_prefill_run(const __nv_bfloat16* q, const PagedKvView& kv, const int32_t* query_seq,
                       const int32_t* query_kv_len, int n_queries, int n_heads, int max_kv_len,
-                      float scale, __nv_bfloat16* out, cudaStream_t stream) {
+                      float scale, __nv_bfloat16* out, cudaStream_t stream, int32_t* error_flag) {
   constexpr int SMEM = attn_prefill_smem_bytes(HEAD_DIM);
   auto* kernel = attn_prefill_kernel<HEAD_DIM, GROUP>;
   // Over 48 KB of dynamic shared memory needs an opt-in, once per instantiation (not a stream
@@ -348,8 +360,9 @@ void attn_prefill_run(const __nv_bfloat16* q, const PagedKvView& kv, const int32
   (void)configured;
   const auto row_tiles = attn_prefill_row_tiles(n_queries, GROUP);
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(kv.n_kv_heads));
-  kernel<<<grid, ATTN_PREFILL_THREADS, SMEM, stream>>>(
-      q, kv, query_seq, query_kv_len, n_queries, n_heads, max_kv_len, scale * ATTN_LOG2E, out);
+  kernel<<<grid, ATTN_PREFILL_THREADS, SMEM, stream>>>(q, kv, query_seq, query_kv_len, n_queries,
+                                                       n_heads, max_kv_len, scale * ATTN_LOG2E, out,
+                                                       error_flag);
   HLLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -357,20 +370,20 @@ template <int HEAD_DIM>
 void attn_prefill_dispatch_group(int group, const __nv_bfloat16* q, const PagedKvView& kv,
                                  const int32_t* query_seq, const int32_t* query_kv_len,
                                  int n_queries, int n_heads, int max_kv_len, float scale,
-                                 __nv_bfloat16* out, cudaStream_t stream) {
+                                 __nv_bfloat16* out, cudaStream_t stream, int32_t* error_flag) {
   switch (group) {
     case 1:
       return attn_prefill_run<HEAD_DIM, 1>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                           max_kv_len, scale, out, stream);
+                                           max_kv_len, scale, out, stream, error_flag);
     case 2:
       return attn_prefill_run<HEAD_DIM, 2>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                           max_kv_len, scale, out, stream);
+                                           max_kv_len, scale, out, stream, error_flag);
     case 4:
       return attn_prefill_run<HEAD_DIM, 4>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                           max_kv_len, scale, out, stream);
+                                           max_kv_len, scale, out, stream, error_flag);
     case 8:
       return attn_prefill_run<HEAD_DIM, 8>(q, kv, query_seq, query_kv_len, n_queries, n_heads,
-                                           max_kv_len, scale, out, stream);
+                                           max_kv_len, scale, out, stream, error_flag);
     default:
       fail("attn_prefill: ", n_heads, " query heads over ", kv.n_kv_heads,
            " KV heads is a GQA group of ", group, "; supported groups: 1, 2, 4, 8");
@@ -390,13 +403,14 @@ inline size_t attn_prefill_workspace_bytes(int n_queries, int n_heads, int head_
 // Causal attention of a chunk of n_queries new tokens of ONE sequence (see the top of the file):
 // query t at position start + t sees positions 0 .. start + t, start = query_kv_len[0] - 1 and the
 // block-table row query_seq[0] read on the device. max_kv_len is a host bound on start +
-// n_queries (positions past it are not seen). workspace is unused (may be null). No allocation, no
-// sync after the first call of each (head_dim, group): capturable into a CUDA graph.
+// n_queries (positions past it are not seen, and error_flag, when not null, gets
+// KERNEL_ERROR_KV_LEN_ABOVE_MAX). workspace is unused (may be null). No allocation, no sync after
+// the first call of each (head_dim, group): capturable into a CUDA graph.
 inline void launch_attn_prefill(const __nv_bfloat16* q, const PagedKvView& kv,
                                 const int32_t* query_seq, const int32_t* query_kv_len,
                                 int n_queries, int n_heads, int max_kv_len, float scale,
                                 float* workspace, size_t workspace_bytes, __nv_bfloat16* out,
-                                cudaStream_t stream) {
+                                cudaStream_t stream, int32_t* error_flag = nullptr) {
   (void)workspace;
   (void)workspace_bytes;
   if (n_queries < 0 || n_heads < 1 || kv.n_kv_heads < 1 || n_heads % kv.n_kv_heads != 0)
@@ -426,13 +440,15 @@ inline void launch_attn_prefill(const __nv_bfloat16* q, const PagedKvView& kv,
     if (reinterpret_cast<uintptr_t>(p) % VEC_BYTES != 0)
       fail("attn_prefill: q, out and the KV pools must be 16-byte aligned");
   }
+  if (reinterpret_cast<uintptr_t>(error_flag) % alignof(int32_t) != 0)
+    fail("attn_prefill: error_flag must be 4-byte aligned");
   const int group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 128) {
     detail::attn_prefill_dispatch_group<128>(group, q, kv, query_seq, query_kv_len, n_queries,
-                                             n_heads, max_kv_len, scale, out, stream);
+                                             n_heads, max_kv_len, scale, out, stream, error_flag);
   } else {
     detail::attn_prefill_dispatch_group<64>(group, q, kv, query_seq, query_kv_len, n_queries,
-                                            n_heads, max_kv_len, scale, out, stream);
+                                            n_heads, max_kv_len, scale, out, stream, error_flag);
   }
 }
 

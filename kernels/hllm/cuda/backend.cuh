@@ -8,23 +8,27 @@
 //                dense: cuBLAS (bf16 in, fp32 compute, bf16 or fp32 out)
 //   attention    attn_prefill (FlashAttention-2 style, tensor cores) for a prompt chunk of one
 //                sequence longer than MAX_GRAPH_TOKENS; attn_decode_paged (split-KV) otherwise
+//   sampling     sample(): penalties and the sampling rule on the device; only ids come back
 //   steps        begin_step copies the step inputs (ids, positions, block tables, RoPE
 //                frequencies) into one device buffer with a single host-to-device copy; the ops
 //                read them there, so a decode step (<= MAX_GRAPH_TOKENS tokens) is recorded once
 //                as a CUDA graph and replayed: no launch gaps, near-zero host work per token.
 //
-// Everything runs on the backend's own stream; to_host_f32 synchronizes it.
+// Everything runs on the backend's own stream; to_host_f32, argmax and sample synchronize it, and
+// each then throws hllm::Error if a kernel raised the device-side error flag (common.cuh).
 #pragma once
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -53,7 +57,11 @@ class CudaBackend final : public Backend {
   static constexpr int64_t MAX_TABLE_ENTRIES = 1 << 20;
   static constexpr int64_t MAX_HALF_HEAD_DIM = 256;
 
-  explicit CudaBackend(int device = 0, bool use_graphs = true) : use_graphs_(use_graphs) {
+  // Graphs are on unless `use_graphs` is false, the environment says HLLM_CUDA_GRAPHS=0 (A/B
+  // runs of the same binary), or the build synchronizes after every launch (HLLM_CUDA_SYNC_CHECK:
+  // a synchronize is illegal while a stream is being captured).
+  explicit CudaBackend(int device = 0, bool use_graphs = true)
+      : use_graphs_(use_graphs && graphs_allowed()) {
     if (cuda::device_count() == 0) fail("CUDA backend: no GPU found");
     HLLM_CUDA_CHECK(cudaSetDevice(device));
     HLLM_CUDA_CHECK(cudaGetDeviceProperties(&props_, device));
@@ -70,6 +78,13 @@ class CudaBackend final : public Backend {
     HLLM_CUDA_CHECK(cudaMallocHost(&pinned, step_bytes));
     step_host_ = PinnedBytes(static_cast<uint8_t*>(pinned), [](uint8_t* p) { cudaFreeHost(p); });
     HLLM_CUDA_CHECK(cudaEventCreateWithFlags(&step_copied_, cudaEventDisableTiming));
+    error_flag_ = cuda::DeviceBuffer<int32_t>(1);  // zeroed on stream_, ahead of every kernel
+    HLLM_CUDA_CHECK(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int32_t), stream_));
+    void* flag_host = nullptr;
+    HLLM_CUDA_CHECK(cudaMallocHost(&flag_host, sizeof(int32_t)));
+    error_host_ =
+        PinnedBytes(static_cast<uint8_t*>(flag_host), [](uint8_t* p) { cudaFreeHost(p); });
+    std::memset(error_host_.get(), 0, sizeof(int32_t));
   }
 
   ~CudaBackend() override {
@@ -81,13 +96,23 @@ class CudaBackend final : public Backend {
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
 
-  std::string name() const override { return std::string("cuda (") + props_.name + ")"; }
+  std::string name() const override {
+    return std::string("cuda (") + props_.name + (use_graphs_ ? "" : ", graphs off") + ")";
+  }
   Device device() const override { return Device::cuda; }
   DType activation_dtype() const override { return DType::bf16; }
   cudaStream_t stream() const { return stream_; }
   const cudaDeviceProp& properties() const { return props_; }
   // How many steps were replayed from a recorded graph (tests check that decode uses them).
   int64_t graph_replays() const { return graph_replays_; }
+  bool uses_graphs() const { return use_graphs_; }
+
+  // Whether this build and environment allow CUDA graphs (see the constructor).
+  static bool graphs_allowed() {
+    if (HLLM_CUDA_SYNC_CHECK) return false;
+    const char* env = std::getenv("HLLM_CUDA_GRAPHS");
+    return env == nullptr || std::string_view(env) != "0";
+  }
 
   Buffer allocate(DType dtype, Shape shape) override {
     const size_t bytes =
@@ -99,13 +124,23 @@ class CudaBackend final : public Backend {
     return buffer;
   }
 
+  // bf16 weights are copied as they are; fp16/fp32 ones are converted on the host in slices of
+  // UPLOAD_SLICE elements (not a second whole copy of an embedding table in host memory).
   Tensor upload_weight(const Tensor& host) override {
     if (host.device != Device::cpu) fail("upload_weight: the tensor is not in host memory");
-    std::vector<bf16> converted(static_cast<size_t>(host.numel()));
-    for (int64_t i = 0; i < host.numel(); ++i) converted[i] = host_element_bf16(host, i);
     Buffer buffer = allocate(DType::bf16, host.shape);
-    HLLM_CUDA_CHECK(cudaMemcpy(buffer.tensor.data, converted.data(),
-                               converted.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    auto* dst = static_cast<bf16*>(buffer.tensor.data);
+    if (host.dtype == DType::bf16) {
+      copy_to_device(dst, host.data, static_cast<size_t>(host.numel()) * sizeof(bf16));
+    } else {
+      constexpr int64_t UPLOAD_SLICE = int64_t{1} << 22;  // 8 MB of bf16
+      std::vector<bf16> converted(static_cast<size_t>(std::min(host.numel(), UPLOAD_SLICE)));
+      for (int64_t begin = 0; begin < host.numel(); begin += UPLOAD_SLICE) {
+        const int64_t count = std::min(UPLOAD_SLICE, host.numel() - begin);
+        for (int64_t i = 0; i < count; ++i) converted[i] = host_element_bf16(host, begin + i);
+        copy_to_device(dst + begin, converted.data(), static_cast<size_t>(count) * sizeof(bf16));
+      }
+    }
     resident_.push_back(buffer.memory);
     return buffer.tensor;
   }
@@ -146,7 +181,7 @@ class CudaBackend final : public Backend {
     }
     HLLM_CUDA_CHECK(
         cudaMemcpyAsync(out.data(), src, out.size_bytes(), cudaMemcpyDeviceToHost, stream_));
-    HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    synchronize_and_check_kernels();
   }
 
   // ---- step inputs ----------------------------------------------------------------------------
@@ -293,14 +328,14 @@ class CudaBackend final : public Backend {
     if (one_sequence_chunk_ && n_tokens_ > MAX_GRAPH_TOKENS) {  // never inside a graph capture
       return cuda::launch_attn_prefill(bf(q), paged_view(cache), step_i32(layout_.seq),
                                        step_i32(layout_.kv_len), n_tokens_, n_heads, max_kv_len_,
-                                       scale, nullptr, 0, bf(out), stream_);
+                                       scale, nullptr, 0, bf(out), stream_, error_flag_.data());
     }
     const size_t bytes = cuda::attn_decode_workspace_bytes(n_tokens_, n_heads,
                                                            static_cast<int>(q.dim(2)), max_kv_len_);
     float* workspace = scratch<float>(attn_scratch_, cuda::ceil_div(bytes, sizeof(float)));
     cuda::launch_attn_decode_paged(bf(q), paged_view(cache), step_i32(layout_.seq),
                                    step_i32(layout_.kv_len), n_tokens_, n_heads, max_kv_len_, scale,
-                                   workspace, bytes, bf(out), stream_);
+                                   workspace, bytes, bf(out), stream_, error_flag_.data());
   }
 
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override {
@@ -318,10 +353,108 @@ class CudaBackend final : public Backend {
                         stream_);
     HLLM_CUDA_CHECK(
         cudaMemcpyAsync(ids.data(), device_ids, ids.size_bytes(), cudaMemcpyDeviceToHost, stream_));
-    HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    synchronize_and_check_kernels();
+  }
+
+  // Penalties and the sampling rule on the device (sampling.cuh): the rows' parameters, draws and
+  // penalty lists go up in one copy, the ids come back; the logits never leave the GPU.
+  void sample(const Tensor& logits, std::span<const SampleRow> rows,
+              std::span<int32_t> ids) override {
+    const int n_rows = static_cast<int>(logits.dim(0)), vocab = static_cast<int>(logits.dim(1));
+    if (logits.dtype != DType::f32 || static_cast<int>(rows.size()) != n_rows ||
+        static_cast<int>(ids.size()) != n_rows)
+      fail("sample: logits ", logits.shape.str(), " for ", rows.size(), " rows and ", ids.size(),
+           " ids");
+    size_t n_tokens = 0, longest = 0;
+    for (const SampleRow& r : rows) {
+      n_tokens += r.penalized.size();
+      longest = std::max(longest, r.penalized.size());
+    }
+    const SampleLayout at(static_cast<size_t>(n_rows), n_tokens);
+    uint8_t* host = pinned_scratch(sample_host_, at.bytes);
+    auto* params = reinterpret_cast<SampleRuleParams*>(host + at.params);
+    auto* penalties = reinterpret_cast<SamplePenalties*>(host + at.penalties);
+    auto* uniforms = reinterpret_cast<float*>(host + at.uniforms);
+    auto* offsets = reinterpret_cast<int32_t*>(host + at.offsets);
+    auto* tokens = reinterpret_cast<SamplePenaltyToken*>(host + at.tokens);
+    offsets[0] = 0;
+    for (int r = 0; r < n_rows; ++r) {
+      params[r] = rows[r].rule;
+      penalties[r] = rows[r].penalties;
+      uniforms[r] = rows[r].uniform;
+      std::copy(rows[r].penalized.begin(), rows[r].penalized.end(), tokens + offsets[r]);
+      offsets[r + 1] = offsets[r] + static_cast<int32_t>(rows[r].penalized.size());
+    }
+    uint8_t* device = scratch<uint8_t>(sample_scratch_, at.bytes + n_rows * sizeof(int32_t));
+    auto* device_ids = reinterpret_cast<int32_t*>(device + at.bytes);
+    HLLM_CUDA_CHECK(cudaMemcpyAsync(device, host, at.bytes, cudaMemcpyHostToDevice, stream_));
+    cuda::launch_apply_penalties(
+        logits.as<float>(), n_rows, vocab, reinterpret_cast<SamplePenalties*>(device + at.penalties),
+        reinterpret_cast<int32_t*>(device + at.offsets),
+        reinterpret_cast<SamplePenaltyToken*>(device + at.tokens), static_cast<int>(longest),
+        stream_);
+    cuda::launch_sample(logits.as<float>(), n_rows, vocab,
+                        reinterpret_cast<SampleRuleParams*>(device + at.params),
+                        reinterpret_cast<float*>(device + at.uniforms), device_ids, stream_);
+    HLLM_CUDA_CHECK(
+        cudaMemcpyAsync(ids.data(), device_ids, ids.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+    synchronize_and_check_kernels();
   }
 
  private:
+  // The kernels' error flag (cuda/common.cuh, "Device-side error flag"): both attention launches
+  // report a kv_len outside 1 .. max_kv_len into error_flag_. Its address never changes, so the
+  // launches recorded in a CUDA graph report into it on every replay. The read-back is not part
+  // of any graph: the methods that synchronize (to_host_f32, argmax, sample) run outside
+  // run_step's capture (a synchronize is illegal while capturing), and each queues a 4-byte copy
+  // of the flag behind the step's kernels, synchronizes, then throws if a bit was set (after
+  // resetting the flag, so the next step starts clean).
+  void synchronize_and_check_kernels() {
+    HLLM_CUDA_CHECK(cudaMemcpyAsync(error_host_.get(), error_flag_.data(), sizeof(int32_t),
+                                    cudaMemcpyDeviceToHost, stream_));
+    HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    int32_t bits = 0;
+    std::memcpy(&bits, error_host_.get(), sizeof(bits));
+    if (bits == 0) [[likely]]
+      return;
+    std::memset(error_host_.get(), 0, sizeof(int32_t));
+    HLLM_CUDA_CHECK(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int32_t), stream_));
+    fail("CUDA backend: ", cuda::kernel_error_text(bits),
+         " (max_kv_len of the last step: ", max_kv_len_,
+         "); the results of the steps since the last check are wrong");
+  }
+
+  // Byte offsets (16-aligned) of one sample() call's inputs: params [rows], penalties [rows],
+  // uniforms [rows], offsets [rows + 1] into tokens [n_tokens] (every row's penalty list).
+  struct SampleLayout {
+    size_t params = 0, penalties = 0, uniforms = 0, offsets = 0, tokens = 0, bytes = 0;
+    SampleLayout(size_t rows, size_t n_tokens) {
+      const auto aligned = [](size_t bytes) { return cuda::round_up<size_t>(bytes, 16); };
+      penalties = params + aligned(rows * sizeof(SampleRuleParams));
+      uniforms = penalties + aligned(rows * sizeof(SamplePenalties));
+      offsets = uniforms + aligned(rows * sizeof(float));
+      tokens = offsets + aligned((rows + 1) * sizeof(int32_t));
+      bytes = tokens + aligned(n_tokens * sizeof(SamplePenaltyToken));
+    }
+  };
+
+  // Pinned host staging that grows on demand (sample() synchronizes before it returns, so the
+  // next call may overwrite it).
+  using PinnedBytes = std::unique_ptr<uint8_t, void (*)(uint8_t*)>;
+  struct PinnedScratch {
+    PinnedBytes memory{nullptr, [](uint8_t*) {}};
+    size_t bytes = 0;
+  };
+  static uint8_t* pinned_scratch(PinnedScratch& s, size_t bytes) {
+    if (bytes > s.bytes) {
+      void* p = nullptr;
+      HLLM_CUDA_CHECK(cudaMallocHost(&p, bytes));
+      s.memory = PinnedBytes(static_cast<uint8_t*>(p), [](uint8_t* q) { cudaFreeHost(q); });
+      s.bytes = bytes;
+    }
+    return s.memory.get();
+  }
+
   // Offsets (bytes, 16-aligned) of the step inputs in the step buffer; they depend only on the
   // token count and head_dim, both part of every graph key.
   struct StepLayout {
@@ -374,8 +507,6 @@ class CudaBackend final : public Backend {
 
   static bf16 host_element_bf16(const Tensor& t, int64_t i) {
     switch (t.dtype) {
-      case DType::bf16:
-        return t.as<bf16>()[i];
       case DType::f16:
         return f32_to_bf16(f16_to_f32(t.as<f16>()[i]));
       case DType::f32:
@@ -450,8 +581,10 @@ class CudaBackend final : public Backend {
   std::vector<std::shared_ptr<void>> resident_;  // uploaded weights
 
   // Step inputs: pinned host staging -> one copy -> step_device_ (fixed address).
-  using PinnedBytes = std::unique_ptr<uint8_t, void (*)(uint8_t*)>;
   PinnedBytes step_host_{nullptr, [](uint8_t*) {}};
+  // The kernels' error flag (device, fixed address) and its pinned host copy (4 bytes each).
+  cuda::DeviceBuffer<int32_t> error_flag_;
+  PinnedBytes error_host_{nullptr, [](uint8_t*) {}};
   cuda::DeviceBuffer<uint8_t> step_device_;
   cudaEvent_t step_copied_ = nullptr;
   StepLayout layout_;
@@ -460,7 +593,9 @@ class CudaBackend final : public Backend {
   int32_t max_blocks_per_seq_ = 0, block_size_ = 0, max_kv_len_ = 0;
   float attention_factor_ = 1.0f;
 
-  Scratch gather_scratch_, dequant_scratch_, attn_scratch_, convert_scratch_, ids_scratch_;
+  Scratch gather_scratch_, dequant_scratch_, attn_scratch_, convert_scratch_, ids_scratch_,
+      sample_scratch_;
+  PinnedScratch sample_host_;
   bool capturing_ = false;
   std::unordered_map<uint64_t, Graph> graphs_;
   int64_t graph_replays_ = 0;

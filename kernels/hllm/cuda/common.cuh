@@ -2,7 +2,9 @@
 // the CUDA native types, 16-byte vector loads and stores, warp and block reductions, and a small
 // RAII device buffer. Header-only; compiles on its own under nvcc.
 //
-//   errors       HLLM_CUDA_CHECK(expr), HLLM_CUBLAS_CHECK(expr), HLLM_CUDA_CHECK_LAUNCH()
+//   errors       HLLM_CUDA_CHECK(expr), HLLM_CUBLAS_CHECK(expr), HLLM_CUDA_CHECK_LAUNCH();
+//                the device-side error flag: KERNEL_ERROR_* bits, raise_kernel_error,
+//                kernel_error_text
 //   16-bit types to_nv / from_nv (bit casts hllm::bf16 <-> __nv_bfloat16, hllm::f16 <-> __half),
 //                to_f32(x), from_f32<T>(f)
 //   memory       load16 / load16_stream / load16_no_allocate, store16 / store16_stream,
@@ -27,6 +29,7 @@
 #include <cstring>
 #include <limits>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -80,6 +83,46 @@ inline void check_launch(const char* file, int line) {
 }
 
 }  // namespace detail
+
+// ---- Device-side error flag ---------------------------------------------------------------------
+//
+// A kernel that meets an input it can only survive by clamping (so it stays memory-safe but
+// computes something other than what was asked) cannot throw: it sets a bit in an int32 flag in
+// device memory that the caller owns, passes to the launcher (nullable: null = not reported) and
+// reads back at its next synchronization (CudaBackend: before to_host_f32 and argmax return).
+// The flag's address is fixed, so kernels recorded into a CUDA graph keep reporting into it.
+// Bits are OR-ed, never cleared by a kernel; the reader resets the flag to 0.
+
+// Attention (attn_decode_paged, attn_prefill): a query's kv_len was above the launch's host bound
+// max_kv_len; it was clamped to max_kv_len, so positions past the bound were not attended.
+inline constexpr int32_t KERNEL_ERROR_KV_LEN_ABOVE_MAX = 1 << 0;
+// Attention: a query's kv_len was below 1 (no position to attend; its output is zeros).
+inline constexpr int32_t KERNEL_ERROR_KV_LEN_BELOW_ONE = 1 << 1;
+
+// Sets `bit` in *flag (no-op for a null flag). Called on the error path only, by one thread.
+__device__ __forceinline__ void raise_kernel_error(int32_t* flag, int32_t bit) {
+  if (flag != nullptr) atomicOr(flag, bit);
+}
+
+// What the bits of a read-back flag mean, for an error message.
+inline std::string kernel_error_text(int32_t bits) {
+  std::string text;
+  const auto add = [&](int32_t bit, const char* what) {
+    if ((bits & bit) == 0) return;
+    if (!text.empty()) text += "; ";
+    text += what;
+    bits &= ~bit;
+  };
+  add(KERNEL_ERROR_KV_LEN_ABOVE_MAX,
+      "attention: a query's kv_len exceeded the step's max_kv_len (clamped: positions past it "
+      "were not attended)");
+  add(KERNEL_ERROR_KV_LEN_BELOW_ONE, "attention: a query's kv_len was below 1 (output zeros)");
+  if (bits != 0) {
+    if (!text.empty()) text += "; ";
+    text += "unknown error bits " + std::to_string(bits);
+  }
+  return text;
+}
 
 // ---- Hardware constants ------------------------------------------------------------------------
 
