@@ -388,11 +388,11 @@ class CudaBackend final : public Backend {
     uint8_t* device = scratch<uint8_t>(sample_scratch_, at.bytes + n_rows * sizeof(int32_t));
     auto* device_ids = reinterpret_cast<int32_t*>(device + at.bytes);
     HLLM_CUDA_CHECK(cudaMemcpyAsync(device, host, at.bytes, cudaMemcpyHostToDevice, stream_));
-    cuda::launch_apply_penalties(
-        logits.as<float>(), n_rows, vocab, reinterpret_cast<SamplePenalties*>(device + at.penalties),
-        reinterpret_cast<int32_t*>(device + at.offsets),
-        reinterpret_cast<SamplePenaltyToken*>(device + at.tokens), static_cast<int>(longest),
-        stream_);
+    cuda::launch_apply_penalties(logits.as<float>(), n_rows, vocab,
+                                 reinterpret_cast<SamplePenalties*>(device + at.penalties),
+                                 reinterpret_cast<int32_t*>(device + at.offsets),
+                                 reinterpret_cast<SamplePenaltyToken*>(device + at.tokens),
+                                 static_cast<int>(longest), stream_);
     cuda::launch_sample(logits.as<float>(), n_rows, vocab,
                         reinterpret_cast<SampleRuleParams*>(device + at.params),
                         reinterpret_cast<float*>(device + at.uniforms), device_ids, stream_);
