@@ -97,6 +97,72 @@ inline int32_t sample_argmax(std::span<const float> logits) {
   return best;
 }
 
+// The k-th largest of `values` (1 <= k < size, counted with multiplicity): a min-heap of the k
+// best so far for small k (most values lose one comparison with its top), selection otherwise.
+inline float sample_kth_largest(std::span<const float> values, size_t k) {
+  if (k > 4096) {
+    std::vector<float> copy(values.begin(), values.end());
+    std::nth_element(copy.begin(), copy.begin() + static_cast<std::ptrdiff_t>(k - 1), copy.end(),
+                     std::greater<float>());
+    return copy[k - 1];
+  }
+  std::vector<float> heap(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k));
+  std::make_heap(heap.begin(), heap.end(), std::greater<float>());  // heap.front(): the smallest
+  for (size_t i = k; i < values.size(); ++i) {
+    if (values[i] <= heap.front()) continue;
+    std::pop_heap(heap.begin(), heap.end(), std::greater<float>());
+    heap.back() = values[i];
+    std::push_heap(heap.begin(), heap.end(), std::greater<float>());
+  }
+  return heap.front();
+}
+
+// Step 4: the largest logit value λ >= `floor_logit` whose tokens (l >= λ) hold top_p of the mass
+// of those >= floor_logit; floor_logit when the walk never gets there (rounding). The walk needs
+// the sorted order only until its sum reaches the target, and the tokens of weight >= ε are a
+// prefix of that order (w grows with l): it walks them first, lowering ε until it arrives, and
+// sorts them progressively (the best 64, then 4x more while the walk goes on).
+inline float sample_top_p_threshold(std::span<const float> l, std::span<const float> w,
+                                    float floor_logit, float top_p) {
+  double mass = 0.0;  // in index order, as the definition writes it
+  for (size_t i = 0; i < l.size(); ++i)
+    if (l[i] >= floor_logit) mass += w[i];
+  const double target = static_cast<double>(top_p) * mass;
+  std::vector<int32_t> order;
+  for (float epsilon = 1e-3f;; epsilon = epsilon > 1e-15f ? epsilon * 1e-3f : 0.0f) {
+    order.clear();
+    double prefix_mass = 0.0;  // a guide only: the walk decides
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (l[i] >= floor_logit && w[i] > 0.0f && w[i] >= epsilon) {
+        order.push_back(static_cast<int32_t>(i));
+        prefix_mass += w[i];
+      }
+    }
+    if (prefix_mass < target && epsilon > 0.0f) continue;
+    const auto larger = [&](int32_t a, int32_t b) { return l[a] > l[b]; };
+    size_t sorted = 0;  // order[0 .. sorted) holds the largest logits, in order
+    const auto sort_to = [&](size_t count) {
+      count = std::min(count, order.size());
+      if (count <= sorted) return;
+      std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(sorted),
+                        order.begin() + static_cast<std::ptrdiff_t>(count), order.end(), larger);
+      sorted = count;
+    };
+    sort_to(64);
+    double cumulative = 0.0;
+    for (size_t j = 0; j < order.size();) {
+      const float value = l[order[j]];
+      while (true) {  // the whole group of logits equal to `value`
+        if (j == sorted) sort_to(4 * sorted);
+        if (j == order.size() || l[order[j]] != value) break;
+        cumulative += w[order[j++]];
+      }
+      if (cumulative >= target) return value;  // the first (largest) value whose mass reaches it
+    }
+    if (epsilon == 0.0f) return floor_logit;
+  }
+}
+
 // Steps 0-5 of one row, as what the draw needs: token i is kept when keeps(i).
 struct SampleCut {
   bool greedy = true;
@@ -111,10 +177,9 @@ struct SampleCut {
   }
 };
 
-// The CPU's rule, fast enough for every decode step: one expf per token, top_k by selection, and
-// top_p sorting only as much of the vocabulary as its cut needs (the best 64 tokens, then 4x more
-// while the cut lies beyond them; a 128k row usually needs the first 64). tests/sample_rule_test.cpp
-// checks it against a full sort of the row.
+// The CPU's rule, fast enough for every decode step: one expf per top-k survivor, top_k by a heap,
+// and top_p sorting only as much of the vocabulary as its cut needs (sample_top_p_threshold).
+// tests/sample_rule_test.cpp checks it against a full sort of the row.
 inline SampleCut sample_rule_cut(std::span<const float> logits, const SampleRuleParams& p) {
   if (logits.empty()) fail("sample_rule_cut: empty logits");
   const size_t n = logits.size();
@@ -125,54 +190,15 @@ inline SampleCut sample_rule_cut(std::span<const float> logits, const SampleRule
   if (cut.greedy) return cut;
   const float inv_t = 1.0f / p.temperature;
   cut.l.resize(n), cut.w.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    cut.l[i] = sample_logit(logits[i]);
-    cut.w[i] = sample_weight(cut.l[i], m, inv_t);
-  }
+  for (size_t i = 0; i < n; ++i) cut.l[i] = sample_logit(logits[i]);
   const std::vector<float>& l = cut.l;
   const std::vector<float>& w = cut.w;
-
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {  // step 3: the k-th largest logit
-    std::vector<float> sorted = l;
-    std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(),
-                     std::greater<float>());
-    cut.threshold = sorted[p.top_k - 1];
-  }
-  if (p.top_p < 1.0f) {  // step 4
-    // Candidates in index order; tokens of weight 0 add no mass, so they can be left out.
-    std::vector<int32_t> order;
-    double mass = 0.0;
-    for (size_t i = 0; i < n; ++i) {
-      if (l[i] >= cut.threshold && w[i] > 0.0f) {
-        order.push_back(static_cast<int32_t>(i));
-        mass += w[i];
-      }
-    }
-    const auto larger = [&](int32_t a, int32_t b) { return l[a] > l[b]; };
-    size_t sorted = 0;  // order[0 .. sorted) holds the largest logits, in order
-    const auto sort_to = [&](size_t count) {
-      count = std::min(count, order.size());
-      if (count <= sorted) return;
-      std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(sorted),
-                        order.begin() + static_cast<std::ptrdiff_t>(count), order.end(), larger);
-      sorted = count;
-    };
-    sort_to(64);
-    const double target = static_cast<double>(p.top_p) * mass;
-    double cumulative = 0.0;
-    for (size_t j = 0; j < order.size();) {
-      const float value = l[order[j]];
-      while (true) {  // the whole group of logits equal to `value`
-        if (j == sorted) sort_to(4 * sorted);
-        if (j == order.size() || l[order[j]] != value) break;
-        cumulative += w[order[j++]];
-      }
-      if (cumulative >= target) {  // the first (largest) value whose mass reaches top_p
-        cut.threshold = value;
-        break;
-      }
-    }
-  }
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n)  // step 3: the k-th largest logit
+    cut.threshold = sample_kth_largest(l, static_cast<size_t>(p.top_k));
+  // Weights of the tokens below the top-k threshold are never used: no expf for them.
+  for (size_t i = 0; i < n; ++i)
+    cut.w[i] = l[i] >= cut.threshold ? sample_weight(l[i], m, inv_t) : 0.0f;
+  if (p.top_p < 1.0f) cut.threshold = sample_top_p_threshold(l, w, cut.threshold, p.top_p);
   cut.min_weight = sample_min_weight(p.min_p);
   return cut;
 }
