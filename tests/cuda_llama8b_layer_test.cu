@@ -103,6 +103,8 @@ void run_layer(const std::string& quant) {
       "8B-shape layer, %s: worst relative L2 of a logits row vs the CPU backend %.3g "
       "(%lld graph replays)\n",
       quant.c_str(), worst, static_cast<long long>(gpu.graph_replays()));
+  // Decode steps 2 and 3 replay the graph recorded at step 1.
+  EXPECT_EQ(gpu.graph_replays(), gpu.uses_graphs() ? 2 : 0);
 }
 
 TEST(CudaLlama8bLayer, Bf16MatchesTheCpuBackend) { run_layer("bf16"); }

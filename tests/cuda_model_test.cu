@@ -10,7 +10,9 @@
 //     past the graphed size, so the ungraphed path) and 8 tokens, against the CPU backend running
 //     the same steps: relative L2 of every logits row within 2e-2;
 //   - a step whose positions run past its max_kv_len throws hllm::Error at the next
-//     synchronization (the attention kernels' error flag), eager, recorded and replayed alike.
+//     synchronization (the attention kernels' error flag), eager, recorded and replayed alike;
+//   - the engine's decode steps sampled on the device (penalties, top-k, top-p) give the same ids
+//     as the same requests sampled on the host.
 #define HLLM_GPU_TEST_MAIN
 #include <algorithm>
 #include <cmath>
@@ -26,6 +28,7 @@
 #include "gpu_test_util.cuh"
 #include "hllm/cpu/backend.hpp"
 #include "hllm/cuda/backend.cuh"
+#include "hllm/engine/engine_core.hpp"
 #include "hllm/io/safetensors.hpp"
 #include "hllm/model/llama.hpp"
 #include "hllm/model/load.hpp"
@@ -315,6 +318,55 @@ TEST(CudaBackendErrors, KvLenPastTheStepBoundThrowsAtTheNextSync) {
   EXPECT_TRUE(throws_kv_len_error(31, 1, 16)) << "decode, replayed from the recorded graph";
   EXPECT_NO_THROW(step(20, 1, 64));  // positions 0 .. 20 all written: finite logits
   EXPECT_NO_THROW(step(21, 1, 64));
+}
+
+// The engine samples a decode step on the device (Backend::sample: penalties and the rule there,
+// only ids back) unless a request wants host logits (logprobs). Both paths take the same draws from
+// the same seeded generator, so the same requests give the same ids either way.
+TEST(CudaEngine, DeviceSamplingPicksWhatHostSamplingPicks) {
+  const fs::path dir = DATA / "llama3-tiny-h512-l2-v512";
+  hllm::ModelFolder folder =
+      hllm::open_model_folder(dir, std::optional<fs::path>(dir / "config.base.json"));
+  hllm::CudaBackend backend;
+  hllm::LlamaModel model(folder.config, folder.weights, backend);
+  hllm::EngineOptions options;
+  options.max_num_seqs = 4;
+  options.max_model_len = 128;
+  std::uniform_int_distribution<int32_t> token(0,
+                                               static_cast<int32_t>(folder.config.vocab_size) - 1);
+  const auto run = [&](bool host_logits) {
+    hllm::EngineCore core(model, options);
+    std::vector<std::vector<int32_t>> ids(4);
+    int finished = 0;
+    std::mt19937 prompts(5);
+    for (int r = 0; r < 4; ++r) {
+      hllm::EngineRequest q;
+      for (int i = 0; i < 5 + 7 * r; ++i) q.prompt.push_back(token(prompts));
+      q.max_tokens = 24;
+      q.ignore_eos = true;
+      q.sampling.temperature = 0.9f;
+      q.sampling.top_p = r == 1 ? 0.8f : 1.0f;
+      q.sampling.top_k = r == 2 ? 20 : 0;
+      q.sampling.repetition_penalty = r >= 2 ? 1.3f : 1.0f;
+      q.sampling.presence_penalty = r == 3 ? 0.7f : 0.0f;
+      q.sampling.frequency_penalty = r == 3 ? 0.4f : 0.0f;
+      q.sampling.seed = 100 + r;
+      q.logprobs = host_logits ? 0 : -1;
+      q.on_token = [&ids, r](int32_t id) {
+        ids[r].push_back(id);
+        return true;
+      };
+      q.on_finish = [&finished](const hllm::RequestEnd&) { ++finished; };
+      core.add(std::move(q));
+    }
+    while (finished < 4) core.step();
+    return ids;
+  };
+  const auto on_device = run(false), on_host = run(true);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(on_device[r].size(), 24u);
+    EXPECT_EQ(on_device[r], on_host[r]) << "request " << r;
+  }
 }
 
 std::string fixture_name(const testing::TestParamInfo<Fixture>& info) { return info.param.name; }

@@ -139,8 +139,10 @@ TEST(CudaSampling, BackendSampleMatchesHostSampleRow) {
   for (int s = 0; s < 12; ++s) {
     const auto logits = normal_logits(static_cast<size_t>(ROWS) * VOCAB, 3.0f, rng);
     Buffer device_logits = backend.allocate(DType::f32, Shape{ROWS, VOCAB});
-    HLLM_CUDA_CHECK(cudaMemcpy(device_logits.tensor.data, logits.data(),
-                               logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+    // On the backend's stream (non-blocking: a legacy-stream copy would not order before it).
+    HLLM_CUDA_CHECK(cudaMemcpyAsync(device_logits.tensor.data, logits.data(),
+                                    logits.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                    backend.stream()));
     std::vector<std::vector<SamplePenaltyToken>> lists(ROWS);
     std::vector<SampleRow> rows(ROWS);
     for (int r = 0; r < ROWS; ++r) {

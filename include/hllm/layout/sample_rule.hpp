@@ -70,9 +70,10 @@ HLLM_HOST_DEVICE bool sample_is_greedy(const SampleRuleParams& p, float max_logi
            max_logit <= std::numeric_limits<float>::max());
 }
 
-// Step 2: the unnormalized probability, 1 at the max, 0 for -inf.
+// Step 2: the unnormalized probability, 1 at the max, 0 for -inf (also when 1/T is 0: -inf · 0).
 HLLM_HOST_DEVICE float sample_weight(float sanitized_logit, float max_logit, float inv_t) {
-  return expf((sanitized_logit - max_logit) * inv_t);
+  const float z = (sanitized_logit - max_logit) * inv_t;
+  return z == z ? expf(z) : 0.0f;
 }
 
 // Step 5: the smallest weight min_p keeps (0 keeps everything).
@@ -130,10 +131,15 @@ inline float sample_top_p_threshold(std::span<const float> l, std::span<const fl
   const double target = static_cast<double>(top_p) * mass;
   std::vector<int32_t> order;
   for (float epsilon = 1e-3f;; epsilon = epsilon > 1e-15f ? epsilon * 1e-3f : 0.0f) {
+    // The prefix: every token at or above the smallest logit whose weight is >= ε (a cut on the
+    // logit, so a prefix of the order even if expf were not monotonic).
+    float cut = std::numeric_limits<float>::infinity();
+    for (size_t i = 0; i < l.size(); ++i)
+      if (l[i] >= floor_logit && w[i] > 0.0f && w[i] >= epsilon) cut = std::min(cut, l[i]);
     order.clear();
     double prefix_mass = 0.0;  // a guide only: the walk decides
     for (size_t i = 0; i < l.size(); ++i) {
-      if (l[i] >= floor_logit && w[i] > 0.0f && w[i] >= epsilon) {
+      if (l[i] >= floor_logit && l[i] >= cut && w[i] > 0.0f) {
         order.push_back(static_cast<int32_t>(i));
         prefix_mass += w[i];
       }

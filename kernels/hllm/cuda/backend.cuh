@@ -21,6 +21,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -348,7 +349,8 @@ class CudaBackend final : public Backend {
     const int rows = static_cast<int>(logits.dim(0));
     if (logits.dtype != DType::f32 || static_cast<int>(ids.size()) != rows)
       fail("argmax: logits ", logits.shape.str(), " for ", ids.size(), " ids");
-    int32_t* device_ids = scratch<int32_t>(ids_scratch_, static_cast<size_t>(rows));
+    auto* device_ids = reinterpret_cast<int32_t*>(
+        unrecorded_scratch(ids_scratch_, static_cast<size_t>(rows) * sizeof(int32_t)));
     cuda::launch_argmax(logits.as<float>(), rows, static_cast<int>(logits.dim(1)), device_ids,
                         stream_);
     HLLM_CUDA_CHECK(
@@ -365,13 +367,14 @@ class CudaBackend final : public Backend {
         static_cast<int>(ids.size()) != n_rows)
       fail("sample: logits ", logits.shape.str(), " for ", rows.size(), " rows and ", ids.size(),
            " ids");
+    if (vocab > cuda::SAMPLE_MAX_VOCAB) return Backend::sample(logits, rows, ids);  // on the host
     size_t n_tokens = 0, longest = 0;
     for (const SampleRow& r : rows) {
       n_tokens += r.penalized.size();
       longest = std::max(longest, r.penalized.size());
     }
     const SampleLayout at(static_cast<size_t>(n_rows), n_tokens);
-    uint8_t* host = pinned_scratch(sample_host_, at.bytes);
+    uint8_t* host = pinned_scratch(sample_host_, grown(sample_host_.bytes, at.bytes));
     auto* params = reinterpret_cast<SampleRuleParams*>(host + at.params);
     auto* penalties = reinterpret_cast<SamplePenalties*>(host + at.penalties);
     auto* uniforms = reinterpret_cast<float*>(host + at.uniforms);
@@ -385,19 +388,26 @@ class CudaBackend final : public Backend {
       std::copy(rows[r].penalized.begin(), rows[r].penalized.end(), tokens + offsets[r]);
       offsets[r + 1] = offsets[r] + static_cast<int32_t>(rows[r].penalized.size());
     }
-    uint8_t* device = scratch<uint8_t>(sample_scratch_, at.bytes + n_rows * sizeof(int32_t));
+    const size_t device_bytes = at.bytes + n_rows * sizeof(int32_t);
+    uint8_t* device =
+        unrecorded_scratch(sample_scratch_, grown(sample_scratch_.bytes, device_bytes));
     auto* device_ids = reinterpret_cast<int32_t*>(device + at.bytes);
-    HLLM_CUDA_CHECK(cudaMemcpyAsync(device, host, at.bytes, cudaMemcpyHostToDevice, stream_));
-    cuda::launch_apply_penalties(logits.as<float>(), n_rows, vocab,
-                                 reinterpret_cast<SamplePenalties*>(device + at.penalties),
-                                 reinterpret_cast<int32_t*>(device + at.offsets),
-                                 reinterpret_cast<SamplePenaltyToken*>(device + at.tokens),
-                                 static_cast<int>(longest), stream_);
-    cuda::launch_sample(logits.as<float>(), n_rows, vocab,
-                        reinterpret_cast<SampleRuleParams*>(device + at.params),
-                        reinterpret_cast<float*>(device + at.uniforms), device_ids, stream_);
-    HLLM_CUDA_CHECK(
-        cudaMemcpyAsync(ids.data(), device_ids, ids.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+    try {
+      HLLM_CUDA_CHECK(cudaMemcpyAsync(device, host, at.bytes, cudaMemcpyHostToDevice, stream_));
+      cuda::launch_apply_penalties(logits.as<float>(), n_rows, vocab,
+                                   reinterpret_cast<SamplePenalties*>(device + at.penalties),
+                                   reinterpret_cast<int32_t*>(device + at.offsets),
+                                   reinterpret_cast<SamplePenaltyToken*>(device + at.tokens),
+                                   static_cast<int>(longest), stream_);
+      cuda::launch_sample(logits.as<float>(), n_rows, vocab,
+                          reinterpret_cast<SampleRuleParams*>(device + at.params),
+                          reinterpret_cast<float*>(device + at.uniforms), device_ids, stream_);
+      HLLM_CUDA_CHECK(cudaMemcpyAsync(ids.data(), device_ids, ids.size_bytes(),
+                                      cudaMemcpyDeviceToHost, stream_));
+    } catch (...) {
+      cudaStreamSynchronize(stream_);  // the staging copy must be done before anyone reuses it
+      throw;
+    }
     synchronize_and_check_kernels();
   }
 
@@ -571,6 +581,23 @@ class CudaBackend final : public Backend {
       s.bytes = bytes;
     }
     return static_cast<T*>(s.memory.get());
+  }
+
+  // The same for a buffer no recorded step uses (sampling, argmax: they run after run_step), so
+  // growing it leaves the graphs alone.
+  uint8_t* unrecorded_scratch(Scratch& s, size_t bytes) {
+    if (bytes > s.bytes) {
+      HLLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      s.memory = device_memory(bytes);
+      s.bytes = bytes;
+    }
+    return static_cast<uint8_t*>(s.memory.get());
+  }
+
+  // The size to grow a per-step buffer to: at least 1.5x what it had (penalty lists lengthen by a
+  // few entries per step: no reallocation every step), and at least 64 KB.
+  static size_t grown(size_t had, size_t need) {
+    return need <= had ? had : std::max({need, had + had / 2, size_t{64} << 10});
   }
 
   bool use_graphs_;
