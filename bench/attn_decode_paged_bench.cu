@@ -98,4 +98,4 @@ BENCHMARK(BM_attn_decode_paged_llama3_8b)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return hllm::bench::gpu_benchmark_main(argc, argv); }

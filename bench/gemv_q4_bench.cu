@@ -238,15 +238,5 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cudaError_t why = cudaSuccess;
-  if (hllm::cuda::device_count(&why) == 0) {
-    std::printf("skipped: no GPU (%s: %s)\n", cudaGetErrorName(why), cudaGetErrorString(why));
-    return 0;
-  }
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return hllm::bench::gpu_benchmark_main(argc, argv, register_all);
 }

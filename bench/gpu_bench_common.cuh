@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "hllm/cuda/common.cuh"
@@ -123,6 +124,23 @@ inline void fill_random_bf16(void* x, int64_t n, uint32_t seed) {
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// main() of a GPU benchmark binary: on a machine without a GPU one "skipped: no GPU" line and exit
+// 0 (as the GPU tests do); otherwise `register_benchmarks` (for shapes registered at run time) and
+// Google Benchmark's usual run.
+inline int gpu_benchmark_main(int argc, char** argv, void (*register_benchmarks)() = nullptr) {
+  cudaError_t why = cudaSuccess;
+  if (cuda::device_count(&why) == 0) {
+    std::printf("skipped: no GPU (%s: %s)\n", cudaGetErrorName(why), cudaGetErrorString(why));
+    return 0;
+  }
+  if (register_benchmarks != nullptr) register_benchmarks();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace hllm::bench
