@@ -47,14 +47,13 @@ void BM_attn_prefill_llama3_8b(benchmark::State& state) {
   DeviceBuffer<int32_t> d_seq(std::vector<int32_t>(n, 0)), d_len(lens);
   DeviceBuffer<bf16> q(size_t(n) * N_HEADS * HEAD_DIM), out(q.size());
   fill(q, 4);
-  PagedKvView kv;
-  kv.k = k.data();
-  kv.v = v.data();
-  kv.block_tables = table.data();
-  kv.max_blocks_per_seq = blocks;
-  kv.block_size = BLOCK_SIZE;
-  kv.n_kv_heads = N_KV_HEADS;
-  kv.head_dim = HEAD_DIM;
+  const PagedKvView kv{.k = k.data(),
+                       .v = v.data(),
+                       .block_tables = table.data(),
+                       .max_blocks_per_seq = blocks,
+                       .block_size = BLOCK_SIZE,
+                       .n_kv_heads = N_KV_HEADS,
+                       .head_dim = HEAD_DIM};
   const float scale = 1.0f / std::sqrt(float(HEAD_DIM));
   auto launch = [&] {
     launch_attn_prefill(reinterpret_cast<const __nv_bfloat16*>(q.data()), kv, d_seq.data(),

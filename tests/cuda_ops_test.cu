@@ -209,14 +209,13 @@ TEST(CudaRope, RotatesQAndStoresKvInPagedCache) {
     DeviceBuffer<bf16> d_q(q), d_k(k), d_v(v), d_k_pool(k_pool), d_v_pool(v_pool);
     DeviceBuffer<int32_t> d_seq(token_seq), d_pos(token_pos), d_tables(block_tables);
     DeviceBuffer<float> d_inv_freq(table.inv_freq);
-    PagedKvView kv;
-    kv.k = d_k_pool.data();
-    kv.v = d_v_pool.data();
-    kv.block_tables = d_tables.data();
-    kv.max_blocks_per_seq = max_blocks_per_seq;
-    kv.block_size = BLOCK_SIZE;
-    kv.n_kv_heads = n_kv_heads;
-    kv.head_dim = head_dim;
+    const PagedKvView kv{.k = d_k_pool.data(),
+                         .v = d_v_pool.data(),
+                         .block_tables = d_tables.data(),
+                         .max_blocks_per_seq = max_blocks_per_seq,
+                         .block_size = BLOCK_SIZE,
+                         .n_kv_heads = n_kv_heads,
+                         .head_dim = head_dim};
     launch_rope_store_kv(nv(d_q), nv(d_k), nv(d_v), n_tokens, n_heads, n_kv_heads, head_dim,
                          d_seq.data(), d_pos.data(), d_inv_freq.data(), table.attention_factor, kv,
                          nullptr);
@@ -310,14 +309,13 @@ TEST(CudaRope, LongContextPositionsMatchTheCpuOp) {
   const std::vector<int32_t> seqs(n_tokens, 0);
   DeviceBuffer<int32_t> d_seq(seqs), d_pos(positions), d_tables(block_tables);
   DeviceBuffer<float> d_inv_freq(table.inv_freq);
-  PagedKvView kv;
-  kv.k = d_k_pool.data();
-  kv.v = d_v_pool.data();
-  kv.block_tables = d_tables.data();
-  kv.max_blocks_per_seq = max_blocks_per_seq;
-  kv.block_size = BLOCK_SIZE;
-  kv.n_kv_heads = N_KV_HEADS;
-  kv.head_dim = HEAD_DIM;
+  const PagedKvView kv{.k = d_k_pool.data(),
+                       .v = d_v_pool.data(),
+                       .block_tables = d_tables.data(),
+                       .max_blocks_per_seq = max_blocks_per_seq,
+                       .block_size = BLOCK_SIZE,
+                       .n_kv_heads = N_KV_HEADS,
+                       .head_dim = HEAD_DIM};
   launch_rope_store_kv(nv(d_q), nv(d_k), nv(d_v), n_tokens, N_HEADS, N_KV_HEADS, HEAD_DIM,
                        d_seq.data(), d_pos.data(), d_inv_freq.data(), table.attention_factor, kv,
                        nullptr);
