@@ -15,7 +15,9 @@
 
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/matmul.hpp"
+#include "hllm/cpu/matmul_panels.hpp"
 #include "hllm/cpu/simd.hpp"
+#include "hllm/layout/dense_panels.hpp"
 
 namespace {
 
@@ -94,26 +96,38 @@ inline void report(benchmark::State& state, double total_seconds, size_t weight_
   state.counters["simd"] = hllm::cpu::cpu_has_avx2() ? 1 : 0;
 }
 
-// Times cpu::matmul with bf16 weights [out, in] (random, rotated through ROTATION_BYTES) on n
-// tokens for every benchmark iteration; returns the total seconds spent inside the calls.
-inline double time_bf16_matmul(benchmark::State& state, int64_t n, int64_t in, int64_t out) {
-  const size_t weight_bytes = static_cast<size_t>(in * out) * sizeof(hllm::bf16);
+// How the bf16 weights of time_bf16_matmul are laid out: as the checkpoint stores them
+// (cpu::matmul) or in the CPU backend's row panels (cpu::matmul_panels, what the engine runs).
+enum class DenseLayout { rows, panels };
+
+// Times a bf16 matmul with weights [out, in] (random, rotated through ROTATION_BYTES) on n tokens
+// for every benchmark iteration; returns the total seconds spent inside the calls.
+inline double time_bf16_matmul(benchmark::State& state, int64_t n, int64_t in, int64_t out,
+                               DenseLayout layout = DenseLayout::panels) {
+  const int64_t elements =
+      layout == DenseLayout::panels ? hllm::dense_panels_elements(out, in) : in * out;
+  const size_t weight_bytes = static_cast<size_t>(elements) * sizeof(hllm::bf16);
   const size_t copies = std::max<size_t>(1, ROTATION_BYTES / weight_bytes);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 0.02f);
   std::vector<std::vector<hllm::bf16>> weights(
-      copies, std::vector<hllm::bf16>(static_cast<size_t>(in * out)));
+      copies, std::vector<hllm::bf16>(static_cast<size_t>(elements)));
   for (auto& w : weights)
-    for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));
+    for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));  // random either way: no packing needed
   std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
   for (float& v : x) v = dist(rng);
   size_t next = 0;
   double total_seconds = 0.0;
   for (auto _ : state) {
+    const hllm::Tensor xt(x.data(), hllm::DType::f32, {n, in});
+    const hllm::Tensor yt(y.data(), hllm::DType::f32, {n, out});
     const auto start = std::chrono::steady_clock::now();
-    hllm::cpu::matmul(hllm::Tensor(x.data(), hllm::DType::f32, {n, in}),
-                      hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}),
-                      hllm::Tensor(y.data(), hllm::DType::f32, {n, out}), pool());
+    if (layout == DenseLayout::panels)
+      hllm::cpu::matmul_panels(
+          xt, hllm::Tensor(weights[next].data(), hllm::DType::bf16, {elements}), out, yt, pool());
+    else
+      hllm::cpu::matmul(xt, hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}), yt,
+                        pool());
     total_seconds += seconds_since(start);
     next = (next + 1) % copies;
     benchmark::DoNotOptimize(y.data());

@@ -1,5 +1,5 @@
 // CPU matmul benchmarks: decode GEMV (n = 1, bound by reading the weights once) and prefill GEMM on
-// Llama-3 shapes with bf16 weights, reported as GB/s of weight bytes and % of this machine's read
+// Llama-3 shapes with bf16 weights in the CPU backend's row panels (and in rows, for comparison), reported as GB/s of weight bytes and % of this machine's read
 // bandwidth, measured first by BM_MemoryReadBandwidth (a threaded streaming sum over 512 MiB).
 // Weight sets are rotated through at least 256 MiB so every GEMV reads from DRAM, not cache.
 //
@@ -23,10 +23,10 @@ namespace {
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)->UseRealTime();
 
 // args: tokens, in_features, out_features
-void BM_Matmul_bf16(benchmark::State& state) {
+void matmul_bf16(benchmark::State& state, DenseLayout layout) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const size_t weight_bytes = static_cast<size_t>(in * out) * sizeof(hllm::bf16);
-  const double total_seconds = time_bf16_matmul(state, n, in, out);
+  const double total_seconds = time_bf16_matmul(state, n, in, out, layout);
   const double per_call = total_seconds / static_cast<double>(state.iterations());
   const double gbps = weight_bytes / per_call / 1e9;
   state.counters["weight_GB/s"] = gbps;
@@ -35,6 +35,10 @@ void BM_Matmul_bf16(benchmark::State& state) {
     state.counters["%_of_read_bw"] = 100.0 * gbps / measured_read_gbps();
   state.counters["simd"] = hllm::cpu::cpu_has_avx2() ? 1 : 0;
 }
+
+// The CPU backend's layout (row panels) and, for comparison, the checkpoint's rows.
+void BM_Matmul_bf16(benchmark::State& state) { matmul_bf16(state, DenseLayout::panels); }
+void BM_Matmul_bf16_rows(benchmark::State& state) { matmul_bf16(state, DenseLayout::rows); }
 
 // Llama-3-8B: q/o (4096x4096), k/v (1024x4096), gate/up (14336x4096), down (4096x14336).
 // Llama-3.2-1B: gate/up (8192x2048), lm_head (128256x2048).
@@ -57,6 +61,14 @@ BENCHMARK(BM_Matmul_bf16)
     ->Args({128, 2048, 512})
     ->Args({128, 2048, 8192})
     ->Args({128, 8192, 2048})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Matmul_bf16_rows)
+    ->ArgNames({"tokens", "in", "out"})
+    ->Args({1, 4096, 4096})
+    ->Args({1, 2048, 128256})
+    ->Args({16, 4096, 4096})
+    ->Args({128, 2048, 8192})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

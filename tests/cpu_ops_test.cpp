@@ -3,6 +3,7 @@
 // dtype, 1 to 3 threads, GQA groups 1/2/4 and cached prefixes in attention.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -10,8 +11,10 @@
 #include "hllm/cpu/activation.hpp"
 #include "hllm/cpu/attention.hpp"
 #include "hllm/cpu/matmul.hpp"
+#include "hllm/cpu/matmul_panels.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/simd.hpp"
+#include "hllm/layout/dense_panels.hpp"
 
 namespace {
 
@@ -95,7 +98,112 @@ INSTANTIATE_TEST_SUITE_P(
                     MatmulCase{29, 2055, 35, DType::bf16, 2}, MatmulCase{24, 3, 16, DType::f16, 1},
                     MatmulCase{26, 1024, 48, DType::bf16, 3}, MatmulCase{27, 9, 17, DType::f32, 1},
                     MatmulCase{28, 16, 40, DType::bf16, 1}, MatmulCase{25, 8, 16, DType::bf16, 1},
-                    MatmulCase{1037, 40, 20, DType::bf16, 2}, MatmulCase{30, 0, 5, DType::f16, 2}));
+                    MatmulCase{1037, 40, 20, DType::bf16, 2}, MatmulCase{30, 0, 5, DType::f16, 2},
+                    // Either side of the panel kernels' switch from decode to prompt, inputs over
+                    // two PANEL_K blocks.
+                    MatmulCase{15, 1030, 33, DType::bf16, 2},
+                    MatmulCase{16, 1030, 33, DType::f16, 2}));
+
+// The weights of StoredWeights in row panels (layout/dense_panels.hpp), the CPU backend's copy.
+Tensor pack_panels(StoredWeights& w, DType t, int64_t out, int64_t in, std::vector<uint16_t>& half,
+                   std::vector<float>& full) {
+  const int64_t elements = hllm::dense_panels_elements(out, in);
+  half.assign(static_cast<size_t>(elements), 0xFFFF);  // poisoned: the packer writes every element
+  full.assign(static_cast<size_t>(elements), std::nanf(""));
+  for (int64_t p = 0; p < hllm::dense_panel_count(out); p += 2) {  // two calls: ranges compose
+    const int64_t end = std::min(p + 2, hllm::dense_panel_count(out));
+    if (t == DType::f32)
+      hllm::pack_dense_panels(w.full.data(), out, in, p, end, full.data());
+    else
+      hllm::pack_dense_panels(w.half.data(), out, in, p, end, half.data());
+  }
+  return Tensor(t == DType::f32 ? static_cast<void*>(full.data()) : half.data(), t, {elements});
+}
+
+// The panel kernels promise one fused multiply-add chain per output over k = 0 .. in-1 from +0,
+// whatever the token count, kernel or ISA: each output must equal that chain bit for bit (and so
+// the prompt's rows equal the same rows computed alone), and the double reference within rounding.
+TEST_P(MatmulTest, PanelsEqualOneFmaChainPerOutput) {
+  const MatmulCase c = GetParam();
+  std::mt19937 rng(static_cast<uint32_t>(c.n * 7919 + c.in * 31 + c.out));
+  const std::vector<float> x = random_floats(c.n * c.in, rng);
+  StoredWeights w = store(random_floats(c.out * c.in, rng, 0.05f), c.dtype);
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  const Tensor panels = pack_panels(w, c.dtype, c.out, c.in, half, full);
+  std::vector<float> y(c.n * c.out, std::nanf(""));
+  hllm::ThreadPool pool(c.threads);
+  hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()), DType::f32, {c.n, c.in}), panels,
+                           c.out, Tensor(y.data(), DType::f32, {c.n, c.out}), pool);
+  for (int64_t t = 0; t < c.n; ++t) {
+    for (int64_t r = 0; r < c.out; ++r) {
+      float chain = 0.0f;
+      double ref = 0.0, magnitude = 0.0;
+      for (int64_t k = 0; k < c.in; ++k) {
+        const float wk = w.represented[r * c.in + k], xk = x[t * c.in + k];
+        chain = std::fma(wk, xk, chain);
+        ref += static_cast<double>(xk) * wk;
+        magnitude += std::fabs(static_cast<double>(xk) * wk);
+      }
+      ASSERT_EQ(std::bit_cast<uint32_t>(y[t * c.out + r]), std::bit_cast<uint32_t>(chain))
+          << "token " << t << " row " << r << ": " << y[t * c.out + r] << " vs " << chain;
+      ASSERT_NEAR(y[t * c.out + r], ref, 1e-6 + 1e-5 * magnitude) << "token " << t << " row " << r;
+    }
+  }
+}
+
+// Prompt-length inputs over several PANEL_K blocks and token tiles: the prompt kernel's rows equal
+// the decode kernel's, computed one token at a time.
+TEST(MatmulPanels, PromptRowsEqualTheTokensRunAlone) {
+  const int64_t n = 600, in = 2055, out = 35;
+  std::mt19937 rng(11);
+  const std::vector<float> x = random_floats(n * in, rng);
+  StoredWeights w = store(random_floats(out * in, rng, 0.05f), DType::bf16);
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  const Tensor panels = pack_panels(w, DType::bf16, out, in, half, full);
+  hllm::ThreadPool pool(2);
+  std::vector<float> whole(n * out), alone(out);
+  hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()), DType::f32, {n, in}), panels, out,
+                           Tensor(whole.data(), DType::f32, {n, out}), pool);
+  for (int64_t t = 0; t < n; t += 37) {
+    hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()) + t * in, DType::f32, {1, in}),
+                             panels, out, Tensor(alone.data(), DType::f32, {1, out}), pool);
+    for (int64_t r = 0; r < out; ++r)
+      ASSERT_EQ(std::bit_cast<uint32_t>(whole[t * out + r]), std::bit_cast<uint32_t>(alone[r]))
+          << "token " << t << " row " << r;
+  }
+}
+
+TEST(DensePanels, PackedWeightsSitWhereTheIndexSaysAndUnpackToTheRows) {
+  const int64_t out = 37, in = 11;  // a last panel of 5 rows and 11 of padding
+  std::vector<float> rows(out * in);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i + 1);
+  std::vector<float> panels(hllm::dense_panels_elements(out, in), std::nanf(""));
+  ASSERT_EQ(panels.size(), 3u * 16u * 11u);
+  hllm::pack_dense_panels(rows.data(), out, in, 0, hllm::dense_panel_count(out), panels.data());
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t k = 0; k < in; ++k)
+      ASSERT_EQ(panels[hllm::dense_panel_index(r, k, in)], rows[r * in + k]) << r << ", " << k;
+  for (int64_t r = out; r < 48; ++r)
+    for (int64_t k = 0; k < in; ++k) ASSERT_EQ(panels[hllm::dense_panel_index(r, k, in)], 0.0f);
+  // Input k of 16 consecutive rows is one contiguous run.
+  EXPECT_EQ(hllm::dense_panel_index(17, 3, in), hllm::dense_panel_index(16, 3, in) + 1);
+  EXPECT_EQ(hllm::dense_panel_index(16, 4, in), hllm::dense_panel_index(16, 3, in) + 16);
+  std::vector<double> row(in);
+  hllm::unpack_dense_panel_row(panels.data(), in, 33, row.data(),
+                               [](float v) { return static_cast<double>(v); });
+  for (int64_t k = 0; k < in; ++k) EXPECT_EQ(row[k], rows[33 * in + k]);
+}
+
+TEST(MatmulErrors, PanelsTooShortForTheShapeIsAnError) {
+  std::vector<float> x(6), w(16 * 3 - 1), y(2);
+  hllm::ThreadPool pool(1);
+  EXPECT_THROW(hllm::cpu::matmul_panels(Tensor(x.data(), DType::f32, {2, 3}),
+                                        Tensor(w.data(), DType::f32, {16 * 3 - 1}), 1,
+                                        Tensor(y.data(), DType::f32, {2, 1}), pool),
+               hllm::Error);
+}
 
 TEST(MatmulErrors, ShapeMismatchIsAnError) {
   std::vector<float> x(6), w(6), y(4);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -58,18 +59,29 @@ TEST_P(GoldenTest, LogitsMatchAtEveryPosition) {
 }
 
 // A prompt split into chunks (each attending to the cached earlier ones, all with the RoPE table
-// of the whole forward) gives the same logits as the one-pass golden.
+// of the whole forward) gives the same logits as the one-pass golden, and the same bits as the
+// one pass here: 37-token chunks run the prompt matmul kernel and a last chunk of 15 (or chunks of
+// 5) the decode kernel, which sum every output in the same order (cpu/matmul_panels.hpp).
 TEST_P(GoldenTest, ChunkedPrefillMatches) {
   const std::vector<int32_t> ids = golden_ids(golden_->tensor("input_ids"));
   const hllm::Tensor expected = golden_->tensor("logits");
   const int64_t n = static_cast<int64_t>(ids.size()), vocab = folder_->config.vocab_size;
-  model_->set_prefill_chunk(37);  // 200 = 5 × 37 + 15: a ragged last chunk
-  hllm::KvCache cache = model_->new_cache(n);
-  std::vector<float> logits(static_cast<size_t>(n * vocab));
-  model_->forward(ids, cache, logits, /*all_logits=*/true);
-  const hllm::test::LogitsError e = hllm::test::logits_error(logits.data(), expected);
-  EXPECT_LE(e.max_error, 2e-3f * e.max_golden) << "max |golden| = " << e.max_golden;
-  EXPECT_EQ(cache.length(), n);
+  const auto prefill = [&](int64_t chunk) {
+    model_->set_prefill_chunk(chunk);
+    hllm::KvCache cache = model_->new_cache(n);
+    std::vector<float> logits(static_cast<size_t>(n * vocab));
+    model_->forward(ids, cache, logits, /*all_logits=*/true);
+    EXPECT_EQ(cache.length(), n);
+    return logits;
+  };
+  const std::vector<float> whole = prefill(n);
+  for (const int64_t chunk : {37, 5}) {  // 200 = 5 × 37 + 15: a ragged last chunk
+    const std::vector<float> logits = prefill(chunk);
+    const hllm::test::LogitsError e = hllm::test::logits_error(logits.data(), expected);
+    EXPECT_LE(e.max_error, 2e-3f * e.max_golden) << "max |golden| = " << e.max_golden;
+    EXPECT_EQ(std::memcmp(logits.data(), whole.data(), whole.size() * sizeof(float)), 0)
+        << "chunks of " << chunk << " are not bit-identical to one pass";
+  }
 }
 
 // HF re-bases dynamic NTK with the running length, so only its one-pass forward has a golden.

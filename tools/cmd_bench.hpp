@@ -383,9 +383,11 @@ inline void add_bench_command(CLI::App& app) {
     if (!options->synthetic.empty()) {
       std::fprintf(stderr, "hllm: making random %s weights (%s)...\n", options->synthetic.c_str(),
                    options->quant.c_str());
-      synthetic = make_synthetic_model(options->synthetic, options->quant);
-      synthetic_backend = make_backend(options->device, options->threads.front(), synthetic->config,
+      synthetic_backend = make_backend(options->device, options->threads.front(),
+                                       synthetic_model_config(options->synthetic, options->quant),
                                        options->int4_matmul);
+      synthetic = make_synthetic_model(options->synthetic, options->quant,
+                                       synthetic_backend->device() == Device::cpu);
       apply_lm_head(synthetic->weights, options->lm_head, synthetic_backend->device(),
                     options->threads.front());
       synthetic_model =
@@ -429,12 +431,14 @@ inline void add_bench_command(CLI::App& app) {
     if (table) bench_detail::print_table_header();
     if (options->markdown) bench_detail::print_markdown_header(report);
     for (size_t i = 0; i < options->threads.size(); ++i) {
-      // Thread counts after the first: a CPU backend of their own over the same host weights.
+      // Thread counts after the first: a CPU backend of their own over the first model's weights
+      // (already in the CPU's layout: nothing is copied again).
       std::unique_ptr<CpuBackend> cpu;
       std::unique_ptr<LlamaModel> cpu_model;
       if (i > 0) {
         cpu = std::make_unique<CpuBackend>(options->threads[i], options->int4_matmul);
-        cpu_model = std::make_unique<LlamaModel>(config, weights, *cpu);
+        const bool on_cpu = model.backend().device() == Device::cpu;
+        cpu_model = std::make_unique<LlamaModel>(config, on_cpu ? model.weights() : weights, *cpu);
       }
       LlamaModel& m = cpu ? *cpu_model : model;
       report.device = describe_backend(m.backend());

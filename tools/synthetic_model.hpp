@@ -33,6 +33,7 @@
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
+#include "hllm/layout/dense_panels.hpp"
 #include "hllm/model/config.hpp"
 #include "hllm/model/linear.hpp"
 #include "hllm/model/weights.hpp"
@@ -136,8 +137,10 @@ inline std::vector<float> uniform_weights(size_t n, uint64_t seed) {
 }  // namespace synthetic_detail
 
 // bf16 values N-ish(0, std): random bytes with the exponent field forced into a narrow range.
-inline Tensor synthetic_dense(SyntheticModel& m, Shape shape, float value_scale, uint64_t seed) {
-  const size_t n = static_cast<size_t>(shape.numel());
+// `elements` (at least shape.numel()) is what is allocated and filled.
+inline Tensor synthetic_dense(SyntheticModel& m, Shape shape, float value_scale, uint64_t seed,
+                              int64_t elements = -1) {
+  const size_t n = static_cast<size_t>(elements < 0 ? shape.numel() : elements);
   auto memory = std::shared_ptr<bf16[]>(new bf16[n]);
   synthetic_detail::fill_random(memory.get(), n * sizeof(bf16), seed);
   for (size_t i = 0; i < n; ++i) {
@@ -206,25 +209,40 @@ inline Linear synthetic_int4_linear(int64_t out, int64_t in, uint64_t seed) {
   return make_int4_linear(std::move(matrix));
 }
 
-// One projection [out, in] in the format `quant` names.
+// One projection [out, in] in the format `quant` names. A dense one is made in the CPU backend's
+// row panels (layout/dense_panels.hpp) when `cpu_panels`: random values in either order are the
+// same random matrix, and the backend keeps it instead of copying it (an 8B bf16 model would
+// otherwise take twice its 16 GB).
 inline Linear synthetic_linear(SyntheticModel& m, int64_t out, int64_t in, const std::string& quant,
-                               uint64_t seed) {
+                               uint64_t seed, bool cpu_panels = false) {
   if (const std::optional<GgmlType> type = ggml_type_of(quant))
     return synthetic_ggml_linear(out, in, *type, seed);
   if (quant == "q4") return synthetic_int4_linear(out, in, seed);
-  return Linear(synthetic_dense(m, {out, in}, 0.02f, seed));
+  if (!cpu_panels) return Linear(synthetic_dense(m, {out, in}, 0.02f, seed));
+  Linear panels(synthetic_dense(m, {out, in}, 0.02f, seed, dense_panels_elements(out, in)));
+  panels.dense_panels = true;
+  return panels;
 }
 
-// quant: one of synthetic_quant_names().
-inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& name,
-                                                            const std::string& quant) {
+// The config of make_synthetic_model(name, quant): the real model's, with the quantization method
+// `quant` implies.
+inline LlamaConfig synthetic_model_config(const std::string& name, const std::string& quant) {
   const std::vector<std::string>& known = synthetic_quant_names();
   if (std::find(known.begin(), known.end(), quant) == known.end())
     fail("--quant: unknown weight format \"", quant, "\"");
+  LlamaConfig config = synthetic_config(name);
+  if (ggml_type_of(quant)) config.quant.method = QuantMethod::ggml;  // as a GGUF file's says
+  return config;
+}
+
+// quant: one of synthetic_quant_names(); cpu_panels: for the CPU backend (synthetic_linear). The
+// [vocab, hidden] tables stay in rows (a quantized --lm-head is made from them).
+inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& name,
+                                                            const std::string& quant,
+                                                            bool cpu_panels = false) {
   auto m = std::make_unique<SyntheticModel>();
-  m->config = synthetic_config(name);
+  m->config = synthetic_model_config(name, quant);
   const std::optional<GgmlType> ggml = ggml_type_of(quant);
-  if (ggml) m->config.quant.method = QuantMethod::ggml;  // as a GGUF file's config says
   const LlamaConfig& c = m->config;
   uint64_t seed = 1;
   // The [vocab, hidden] tables: bf16, or ggml with lm_head in the preset's output type.
@@ -234,14 +252,14 @@ inline std::unique_ptr<SyntheticModel> make_synthetic_model(const std::string& n
   for (int64_t l = 0; l < c.n_layers; ++l) {
     LayerWeights w;
     w.attn_norm = synthetic_ones(*m, c.hidden_size);
-    w.wq = synthetic_linear(*m, c.q_dim(), c.hidden_size, quant, seed++);
-    w.wk = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++);
-    w.wv = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++);
-    w.wo = synthetic_linear(*m, c.hidden_size, c.q_dim(), quant, seed++);
+    w.wq = synthetic_linear(*m, c.q_dim(), c.hidden_size, quant, seed++, cpu_panels);
+    w.wk = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++, cpu_panels);
+    w.wv = synthetic_linear(*m, c.kv_dim(), c.hidden_size, quant, seed++, cpu_panels);
+    w.wo = synthetic_linear(*m, c.hidden_size, c.q_dim(), quant, seed++, cpu_panels);
     w.mlp_norm = synthetic_ones(*m, c.hidden_size);
-    w.w_gate = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++);
-    w.w_up = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++);
-    w.w_down = synthetic_linear(*m, c.hidden_size, c.intermediate_size, quant, seed++);
+    w.w_gate = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++, cpu_panels);
+    w.w_up = synthetic_linear(*m, c.intermediate_size, c.hidden_size, quant, seed++, cpu_panels);
+    w.w_down = synthetic_linear(*m, c.hidden_size, c.intermediate_size, quant, seed++, cpu_panels);
     m->weights.layers.push_back(std::move(w));
   }
   m->weights.final_norm = synthetic_ones(*m, c.hidden_size);

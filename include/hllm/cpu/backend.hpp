@@ -1,8 +1,10 @@
 // CpuBackend: the fp32 reference implementation of the Backend interface, vectorized (cpu/simd.hpp)
-// and threaded over one ThreadPool. Weights stay where they are (the mmap'd checkpoint) in their
-// stored dtype and are widened to fp32 as they are read; INT4 weights (layout/int4_tiles.hpp) and
-// GGUF's ggml blocks (layout/ggml_blocks.hpp) are dequantized on the fly by cpu/int4_matmul.hpp and
-// cpu/ggml_matmul.hpp.
+// and threaded over one ThreadPool. Weights keep their stored dtype and are widened to fp32 as
+// they are read. Dense matrices are copied at load into row panels (layout/dense_panels.hpp: one
+// FMA chain per output, the same bits for any number of tokens); the untied embedding table, INT4
+// weights (layout/int4_tiles.hpp) and GGUF's ggml blocks (layout/ggml_blocks.hpp) are read where
+// they are (the mmap'd checkpoint or the repacked tiles), the quantized ones dequantized on the fly
+// by cpu/int4_matmul.hpp and cpu/ggml_matmul.hpp.
 #pragma once
 
 #include <algorithm>
@@ -19,8 +21,10 @@
 #include "hllm/cpu/int4_matmul.hpp"
 #include "hllm/cpu/int4_q8_matmul.hpp"
 #include "hllm/cpu/matmul.hpp"
+#include "hllm/cpu/matmul_panels.hpp"
 #include "hllm/cpu/norm.hpp"
 #include "hllm/cpu/rope.hpp"
+#include "hllm/layout/dense_panels.hpp"
 #include "hllm/layout/paged_kv.hpp"
 #include "hllm/model/backend.hpp"
 
@@ -65,7 +69,39 @@ class CpuBackend final : public Backend {
   }
 
   Tensor upload_weight(const Tensor& host) override { return host; }
-  Linear upload_linear(const Linear& host) override { return host; }
+  // Dense weights are copied into row panels (layout/dense_panels.hpp), the order the matmul
+  // kernels stream; INT4 tiles and ggml blocks are read where they are.
+  Linear upload_linear(const Linear& host) override {
+    if (!host.is_dense() || host.dense_panels || host.empty()) return host;
+    const Tensor& rows = host.dense;
+    if (rows.rank() != 2 || !rows.is_contiguous())
+      fail("upload_linear: a dense weight must be a contiguous [out, in] matrix, not ",
+           rows.shape.str());
+    const int64_t out = rows.dim(0), in = rows.dim(1);
+    Buffer panels = allocate(rows.dtype, {dense_panels_elements(out, in)});
+    pool_.parallel_for(dense_panel_count(out), [&](int64_t panel) {
+      switch (rows.dtype) {
+        case DType::bf16:
+          return pack_dense_panels(rows.as<bf16>(), out, in, panel, panel + 1,
+                                   panels.tensor.as<bf16>());
+        case DType::f16:
+          return pack_dense_panels(rows.as<f16>(), out, in, panel, panel + 1,
+                                   panels.tensor.as<f16>());
+        case DType::f32:
+          return pack_dense_panels(rows.as<float>(), out, in, panel, panel + 1,
+                                   panels.tensor.as<float>());
+        default:
+          fail("upload_linear: dense weight dtype ", dtype_name(rows.dtype),
+               " is not supported (BF16, F16, F32)");
+      }
+    });
+    Linear uploaded(Tensor(panels.tensor.data, rows.dtype, rows.shape));
+    uploaded.owner = std::move(panels.memory);
+    uploaded.dense_panels = true;
+    return uploaded;
+  }
+  // Only looked up by row: stays where it is.
+  Linear upload_embedding(const Linear& host) override { return host; }
 
   void to_host_f32(const Tensor& x, std::span<float> out) override {
     if (x.dtype != DType::f32 || static_cast<int64_t>(out.size()) != x.numel())
@@ -90,14 +126,13 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(static_cast<int64_t>(ids_.size()), [&](int64_t t) {
       float* dst = out.as<float>() + t * dim;
       if (weight.is_ggml()) return cpu::ggml_dequant_row_fast(weight.ggml, ids_[t], dst);
-      const int64_t row = ids_[t] * dim;
       switch (table.dtype) {
         case DType::bf16:
-          return widen_row(table.as<bf16>() + row, dst, dim);
+          return table_row(table.as<bf16>(), weight.dense_panels, ids_[t], dim, dst);
         case DType::f16:
-          return widen_row(table.as<f16>() + row, dst, dim);
+          return table_row(table.as<f16>(), weight.dense_panels, ids_[t], dim, dst);
         default:
-          return widen_row(table.as<float>() + row, dst, dim);
+          return table_row(table.as<float>(), weight.dense_panels, ids_[t], dim, dst);
       }
     });
   }
@@ -121,6 +156,12 @@ class CpuBackend final : public Backend {
         cpu::ggml_q8_path_supports(weight.ggml.type))
       return cpu::matmul_ggml_q8(x, weight.ggml, out, pool_, q8_blocks_);
     if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
+    if (weight.dense_panels) {  // dense's shape is [out, in]; its memory holds the panels
+      const int64_t rows = weight.out_features(), cols = weight.in_features();
+      const Tensor panels(weight.dense.data, weight.dense.dtype,
+                          {dense_panels_elements(rows, cols)});
+      return cpu::matmul_panels(x, panels, rows, out, pool_);
+    }
     cpu::matmul(x, weight.dense, out, pool_);
   }
   void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -164,9 +205,13 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Row `id` of an embedding table, widened to fp32 (a table tied to the lm_head is in panels).
   template <typename T>
-  static void widen_row(const T* src, float* dst, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = cpu::to_f32(src[i]);
+  static void table_row(const T* table, bool panels, int64_t id, int64_t dim, float* dst) {
+    const auto widen = [](T v) { return cpu::to_f32(v); };
+    if (panels) return unpack_dense_panel_row(table, dim, id, dst, widen);
+    const T* src = table + id * dim;
+    for (int64_t i = 0; i < dim; ++i) dst[i] = widen(src[i]);
   }
 
   PagedKvView paged_view(const KvLayer& cache) const {

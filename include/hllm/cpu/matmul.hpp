@@ -1,5 +1,7 @@
-// CPU matmul against a weight matrix: y[n, out] = x[n, in] · W[out, in]ᵀ (nn.Linear), fp32
-// activations, weights in bf16 / f16 / f32 converted on the fly, fp32 accumulation.
+// CPU matmul against a row-major matrix: y[n, out] = x[n, in] · W[out, in]ᵀ (nn.Linear), fp32
+// activations, W in bf16 / f16 / f32 converted on the fly, fp32 accumulation. For products of
+// matrices as they come (GPTQ's Hessians: xᵀx); a model's weights are copied into row panels at
+// load and run through cpu/matmul_panels.hpp.
 //
 // Work split: the output is cut into tiles of ROW_TILE weight rows × TOKEN_TILE tokens, one task
 // each. Inside a tile the micro-kernel computes 4 weight rows × 2 tokens at a time: every weight

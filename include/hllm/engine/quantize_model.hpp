@@ -68,7 +68,19 @@ class HessianRecorder final : public Backend {
   DType activation_dtype() const override { return inner_.activation_dtype(); }
   Buffer allocate(DType dtype, Shape shape) override { return inner_.allocate(dtype, shape); }
   Tensor upload_weight(const Tensor& host) override { return inner_.upload_weight(host); }
-  Linear upload_linear(const Linear& host) override { return inner_.upload_linear(host); }
+  // The inner backend may copy a weight (the CPU backend's row panels): its Hessian is then found
+  // under the copy's address.
+  Linear upload_linear(const Linear& host) override {
+    Linear uploaded = inner_.upload_linear(host);
+    const auto it = watched_.find(host.data());
+    if (it != watched_.end() && uploaded.data() != host.data()) {
+      Hessian* hessian = it->second;
+      watched_.erase(it);
+      watched_.emplace(uploaded.data(), hessian);
+    }
+    return uploaded;
+  }
+  Linear upload_embedding(const Linear& host) override { return inner_.upload_embedding(host); }
   void to_host_f32(const Tensor& x, std::span<float> out) override { inner_.to_host_f32(x, out); }
   void begin_step(const Step& step) override { inner_.begin_step(step); }
   void embedding(const Linear& table, const Tensor& out) override { inner_.embedding(table, out); }
@@ -80,7 +92,7 @@ class HessianRecorder final : public Backend {
     inner_.add_rmsnorm(x, y, weight, eps, out);
   }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
-    const auto it = watched_.find(weight.dense.data);
+    const auto it = watched_.find(weight.data());
     if (it != watched_.end()) accumulate(x, *it->second);
     inner_.matmul(x, weight, out);
   }

@@ -95,6 +95,9 @@ class Backend {
   // The same for a linear layer's weight, dense, INT4 or ggml blocks (a backend without kernels
   // for a kind refuses it, naming the storage); the returned Linear keeps any copy alive.
   virtual Linear upload_linear(const Linear& host) = 0;
+  // An embedding table that is only looked up by row (untied from the lm_head): a backend that
+  // re-lays out matmul weights may keep this one as it is.
+  virtual Linear upload_embedding(const Linear& host) { return upload_linear(host); }
   // Copies an activation tensor (or fp32 logits) to host memory as fp32.
   virtual void to_host_f32(const Tensor& x, std::span<float> out) = 0;
 

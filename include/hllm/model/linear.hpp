@@ -1,7 +1,8 @@
 // Linear: the weight of one linear layer (or the embedding table) as the Backend sees it: dense,
 // INT4 or ggml blocks.
 //
-//   dense: Tensor [out_features, in_features] (nn.Linear layout; bf16 / f16 / f32)
+//   dense: Tensor [out_features, in_features] (nn.Linear layout; bf16 / f16 / f32); on the CPU
+//          backend its memory is in row panels (dense_panels, layout/dense_panels.hpp) instead
 //   int4:  Int4View in hllm's tile layout (layout/int4_tiles.hpp), repacked from GPTQ at load
 //   ggml:  GgmlView of a GGUF file's quantized blocks (layout/ggml_blocks.hpp), rows as stored
 //
@@ -25,6 +26,9 @@ struct Linear {
   Int4View int4;                // when is_int4()
   GgmlView ggml;                // when is_ggml()
   std::shared_ptr<void> owner;  // keeps the int4 / copied memory alive; may be null
+  // dense's memory holds dense_panels_elements(out, in) weights in row panels, not [out, in] rows
+  // (the CPU backend's copy, made by CpuBackend::upload_linear).
+  bool dense_panels = false;
 
   Linear() = default;
   Linear(const Tensor& weight) : dense(weight) {}  // NOLINT: a dense weight is a Linear

@@ -35,18 +35,22 @@ class LlamaModel {
       : config_(std::move(config)), backend_(backend), rope_(rope_table(config_)) {
     const auto upload = [&](const Tensor& t) { return backend_.upload_weight(t); };
     const auto upload_linear = [&](const Linear& w) { return backend_.upload_linear(w); };
-    weights_.embed = upload_linear(host_weights.embed);
+    const bool tied = host_weights.lm_head.data() == host_weights.embed.data();
+    weights_.embed =
+        tied ? upload_linear(host_weights.embed) : backend_.upload_embedding(host_weights.embed);
     for (const LayerWeights& hw : host_weights.layers)
       weights_.layers.push_back(
           LayerWeights{upload(hw.attn_norm), upload_linear(hw.wq), upload_linear(hw.wk),
                        upload_linear(hw.wv), upload_linear(hw.wo), upload(hw.mlp_norm),
                        upload_linear(hw.w_gate), upload_linear(hw.w_up), upload_linear(hw.w_down)});
     weights_.final_norm = upload(host_weights.final_norm);
-    const bool tied = host_weights.lm_head.data() == host_weights.embed.data();
     weights_.lm_head = tied ? Linear(weights_.embed) : upload_linear(host_weights.lm_head);
   }
 
   const LlamaConfig& config() const { return config_; }
+  // The weights as the backend holds them (on the CPU: host memory, dense ones in row panels; a
+  // model made from these on another CPU backend shares them).
+  const LlamaWeights& weights() const { return weights_; }
   Backend& backend() { return backend_; }
 
   KvCache new_cache(int64_t capacity) { return KvCache(backend_, config_, capacity); }
