@@ -102,7 +102,8 @@ INSTANTIATE_TEST_SUITE_P(
                     // Either side of the panel kernels' switch from decode to prompt, inputs over
                     // two PANEL_K blocks.
                     MatmulCase{15, 1030, 33, DType::bf16, 2},
-                    MatmulCase{16, 1030, 33, DType::f16, 2}));
+                    MatmulCase{16, 1030, 33, DType::f16, 2},
+                    MatmulCase{20, 8, 0, DType::bf16, 2}));  // no outputs
 
 // The weights of StoredWeights in row panels (layout/dense_panels.hpp), the CPU backend's copy.
 Tensor pack_panels(StoredWeights& w, DType t, int64_t out, int64_t in, std::vector<uint16_t>& half,

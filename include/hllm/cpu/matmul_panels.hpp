@@ -45,6 +45,8 @@ inline constexpr int64_t PROMPT_MIN_TOKENS = 16;
 inline constexpr int64_t PROMPT_TOKEN_TILE = 512;  // at most this many tokens per prompt task
 inline constexpr int64_t PROMPT_MIN_TOKENS_PER_TASK = 48;
 
+inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // The rows of panel p that exist (the last panel may be partly padding).
 inline int64_t panel_valid_rows(int64_t panel, int64_t out) {
   return std::min<int64_t>(DENSE_PANEL_ROWS, out - panel * DENSE_PANEL_ROWS);
@@ -200,6 +202,19 @@ template <int TOKENS>
     panel_sums_store(y + (tok + t) * out + panel * DENSE_PANEL_ROWS, valid, acc[t]);
 }
 
+// The last 1-5 tokens of a prompt task (`rest` of them), through the micro-kernel of that width.
+template <int TOKENS = 5>
+[[gnu::target("avx2,fma,f16c")]] inline void panel_prompt_rest_avx2(int64_t rest, const float* x,
+                                                                    const float* wide, float* y,
+                                                                    int64_t in, int64_t out,
+                                                                    int64_t panel, int64_t tok,
+                                                                    int64_t k0, int64_t k_len) {
+  if (rest == TOKENS)
+    return panel_prompt_micro_avx2<TOKENS>(x, wide, y, in, out, panel, tok, k0, k_len);
+  if constexpr (TOKENS > 1)
+    panel_prompt_rest_avx2<TOKENS - 1>(rest, x, wide, y, in, out, panel, tok, k0, k_len);
+}
+
 // The prompt kernel's task: one panel × tokens [t0, t1), block by block along k.
 template <typename W>
 [[gnu::target("avx2,fma,f16c")]] void panel_prompt_task_avx2(const float* x, const W* w, float* y,
@@ -212,25 +227,7 @@ template <typename W>
     int64_t t = t0;
     for (; t + 6 <= t1; t += 6)
       panel_prompt_micro_avx2<6>(x, wide, y, in, out, panel, t, k0, k_len);
-    switch (t1 - t) {
-      case 5:
-        panel_prompt_micro_avx2<5>(x, wide, y, in, out, panel, t, k0, k_len);
-        break;
-      case 4:
-        panel_prompt_micro_avx2<4>(x, wide, y, in, out, panel, t, k0, k_len);
-        break;
-      case 3:
-        panel_prompt_micro_avx2<3>(x, wide, y, in, out, panel, t, k0, k_len);
-        break;
-      case 2:
-        panel_prompt_micro_avx2<2>(x, wide, y, in, out, panel, t, k0, k_len);
-        break;
-      case 1:
-        panel_prompt_micro_avx2<1>(x, wide, y, in, out, panel, t, k0, k_len);
-        break;
-      default:
-        break;
-    }
+    if (t < t1) panel_prompt_rest_avx2(t1 - t, x, wide, y, in, out, panel, t, k0, k_len);
   }
 }
 #endif
@@ -240,10 +237,10 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
                          ThreadPool& pool) {
   const int64_t panels = dense_panel_count(out);
   const bool vector_path = cpu_has_avx2();
+  if (n == 0 || out == 0) return;
   if (in == 0) return std::fill(y, y + n * out, 0.0f);  // an empty sum (no chain to run)
   if (n < PROMPT_MIN_TOKENS || !vector_path) {
-    const int64_t tasks = (panels + DECODE_TASK_PANELS - 1) / DECODE_TASK_PANELS;
-    pool.parallel_for(tasks, [&](int64_t task) {
+    pool.parallel_for(ceil_div(panels, DECODE_TASK_PANELS), [&](int64_t task) {
       const int64_t p0 = task * DECODE_TASK_PANELS;
       const int64_t p1 = std::min(panels, p0 + DECODE_TASK_PANELS);
 #if defined(__x86_64__)
@@ -258,7 +255,6 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
   // Token tiles: at most PROMPT_TOKEN_TILE tokens (each widened block serves all of a task's
   // tokens), but enough tiles for ~4 tasks per thread while a tile keeps
   // PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the micro-kernel's 6.
-  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   const int64_t tiles_for_threads = ceil_div(4 * int64_t{pool.size()}, panels);
   const int64_t wanted_tiles =
       std::max(ceil_div(n, PROMPT_TOKEN_TILE),
