@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "hllm/core/error.hpp"
 
@@ -71,6 +72,23 @@ struct f16 {
   uint16_t bits;
 };
 static_assert(sizeof(bf16) == 2 && sizeof(f16) == 2);
+
+// visit(std::type_identity<T>{}) with T the storage type of a floating-point dtype (bf16, f16,
+// float): the one switch for code that treats each weight dtype alike. Any other dtype fails,
+// naming `what`.
+template <typename Visit>
+decltype(auto) visit_float_dtype(DType dtype, std::string_view what, Visit&& visit) {
+  switch (dtype) {
+    case DType::bf16:
+      return visit(std::type_identity<bf16>{});
+    case DType::f16:
+      return visit(std::type_identity<f16>{});
+    case DType::f32:
+      return visit(std::type_identity<float>{});
+    default:
+      fail(what, " dtype ", dtype_name(dtype), " is not supported (BF16, F16, F32)");
+  }
+}
 
 HLLM_HOST_DEVICE float bits_to_f32(uint32_t bits) {
 #if defined(__CUDA_ARCH__)

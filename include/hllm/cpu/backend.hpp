@@ -79,22 +79,12 @@ class CpuBackend final : public Backend {
            rows.shape.str());
     const int64_t out = rows.dim(0), in = rows.dim(1);
     Buffer panels = allocate(rows.dtype, {dense_panels_elements(out, in)});
-    pool_.parallel_for(dense_panel_count(out), [&](int64_t panel) {
-      switch (rows.dtype) {
-        case DType::bf16:
-          return pack_dense_panels(rows.as<bf16>(), out, in, panel, panel + 1,
-                                   panels.tensor.as<bf16>());
-        case DType::f16:
-          return pack_dense_panels(rows.as<f16>(), out, in, panel, panel + 1,
-                                   panels.tensor.as<f16>());
-        case DType::f32:
-          return pack_dense_panels(rows.as<float>(), out, in, panel, panel + 1,
-                                   panels.tensor.as<float>());
-        default:
-          fail("upload_linear: dense weight dtype ", dtype_name(rows.dtype),
-               " is not supported (BF16, F16, F32)");
-      }
-    });
+    visit_float_dtype(
+        rows.dtype, "upload_linear: dense weight", [&]<typename T>(std::type_identity<T>) {
+          pool_.parallel_for(dense_panel_count(out), [&](int64_t panel) {
+            pack_dense_panels(rows.as<T>(), out, in, panel, panel + 1, panels.tensor.as<T>());
+          });
+        });
     Linear uploaded(Tensor(panels.tensor.data, rows.dtype, rows.shape));
     uploaded.owner = std::move(panels.memory);
     uploaded.dense_panels = true;
@@ -126,14 +116,9 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(static_cast<int64_t>(ids_.size()), [&](int64_t t) {
       float* dst = out.as<float>() + t * dim;
       if (weight.is_ggml()) return cpu::ggml_dequant_row_fast(weight.ggml, ids_[t], dst);
-      switch (table.dtype) {
-        case DType::bf16:
-          return table_row(table.as<bf16>(), weight.dense_panels, ids_[t], dim, dst);
-        case DType::f16:
-          return table_row(table.as<f16>(), weight.dense_panels, ids_[t], dim, dst);
-        default:
-          return table_row(table.as<float>(), weight.dense_panels, ids_[t], dim, dst);
-      }
+      visit_float_dtype(table.dtype, "embedding", [&]<typename T>(std::type_identity<T>) {
+        table_row(table.as<T>(), weight.dense_panels, ids_[t], dim, dst);
+      });
     });
   }
 

@@ -123,16 +123,9 @@ inline void matmul(const Tensor& x, const Tensor& w, const Tensor& y, ThreadPool
   check_matmul_operands("matmul", x, y, w.dim(1), w.dim(0));
   if (!w.is_contiguous()) fail("matmul: tensors must be contiguous");
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
-  switch (w.dtype) {
-    case DType::bf16:
-      return detail::matmul_typed(x.as<float>(), w.as<bf16>(), y.as<float>(), n, in, out, pool);
-    case DType::f16:
-      return detail::matmul_typed(x.as<float>(), w.as<f16>(), y.as<float>(), n, in, out, pool);
-    case DType::f32:
-      return detail::matmul_typed(x.as<float>(), w.as<float>(), y.as<float>(), n, in, out, pool);
-    default:
-      fail("matmul: weight dtype ", dtype_name(w.dtype), " is not supported (BF16, F16, F32)");
-  }
+  visit_float_dtype(w.dtype, "matmul: weight", [&]<typename T>(std::type_identity<T>) {
+    detail::matmul_typed(x.as<float>(), w.as<T>(), y.as<float>(), n, in, out, pool);
+  });
 }
 
 }  // namespace hllm::cpu

@@ -280,19 +280,9 @@ inline void matmul_panels(const Tensor& x, const Tensor& panels, int64_t out, co
   if (panels.numel() < dense_panels_elements(out, in))
     fail("matmul_panels: ", panels.numel(), " weights do not hold ", out, " x ", in, " in panels");
   const int64_t n = x.dim(0);
-  switch (panels.dtype) {
-    case DType::bf16:
-      return detail::matmul_panels_typed(x.as<float>(), panels.as<bf16>(), y.as<float>(), n, in,
-                                         out, pool);
-    case DType::f16:
-      return detail::matmul_panels_typed(x.as<float>(), panels.as<f16>(), y.as<float>(), n, in, out,
-                                         pool);
-    case DType::f32:
-      return detail::matmul_panels_typed(x.as<float>(), panels.as<float>(), y.as<float>(), n, in,
-                                         out, pool);
-    default:
-      fail("matmul: weight dtype ", dtype_name(panels.dtype), " is not supported (BF16, F16, F32)");
-  }
+  visit_float_dtype(panels.dtype, "matmul: weight", [&]<typename T>(std::type_identity<T>) {
+    detail::matmul_panels_typed(x.as<float>(), panels.as<T>(), y.as<float>(), n, in, out, pool);
+  });
 }
 
 }  // namespace hllm::cpu

@@ -31,14 +31,9 @@ inline void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tens
   pool.parallel_for(n, [&](int64_t t) {
     const float* row = x.as<float>() + t * dim;
     float* dst = out.as<float>() + t * dim;
-    switch (weight.dtype) {
-      case DType::bf16:
-        return detail::rmsnorm_row(row, weight.as<bf16>(), eps, dst, dim);
-      case DType::f16:
-        return detail::rmsnorm_row(row, weight.as<f16>(), eps, dst, dim);
-      default:
-        return detail::rmsnorm_row(row, weight.as<float>(), eps, dst, dim);
-    }
+    visit_float_dtype(weight.dtype, "rmsnorm: weight", [&]<typename T>(std::type_identity<T>) {
+      detail::rmsnorm_row(row, weight.as<T>(), eps, dst, dim);
+    });
   });
 }
 
