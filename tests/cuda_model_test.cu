@@ -36,7 +36,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path DATA = fs::path(HLLM_TEST_DATA);
+const fs::path DATA = hllm::test::test_data_dir();
 constexpr float TOLERANCE = 2e-2f;  // of max |golden|: bf16 weights and activations
 
 using hllm::test::golden_ids;

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <numbers>
 #include <random>
 #include <string>
@@ -21,6 +23,14 @@
 #include "hllm/cuda/common.cuh"
 
 namespace hllm::test {
+
+// The fixtures folder: $HLLM_TEST_DATA when set (prebuilt test binaries run on another machine:
+// tools/device/prebuilt.sh points it at that checkout's tests/data), else the build's.
+inline std::filesystem::path test_data_dir() {
+  const char* dir = std::getenv("HLLM_TEST_DATA");
+  return dir != nullptr && *dir != '\0' ? std::filesystem::path(dir)
+                                         : std::filesystem::path(HLLM_TEST_DATA);
+}
 
 // Uniform values in [lo, hi), never all zero; rounded to T (bf16 inputs are what kernels see).
 template <typename T>

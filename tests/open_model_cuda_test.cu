@@ -17,7 +17,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path MODEL_DIR = fs::path(HLLM_TEST_DATA) / "llama3-tiny-h512-l2-v512";
+const fs::path MODEL_DIR = hllm::test::test_data_dir() / "llama3-tiny-h512-l2-v512";
 
 hllm::OpenOptions ids_only(const char* device) {
   hllm::OpenOptions options;

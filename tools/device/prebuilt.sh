@@ -14,9 +14,6 @@
 PREBUILT_DIR="build-device-prebuilt"  # in the repository root, matched by .gitignore's /build*/
 PREBUILD_TREE="build-prebuild"    # --prebuild's CMake build tree (not carried)
 PREBUILT_TAR="hllm-device-bin.tar.xz"
-# --prebuild configures from this link to the checkout, so the paths compiled into the tests
-# (HLLM_TEST_DATA = <source>/tests/data) are this link's; the GPU machine points it at its checkout.
-SRC_LINK="/tmp/hllm-prebuilt-src"
 TRAVEL_LIMIT=$((64 * 1024 * 1024))  # the device tool's limit on what travels, tracked files included
 
 # ---- Sources, stamps, targets -------------------------------------------------------------------------
@@ -67,11 +64,7 @@ prebuild() {
   local nvcc
   nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
   [[ -x $nvcc ]] || { warn "--prebuild needs nvcc (CUDA 13)"; exit 1; }
-  if [[ -e $SRC_LINK && ! -L $SRC_LINK ]]; then
-    warn "$SRC_LINK exists and is not a symbolic link: move it away"; exit 1
-  fi
-  ln -sfn "$root" "$SRC_LINK"
-  if [[ -f $tree/CMakeCache.txt ]] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$SRC_LINK\$" "$tree/CMakeCache.txt"; then
+  if [[ -f $tree/CMakeCache.txt ]] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$root\$" "$tree/CMakeCache.txt"; then
     rm -rf "$tree"  # configured from another source path
   fi
   local -a tests benches targets
@@ -83,8 +76,8 @@ prebuild() {
   local hashes
   hashes=$(source_hashes)
 
-  say "prebuild: configure $tree for $archs (sources at $SRC_LINK -> $root)"
-  local -a cmake_args=(-S "$SRC_LINK" -B "$tree" -DCMAKE_BUILD_TYPE=Release
+  say "prebuild: configure $tree for $archs"
+  local -a cmake_args=(-S "$root" -B "$tree" -DCMAKE_BUILD_TYPE=Release
     -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$archs"
     -DHLLM_CUDA_TEST_ARCHITECTURES="$archs" -DHLLM_BUILD_TESTS=ON -DHLLM_BUILD_BENCH=ON
     -DHLLM_SERVE=OFF -DHLLM_INSTALL=OFF)
@@ -129,7 +122,6 @@ prebuild() {
     echo "nvcc=$("$nvcc" --version | sed -n 's/.*release \([0-9.]*\), V\([0-9.]*\).*/\2/p')"
     echo "built_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "built_on=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release 2>/dev/null | tr -d '"'), glibc $(ldd --version | head -n1 | awk '{print $NF}')"
-    echo "src_link=$SRC_LINK"
     echo "tests=${tests[*]}"
     echo "benches=${benches[*]}"
     echo "unpacked_bytes=$(du -sb "$stage/bin" | cut -f1)"
@@ -213,7 +205,7 @@ resolve_libs() {
 # (with the reason on stderr) when they are absent, stale or do not run here.
 # shellcheck disable=SC2034,SC2154  # root, arch: the entry point's; it reads what this sets
 use_prebuilt() {
-  local stamp="$PREBUILT_DIR/STAMP" want have bin="$root/$PREBUILT_DIR/bin" link missing name
+  local stamp="$PREBUILT_DIR/STAMP" want have bin="$root/$PREBUILT_DIR/bin" missing name
   [[ -f $stamp && -f $PREBUILT_DIR/$PREBUILT_TAR ]] || { warn "no prebuilt binaries ($stamp)"; return 1; }
   echo "prebuilt: $(tr '\n' ' ' <"$stamp")"
   want=$(stamp_get fingerprint "$stamp")
@@ -245,13 +237,8 @@ use_prebuilt() {
     warn "the prebuilt hllm does not run here"
     return 1
   fi
-  # The tests read their fixtures under <src_link>/tests/data: point the link at this checkout.
-  link=$(stamp_get src_link "$stamp")
-  if [[ -L $link || ! -e $link ]]; then
-    ln -sfn "$root" "$link" || warn "cannot link $link to $root: the fixture tests will fail"
-  elif [[ ! $link -ef $root ]]; then
-    warn "$link is not a link to this checkout: the tests read their fixtures from $link/tests/data"
-  fi
+  # The fixture tests read $HLLM_TEST_DATA when set (tests/gpu_test_util.cuh): this checkout's.
+  export HLLM_TEST_DATA="$root/tests/data"
   # ctest over the unpacked tests: a test file of our own, with this machine's paths.
   {
     echo "# written by tools/device_check.sh for the prebuilt GPU tests"
