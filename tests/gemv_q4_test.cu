@@ -23,67 +23,12 @@
 #include "hllm/cuda/dequant_q4.cuh"
 #include "hllm/cuda/gemv_q4.cuh"
 #include "hllm/quant/int4.hpp"
+#include "int4_device.cuh"
 
 namespace hllm::cuda {
 namespace {
 
 constexpr size_t TAIL = 64;  // poisoned elements past every output, checked untouched
-
-struct Shape {
-  int64_t in, out, n_groups;
-  bool act_order;  // random group per input (permuted, padded tiles) vs contiguous groups
-  bool sym;        // every zero point 8 (GPTQ sym) vs random integer zeros 0..16
-};
-
-std::string name_of(const Shape& s) {
-  return std::to_string(s.in) + "x" + std::to_string(s.out) + (s.act_order ? "_act" : "") +
-         (s.sym ? "_sym" : "");
-}
-
-// A random [out, in] INT4 matrix through the one tile writer (build_int4_matrix).
-Int4Matrix random_int4(const Shape& s, std::mt19937& rng) {
-  std::vector<int32_t> group_of(static_cast<size_t>(s.in));
-  if (s.act_order) {
-    std::uniform_int_distribution<int32_t> group(0, static_cast<int32_t>(s.n_groups - 1));
-    for (auto& g : group_of) g = group(rng);
-    for (int64_t g = 0; g < s.n_groups; ++g) group_of[g] = static_cast<int32_t>(g);  // none empty
-  } else {
-    for (int64_t i = 0; i < s.in; ++i) group_of[i] = static_cast<int32_t>(i * s.n_groups / s.in);
-  }
-  std::uniform_int_distribution<int> code(0, 15), zero(0, 16);
-  std::uniform_real_distribution<float> scale(0.001f, 0.02f);
-  std::vector<uint8_t> codes(static_cast<size_t>(s.in * s.out));
-  for (auto& c : codes) c = static_cast<uint8_t>(code(rng));
-  std::vector<f16> scales(static_cast<size_t>(s.n_groups * s.out));
-  std::vector<int> zeros(scales.size());
-  for (auto& v : scales) v = f32_to_f16(scale(rng));
-  for (auto& z : zeros) z = s.sym ? 8 : zero(rng);
-  return build_int4_matrix(
-      s.in, s.out, group_of, s.n_groups, [&](int64_t i, int64_t o) { return codes[i * s.out + o]; },
-      [&](int64_t g, int64_t o) { return scales[g * s.out + o]; },
-      [&](int64_t g, int64_t o) { return zeros[g * s.out + o]; });
-}
-
-// The matrix in device memory and a device view of it.
-struct DeviceInt4 {
-  DeviceBuffer<int4_tile> tiles;
-  DeviceBuffer<int32_t> input_index;
-  Int4View view;
-
-  explicit DeviceInt4(const Int4View& host)
-      : tiles(std::span<const int4_tile>(host.tiles, static_cast<size_t>(host.n_tiles()))) {
-    view = host;
-    view.tiles = tiles.data();
-    view.device = Device::cuda;
-    if (host.input_index != nullptr) {
-      input_index = DeviceBuffer<int32_t>(
-          std::span<const int32_t>(host.input_index, static_cast<size_t>(host.packed_in())));
-      view.input_index = input_index.data();
-    }
-  }
-};
-
-__nv_bfloat16* nv(DeviceBuffer<bf16>& b) { return reinterpret_cast<__nv_bfloat16*>(b.data()); }
 
 class GemvQ4 : public testing::TestWithParam<Shape> {};
 

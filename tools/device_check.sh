@@ -2,12 +2,14 @@
 # The project's device check, for a lent GPU machine (an H100/H200), run from the repository root.
 # It answers the most important questions first, so a run cut short still says the most:
 #   1. GPU tests (`ctest -L gpu`)
-#   2. compute-sanitizer: memcheck on one gemv_q4 case and one decode-attention case, racecheck and
-#      synccheck on one small prefill case
+#   2. compute-sanitizer: memcheck on one gemv_q4, one gemm_q4 and one decode-attention case,
+#      racecheck on one small gemm_q4 case, racecheck and synccheck on one small prefill case
 #   3. end to end: `hllm bench --synthetic llama3-8b --quant q4 -p 512 -n 64 --batch 1,8`, then
-#      `--batch 32 -n 8`, then batch 1 with CUDA graphs off (HLLM_CUDA_GRAPHS=0)
+#      `--batch 32 -n 8` (gemm_q4), then batch 1 with CUDA graphs off (HLLM_CUDA_GRAPHS=0), then the
+#      prefill of 1k, 4k and 8k-token prompts (TTFT)
 #   4. the CUDA kernel benchmarks (bench/*_bench.cu), filtered to the main Llama-3-8B shapes
-#   5. ncu on one launch each: gemv_q4 (gate_up), the decode split kernel, an 8k prefill
+#   5. ncu on one launch each: gemv_q4 (gate_up), gemm_q4 (gate_up, 64 tokens), the decode split
+#      kernel, an 8k prefill
 # then the benchmark rows, the key numbers (hllm bench's tok/s rows) and a summary table, last.
 # Steps 1 and 3 always run (with their own timeouts, cut at the hard end: the budget + 90 s); step 2
 # stops early enough to leave step 3 its reserve; steps 4 and 5 are skipped, or cut short, once the
@@ -59,7 +61,7 @@
 #   HLLM_PREBUILD_ARCHS     --prebuild's architectures, default "90a-real;90-virtual"
 #   HLLM_CTEST_TIMEOUT_S    the whole `ctest -L gpu`, default 180 (each test: 120)
 #   HLLM_SANITIZER_TIMEOUT_S  each compute-sanitizer run, default 60
-#   HLLM_SANITIZE_GEMV / HLLM_SANITIZE_DECODE / HLLM_SANITIZE_PREFILL   --gtest_filter of the cases
+#   HLLM_SANITIZE_GEMV / _GEMM / _GEMM_RACE / _DECODE / _PREFILL   --gtest_filter of the cases
 #   HLLM_E2E_TIMEOUT_S      each hllm bench run, default 120
 #   HLLM_BENCH_FILTER       --benchmark_filter regex for every benchmark binary; default: the main
 #                           8B shapes (see DEFAULT_BENCH_FILTER); set but empty: every benchmark
@@ -77,8 +79,9 @@ DEBS=(libgtest-dev libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libcl
 DEPS_DIR="build-deps"
 RESULTS_DIR="build-device-results"
 # Kernel benchmarks by default: gemv_q4 at batch 1 (every 8B linear) and 8 (qkv, down) with cuBLAS
-# bf16 beside it, decode attention at 1 x 16k and 64 x 2k, prefill attention at 8k.
-DEFAULT_BENCH_FILTER='^(gemv_q4|cublas_gemv_bf16)/|batch:1/kv_len:16384/|batch:64/kv_len:2048/|start:0/n:8192/'
+# bf16 beside it; gemm_q4, cuBLAS bf16 and dequant + cuBLAS at 16, 64 and 1024 tokens (gate_up,
+# down); decode attention at 1 x 16k and 64 x 2k, prefill attention at 8k.
+DEFAULT_BENCH_FILTER='^(gemv_q4|cublas_gemv_bf16)/|^(gemm_q4|cublas_gemm_bf16|dequant_cublas)/(gate_up_fused|down)/[0-9x]+/tokens:(16|64|1024)/|batch:1/kv_len:16384/|batch:64/kv_len:2048/|start:0/n:8192/'
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -291,6 +294,8 @@ step_sanitizer() {
   local limit=${HLLM_SANITIZER_TIMEOUT_S:-60} reserve=${HLLM_E2E_RESERVE_S:-120}
   local -a runs=(
     "memcheck|gemv_q4_test|${HLLM_SANITIZE_GEMV:-Shapes/GemvQ4.MatchesDoubleReferenceForEveryBatch/1000x20_act}"
+    "memcheck|gemm_q4_test|${HLLM_SANITIZE_GEMM:-Odd/GemmQ4.MatchesCpuInt4Matmul/1000x20_act}"
+    "racecheck|gemm_q4_test|${HLLM_SANITIZE_GEMM_RACE:-Odd/GemmQ4.MatchesCpuInt4Matmul/384x20}"
     "memcheck|attn_decode_paged_test|${HLLM_SANITIZE_DECODE:-AttnDecodePaged.Batch3Fixture}"
     "racecheck|attn_prefill_test|${HLLM_SANITIZE_PREFILL:-AttnPrefill.MaxKvLenAboveTheChunk}"
     "synccheck|attn_prefill_test|${HLLM_SANITIZE_PREFILL:-AttnPrefill.MaxKvLenAboveTheChunk}")
@@ -324,6 +329,8 @@ step_e2e() {
     "$HLLM_BIN" "${base[@]}" -n 8 --batch 32
   run_step "hllm bench 8B q4 batch 1, graphs off" "$limit" - "$results/e2e_3_b1_nographs.txt" \
     env HLLM_CUDA_GRAPHS=0 "$HLLM_BIN" "${base[@]}" -n 64 --batch 1
+  run_step "hllm bench 8B q4 TTFT 1k/4k/8k prompts" "$limit" - "$results/e2e_4_ttft.txt" \
+    "$HLLM_BIN" bench --synthetic llama3-8b --quant q4 --device cuda -p 1024,4096,8192 -n 1 --batch 1
   return 0
 }
 
@@ -356,7 +363,8 @@ step_ncu() {
   fi
   # label|benchmark|filter|kernel|launches to skip (past the warm-up)
   local -a cases=(
-    "gemv_q4 gate_up b1|gemv_q4_bench|^gemv_q4/gate_up/4096x14336/batch:1/|gemv_q4_kernel|10"
+    "gemv_q4 gate_up b1|int4_matmul_bench|^gemv_q4/gate_up/4096x14336/batch:1/|gemv_q4_kernel|10"
+    "gemm_q4 gate_up 64 tokens|int4_matmul_bench|^gemm_q4/gate_up_fused/4096x28672/tokens:64/|gemm_q4_kernel|10"
     "attn decode split 1x16k|attn_decode_paged_bench|batch:1/kv_len:16384/|attn_decode_paged_split_kernel|8"
     "attn prefill 8k|attn_prefill_bench|start:0/n:8192/|attn_prefill_kernel|1")
   mkdir -p "$results/ncu"

@@ -66,17 +66,6 @@ inline constexpr int ATTN_DECODE_WARPS = 4;
 // Warps (one (query, head) pair each) per block of the merge kernel.
 inline constexpr int ATTN_MERGE_WARPS = 4;
 
-// SMs of the current device, read once (the first call's device; hllm runs one GPU per process).
-inline int attn_sm_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    HLLM_CUDA_CHECK(cudaGetDevice(&device));
-    HLLM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    return n;
-  }();
-  return count;
-}
-
 // HEAD_DIM  dims per head (128 for Llama-3): fixes the lanes per row and the register arrays.
 // GROUP     query heads per KV head: every K/V row loaded is used GROUP times from registers.
 // N_WARPS   warps per block; UNROLL rows per lane in flight (16-byte K and V loads each): 4 while
@@ -336,7 +325,7 @@ int64_t attn_decode_slots() {
         attn_decode_paged_split_kernel<HEAD_DIM, GROUP, ATTN_DECODE_WARPS,
                                        ATTN_DECODE_UNROLL<GROUP>>,
         ATTN_DECODE_WARPS * WARP_SIZE, 0));
-    return int64_t{per_sm > 0 ? per_sm : 1} * attn_sm_count();
+    return int64_t{per_sm > 0 ? per_sm : 1} * device_sm_count();
   }();
   return slots;
 }

@@ -53,6 +53,7 @@
 
 #include "hllm/core/error.hpp"
 #include "hllm/cuda/common.cuh"
+#include "hllm/cuda/ptx.cuh"
 #include "hllm/layout/attn_prefill_tiles.hpp"
 #include "hllm/layout/attn_split.hpp"
 #include "hllm/layout/paged_kv.hpp"
@@ -62,54 +63,6 @@ namespace hllm::cuda {
 namespace detail {
 
 inline constexpr int ATTN_PREFILL_THREADS = ATTN_PREFILL_WARPS * WARP_SIZE;
-
-// ---- PTX wrappers (sm_80+) ----------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy that bypasses registers and L1 (.cg); src_bytes 0 writes zeros
-// without reading src (the zero-fill of rows past the visible range).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// d += a · b, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (fragments: attn_prefill_tiles).
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// (lo, hi) -> bf16x2, round to nearest even, lo in the low half (cvt's first source is the high
-// half: PTX ISA, "cvt", .bf16x2).
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
 
 // ---- The kernel ---------------------------------------------------------------------------------
 
@@ -137,7 +90,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 
   extern __shared__ __align__(16) unsigned char smem[];
   // sq [BM][STRIDE], then sk [2][BN][STRIDE], then sv [2][BN][STRIDE] (bf16)
-  const uint32_t sq = smem_addr(smem);
+  const uint32_t sq = ptx::smem_addr(smem);
   const uint32_t sk = sq + BM * STRIDE * 2;
   const uint32_t sv = sk + 2 * TILE_BYTES;
 
@@ -192,9 +145,9 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
             ? q + ((row / GROUP) * n_heads + int64_t{kv_head} * GROUP + row % GROUP) * HEAD_DIM +
                   col
             : q;
-    cp_async16(sq + (r * STRIDE + col) * 2, src, row < n_rows ? 16 : 0);
+    ptx::cp_async16(sq + (r * STRIDE + col) * 2, src, row < n_rows ? 16 : 0);
   }
-  cp_async_commit();
+  ptx::cp_async_commit();
 
   // K/V tile j -> buffer j % 2.
   auto load_tile = [&](int32_t j) {
@@ -210,15 +163,15 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
               ? paged_kv_offset(kv, paged_kv_row_in_table(table, kv.block_size, pos), kv_head) + col
               : 0;
       const uint32_t dst = (r * STRIDE + col) * 2;
-      cp_async16(k_dst + dst, k_pool + off, valid ? 16 : 0);
-      cp_async16(v_dst + dst, v_pool + off, valid ? 16 : 0);
+      ptx::cp_async16(k_dst + dst, k_pool + off, valid ? 16 : 0);
+      ptx::cp_async16(v_dst + dst, v_pool + off, valid ? 16 : 0);
     }
   };
   load_tile(0);
-  cp_async_commit();
+  ptx::cp_async_commit();
 
   // Q fragments: wait for group 0 (Q) while tile 0 is still in flight.
-  cp_async_wait<1>();
+  ptx::cp_async_wait<1>();
   __syncthreads();
   uint32_t qa[KSTEPS][4];
   {
@@ -226,7 +179,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
         sq +
         ((warp * ATTN_PREFILL_WARP_M + attn_ldm_a_row(lane)) * STRIDE + attn_ldm_a_col(lane)) * 2;
 #pragma unroll
-    for (int ks = 0; ks < KSTEPS; ++ks) ldmatrix_x4(qa[ks], base + ks * 16 * 2);
+    for (int ks = 0; ks < KSTEPS; ++ks) ptx::ldmatrix_x4(qa[ks], base + ks * 16 * 2);
   }
 
   float o[O_TILES][4];
@@ -242,9 +195,9 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 
   for (int32_t j = 0; j < n_tiles; ++j) {
     if (j + 1 < n_tiles) load_tile(j + 1);
-    cp_async_commit();   // possibly empty: keeps the group count uniform
-    cp_async_wait<1>();  // tile j has landed (this thread's copies) ...
-    __syncthreads();     // ... and every thread's
+    ptx::cp_async_commit();   // possibly empty: keeps the group count uniform
+    ptx::cp_async_wait<1>();  // tile j has landed (this thread's copies) ...
+    __syncthreads();          // ... and every thread's
 
     if (j < warp_tiles) {  // warp-uniform: tiles past the warp's diagonal are skipped
       const uint32_t k_tile = sk + (j & 1) * TILE_BYTES + k_lane;
@@ -261,9 +214,9 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 #pragma unroll
         for (int np = 0; np < S_TILES / 2; ++np) {
           uint32_t b[4];
-          ldmatrix_x4(b, k_tile + (np * 16 * STRIDE + ks * 16) * 2);
-          mma_bf16_16816(s[2 * np], qa[ks], b[0], b[1]);
-          mma_bf16_16816(s[2 * np + 1], qa[ks], b[2], b[3]);
+          ptx::ldmatrix_x4(b, k_tile + (np * 16 * STRIDE + ks * 16) * 2);
+          ptx::mma_m16n8k16_bf16(s[2 * np], qa[ks], b[0], b[1]);
+          ptx::mma_m16n8k16_bf16(s[2 * np + 1], qa[ks], b[2], b[3]);
         }
       }
 
@@ -307,7 +260,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const float* c = s[2 * kk + attn_p_ntile_offset(r)];
-          pa[kk][r] = pack_bf16x2(c[attn_p_c_elem(r, 0)], c[attn_p_c_elem(r, 1)]);
+          pa[kk][r] = ptx::pack_bf16x2(c[attn_p_c_elem(r, 0)], c[attn_p_c_elem(r, 1)]);
         }
 
         // O += P·V (16 × HEAD_DIM per warp), V fragments by ldmatrix.trans, 2 dim tiles a load.
@@ -316,15 +269,15 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 #pragma unroll
         for (int dp = 0; dp < O_TILES / 2; ++dp) {
           uint32_t b[4];
-          ldmatrix_x4_trans(b, v_tile + (kk * 16 * STRIDE + dp * 16) * 2);
-          mma_bf16_16816(o[2 * dp], pa[kk], b[0], b[1]);
-          mma_bf16_16816(o[2 * dp + 1], pa[kk], b[2], b[3]);
+          ptx::ldmatrix_x4_trans(b, v_tile + (kk * 16 * STRIDE + dp * 16) * 2);
+          ptx::mma_m16n8k16_bf16(o[2 * dp], pa[kk], b[0], b[1]);
+          ptx::mma_m16n8k16_bf16(o[2 * dp + 1], pa[kk], b[2], b[3]);
         }
       }
     }
     __syncthreads();  // every warp is done with buffer j % 2 before tile j + 2 overwrites it
   }
-  cp_async_wait<0>();
+  ptx::cp_async_wait<0>();
 
   // out = O / l, l summed over the quad (each lane summed its own columns).
 #pragma unroll
@@ -340,7 +293,7 @@ __global__ void __launch_bounds__(ATTN_PREFILL_THREADS)
 #pragma unroll
     for (int dt = 0; dt < O_TILES; ++dt)
       *reinterpret_cast<uint32_t*>(dst + dt * 8) =
-          pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+          ptx::pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
   }
 }
 

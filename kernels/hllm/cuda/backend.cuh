@@ -4,6 +4,8 @@
 //                (layout/int4_tiles.hpp) byte for byte with their act-order input index
 //   activations  bf16 on the device, fp32 inside every kernel; logits fp32
 //   matmul       INT4, <= 8 tokens: gemv_q4 (tensor-core GEMV, the decode path)
+//                INT4, 9 .. GEMM_Q4_MAX_TOKENS: gemm_q4 (tensor-core GEMM, weights decoded in
+//                registers: batched decode and prefill chunks)
 //                INT4, more tokens: dequantize the layer to bf16 in a scratch buffer + cuBLAS GEMM
 //                dense: cuBLAS (bf16 in, fp32 compute, bf16 or fp32 out)
 //   attention    attn_prefill (FlashAttention-2 style, tensor cores) for a prompt chunk of one
@@ -40,6 +42,7 @@
 #include "hllm/cuda/attn_prefill.cuh"
 #include "hllm/cuda/common.cuh"
 #include "hllm/cuda/dequant_q4.cuh"
+#include "hllm/cuda/gemm_q4.cuh"
 #include "hllm/cuda/gemv_q4.cuh"
 #include "hllm/cuda/norm.cuh"
 #include "hllm/cuda/rope.cuh"
@@ -53,6 +56,10 @@ class CudaBackend final : public Backend {
  public:
   // Steps of at most this many tokens are recorded as CUDA graphs (decode, batched decode).
   static constexpr int64_t MAX_GRAPH_TOKENS = 8;
+  // INT4 matmuls of up to this many tokens run gemm_q4; longer chunks dequantize the layer once and
+  // call cuBLAS (amortized over the chunk). A first estimate, to be set by the crossover
+  // int4_matmul_bench measures on the GPU (gemm_q4 vs dequant_cublas rows).
+  static constexpr int64_t GEMM_Q4_MAX_TOKENS = 1024;
   // Step inputs that fit the device step buffer: tokens per step and block-table entries.
   static constexpr int64_t MAX_STEP_TOKENS = 1 << 16;
   static constexpr int64_t MAX_TABLE_ENTRIES = 1 << 20;
@@ -303,12 +310,20 @@ class CudaBackend final : public Backend {
                                  gathered, stream_);
       x_packed = gathered;
     }
-    if (n <= 8) {
+    if (n <= cuda::GEMV_Q4_MAX_BATCH) {
       if (out.dtype == DType::f32)
         return cuda::launch_gemv_q4_f32(w, x_packed, static_cast<int>(n), out.as<float>(), stream_);
       return cuda::launch_gemv_q4(w, x_packed, static_cast<int>(n), bf(out), stream_);
     }
-    // Prefill: dequantize the whole layer once, then one tensor-core GEMM.
+    if (n <= GEMM_Q4_MAX_TOKENS) {
+      const size_t ws_floats = cuda::gemm_q4_workspace_floats(w, n);
+      float* workspace = ws_floats > 0 ? scratch<float>(gemm_scratch_, ws_floats) : nullptr;
+      if (out.dtype == DType::f32)
+        return cuda::launch_gemm_q4_f32(w, x_packed, n, out.as<float>(), workspace, ws_floats,
+                                        stream_);
+      return cuda::launch_gemm_q4(w, x_packed, n, bf(out), workspace, ws_floats, stream_);
+    }
+    // Long prefill chunks: dequantize the whole layer once, then one cuBLAS GEMM.
     __nv_bfloat16* dense =
         scratch<__nv_bfloat16>(dequant_scratch_, static_cast<size_t>(out_features * w.packed_in()));
     cuda::launch_dequant_q4(w, dense, stream_);
@@ -620,8 +635,8 @@ class CudaBackend final : public Backend {
   int32_t max_blocks_per_seq_ = 0, block_size_ = 0, max_kv_len_ = 0;
   float attention_factor_ = 1.0f;
 
-  Scratch gather_scratch_, dequant_scratch_, attn_scratch_, convert_scratch_, ids_scratch_,
-      sample_scratch_;
+  Scratch gather_scratch_, dequant_scratch_, gemm_scratch_, attn_scratch_, convert_scratch_,
+      ids_scratch_, sample_scratch_;
   PinnedScratch sample_host_;
   bool capturing_ = false;
   std::unordered_map<uint64_t, Graph> graphs_;

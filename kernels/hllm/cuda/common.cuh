@@ -11,7 +11,7 @@
 //                Pack16<T> with load_pack / load_pack_stream / store_pack, bit_cast
 //   reductions   warp_sum / warp_max<WIDTH>, block_sum / block_max<BLOCK_THREADS>
 //                (warp_reduce / block_reduce<SumOp | MaxOp>)
-//   host         ceil_div, round_up, device_count / gpu_available, DeviceBuffer<T>
+//   host         ceil_div, round_up, device_count / gpu_available, device_sm_count, DeviceBuffer<T>
 //
 // Namespace: hllm::cuda. Inside `namespace hllm`, an unqualified `cuda::` names this namespace, so
 // code there that wants libcu++ (cuda::std, cuda::pipeline) must spell it `::cuda::`.
@@ -374,6 +374,17 @@ inline int device_count(cudaError_t* why = nullptr) noexcept {
 }
 
 inline bool gpu_available() noexcept { return device_count() > 0; }
+
+// SMs of the current device, read once (the first call's device; hllm runs one GPU per process).
+inline int device_sm_count() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    HLLM_CUDA_CHECK(cudaGetDevice(&device));
+    HLLM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }();
+  return count;
+}
 
 // ---- DeviceBuffer ------------------------------------------------------------------------------
 //

@@ -45,6 +45,8 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/cuda/common.cuh"
+#include "hllm/cuda/int4_fragments.cuh"
+#include "hllm/cuda/ptx.cuh"
 #include "hllm/layout/int4_mma.hpp"
 #include "hllm/layout/int4_tiles.hpp"
 
@@ -54,41 +56,6 @@ namespace hllm::cuda {
 inline constexpr int GEMV_Q4_MAX_BATCH = INT4_MMA_COLS;
 
 namespace detail {
-
-// Bytes from the start of a tile to its codes (the 4 scales and 4 zeros in front).
-inline constexpr int INT4_HEADER_BYTES = static_cast<int>(offsetof(int4_tile, q));
-static_assert(INT4_HEADER_BYTES == 16, "int4_tile: 16-byte header of 4 f16 scales, 4 f16 zeros");
-
-// D = A · B + D, m16n8k16, bf16 inputs, fp32 accumulators (PTX ISA "Warp-level matrix multiply").
-__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
-                                                  uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  __trap();  // the build targets sm_80+ only
-#endif
-}
-
-// a · 1 + c per bf16 half (fma.rn.bf16x2, sm_80+): with c = −(128 + zero) and a = 128 + code this
-// is code − zero, exact (an integer in [-16, 15]), so the rounding mode never matters.
-__device__ __forceinline__ uint32_t bf16x2_add(uint32_t a, uint32_t c) {
-  uint32_t d;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr uint32_t ONE = 0x3F803F80u;  // bf16x2 (1.0, 1.0)
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(ONE), "r"(c));
-#else
-  d = 0;
-  __trap();
-#endif
-  return d;
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;  // i is a compile-time constant
-}
 
 // Blocks per SM the register budget must allow (64K registers / (WARPS · 32 threads · 128)): at
 // most 128 registers per thread, so 16 warps per SM keep their loads in flight.
@@ -122,8 +89,7 @@ __global__ void __launch_bounds__(WARPS* WARP_SIZE, gemv_q4_min_blocks(WARPS))
     row_tiles[h] = reinterpret_cast<const char*>(tiles + (row_valid[h] ? strip : 0) * k_tiles);
   }
   const int r = int4_mma_row_in_tile(g);
-  const int code_offset = INT4_HEADER_BYTES + r * INT4_ROW_BYTES + t * VEC_BYTES;
-  const int param_shift = 16 * (r % 2);  // scale[r] / zero[r]: half of header word r / 2 (+ 2)
+  const int code_offset = int4_frag::code_offset(lane);
 
   // The lane's activations: chunk t of batch column g (lanes of columns >= batch hold zeros).
   const bool x_valid = g < batch;
@@ -165,31 +131,20 @@ __global__ void __launch_bounds__(WARPS* WARP_SIZE, gemv_q4_min_blocks(WARPS))
       uint32_t neg_bias[2];  // bf16x2 −(128 + zero)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint32_t scale_bits = ((r < 2 ? header[u][h].x : header[u][h].y) >> param_shift);
-        const uint32_t zero_bits = ((r < 2 ? header[u][h].z : header[u][h].w) >> param_shift);
-        scale[h] = __half2float(__ushort_as_half(static_cast<unsigned short>(scale_bits)));
-        const float zero = __half2float(__ushort_as_half(static_cast<unsigned short>(zero_bits)));
-        neg_bias[h] = int4_mma_zero_bias(static_cast<uint32_t>(zero)) ^ 0x80008000u;
+        const int4_frag::RowParams p =
+            int4_frag::row_params(int4_frag::header_scale_word(header[u][h], r),
+                                  int4_frag::header_zero_word(header[u][h], r), r);
+        scale[h] = p.scale;
+        neg_bias[h] = p.neg_bias;
       }
 
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int ks = 0; ks < INT4_MMA_KSTEPS; ++ks) {
         uint32_t a[4], b[2];
-#pragma unroll
-        for (int reg = 0; reg < 4; ++reg) {  // A reg: row half reg % 2, slot pair reg / 2
-          const int q = int4_mma_reg_of(ks, reg / 2);
-          const uint32_t word = word_of(codes[u][reg % 2], int4_mma_word(q));
-          a[reg] = bf16x2_add(int4_mma_decode(word, int4_mma_shift(q)), neg_bias[reg % 2]);
-        }
-#pragma unroll
-        for (int reg = 0; reg < 2; ++reg) {  // B reg = slot pair
-          const int q = int4_mma_reg_of(ks, reg);
-          const int xw = int4_mma_x_word(q);
-          b[reg] = __byte_perm(word_of(xv[xw / 4], xw % 4), word_of(xv[(xw + 1) / 4], (xw + 1) % 4),
-                               int4_mma_x_selector(q));
-        }
-        mma_m16n8k16_bf16(acc, a, b[0], b[1]);
+        int4_frag::a_fragment(codes[u], neg_bias, ks, a);
+        int4_frag::b_fragment(xv, ks, b);
+        ptx::mma_m16n8k16_bf16(acc, a, b[0], b[1]);
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) total[i] = fmaf(scale[i / 2], acc[i], total[i]);

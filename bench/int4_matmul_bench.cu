@@ -1,13 +1,17 @@
-// CUDA INT4 GEMV (kernels/hllm/cuda/gemv_q4.cuh) on the Llama-3-8B linear layers, against the
-// device-to-device copy bandwidth (the ceiling of a kernel that reads its weights once) and cuBLAS
-// bf16 GEMV on the same shapes; plus dequant_q4 (the prefill path's INT4 -> bf16 expansion).
+// CUDA INT4 matmuls on the Llama-3-8B linear layers:
+// - gemv_q4 (kernels/hllm/cuda/gemv_q4.cuh, batch 1..8) against the device-to-device copy bandwidth
+//   (the ceiling of a kernel that reads its weights once) and cuBLAS bf16 GEMV on the same shapes;
+// - gemm_q4 (gemm_q4.cuh, 9+ tokens) beside cuBLAS bf16 GEMM on the same shape and beside what it
+//   replaces, dequant_q4 + cuBLAS (the INT4 -> bf16 expansion of the whole layer, then the GEMM),
+//   at 16 .. 4096 tokens: TFLOP/s (2 · tokens · in · out per call) and GB/s;
+// - dequant_q4 alone.
 //
 // bytes per call = tiles (272 B per 4 × 128 weights: codes, scales, zeros) + x + y. Each timed
 // iteration is LAUNCHES back-to-back launches (as a decode step's graph runs them) over weight sets
 // rotated through > 256 MB, so every launch reads its weights from DRAM; time is per launch.
 // Counters: GB/s, pct_copy (% of copy_GB/s, the measured device-to-device copy bandwidth).
 //
-//   ./build/bench/gemv_q4_bench --benchmark_min_time=0.05 --benchmark_counters_tabular=true
+//   ./build/bench/int4_matmul_bench --benchmark_min_time=0.05 --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
@@ -21,6 +25,7 @@
 #include "gpu_bench_common.cuh"
 #include "hllm/cuda/common.cuh"
 #include "hllm/cuda/dequant_q4.cuh"
+#include "hllm/cuda/gemm_q4.cuh"
 #include "hllm/cuda/gemv_q4.cuh"
 #include "hllm/quant/int4.hpp"
 
@@ -170,6 +175,83 @@ void BM_CublasGemvBf16(benchmark::State& state, int64_t in, int64_t out) {
   HLLM_CUBLAS_CHECK(cublasDestroy(handle));
 }
 
+// ---- gemm_q4 and its dense baselines, n tokens ----------------------------------------------------
+
+void report_flops(benchmark::State& state, double flops) {
+  state.counters["TFLOP/s"] =
+      benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_GemmQ4(benchmark::State& state, int64_t in, int64_t out, int64_t n) {
+  const Int4Sets weights(in, out);
+  DeviceBuffer<hllm::bf16> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
+  auto* xp = reinterpret_cast<__nv_bfloat16*>(x.data());
+  hllm::bench::fill_random_bf16(xp, n * in, 7);
+  const size_t ws_floats = hllm::cuda::gemm_q4_workspace_floats(weights.view, n);
+  DeviceBuffer<float> workspace(std::max<size_t>(ws_floats, 1));
+  const double bytes = static_cast<double>(weights.view.nbytes()) + 2.0 * n * (in + out);
+  run_timed(state, bytes, [&](size_t i) {
+    hllm::cuda::launch_gemm_q4(weights.at(i), xp, n, reinterpret_cast<__nv_bfloat16*>(y.data()),
+                               workspace.data(), ws_floats, nullptr);
+  });
+  report_flops(state, 2.0 * static_cast<double>(n * in * out));
+  const hllm::GemmQ4Plan plan =
+      hllm::plan_gemm_q4(out, weights.view.k_tiles, n, hllm::cuda::device_sm_count());
+  state.counters["blocks"] = static_cast<double>(plan.blocks());
+  state.counters["splits"] = static_cast<double>(plan.splits);
+}
+
+// y [n, out] = x [n, in] · Wᵀ with cuBLAS bf16 (column-major: W row-major [out, in] is [in, out]
+// with lda = in; op_T(W) · x).
+void cublas_gemm_bf16(cublasHandle_t handle, const void* w, const void* x, void* y, int64_t in,
+                      int64_t out, int64_t n) {
+  const float alpha = 1.0f, beta = 0.0f;
+  HLLM_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                                 static_cast<int>(n), static_cast<int>(in), &alpha, w, CUDA_R_16BF,
+                                 static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &beta,
+                                 y, CUDA_R_16BF, static_cast<int>(out), CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+}
+
+void BM_CublasGemmBf16(benchmark::State& state, int64_t in, int64_t out, int64_t n) {
+  const size_t weights = static_cast<size_t>(in * out);
+  const int count = hllm::bench::rotation_count(weights * 2);
+  std::vector<DeviceBuffer<hllm::bf16>> sets;
+  for (int i = 0; i < count; ++i) {
+    sets.emplace_back(weights);
+    hllm::bench::fill_random_bf16(sets.back().data(), static_cast<int64_t>(weights),
+                                  99u + static_cast<uint32_t>(i));
+  }
+  DeviceBuffer<hllm::bf16> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
+  hllm::bench::fill_random_bf16(x.data(), n * in, 7);
+  cublasHandle_t handle;
+  HLLM_CUBLAS_CHECK(cublasCreate(&handle));
+  run_timed(state, 2.0 * static_cast<double>(weights + n * (in + out)), [&](size_t i) {
+    cublas_gemm_bf16(handle, sets[i % sets.size()].data(), x.data(), y.data(), in, out, n);
+  });
+  report_flops(state, 2.0 * static_cast<double>(n * in * out));
+  HLLM_CUBLAS_CHECK(cublasDestroy(handle));
+}
+
+// What the CUDA backend did for 9+ tokens before gemm_q4: dequantize the layer to bf16, then cuBLAS.
+void BM_DequantCublas(benchmark::State& state, int64_t in, int64_t out, int64_t n) {
+  const Int4Sets weights(in, out);
+  DeviceBuffer<hllm::bf16> dense(static_cast<size_t>(out * weights.view.packed_in()));
+  DeviceBuffer<hllm::bf16> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
+  hllm::bench::fill_random_bf16(x.data(), n * in, 7);
+  cublasHandle_t handle;
+  HLLM_CUBLAS_CHECK(cublasCreate(&handle));
+  const double bytes =
+      static_cast<double>(weights.view.nbytes() + 2 * dense.size_bytes()) + 2.0 * n * (in + out);
+  run_timed(state, bytes, [&](size_t i) {
+    hllm::cuda::launch_dequant_q4(weights.at(i), reinterpret_cast<__nv_bfloat16*>(dense.data()),
+                                  nullptr);
+    cublas_gemm_bf16(handle, dense.data(), x.data(), y.data(), in, out, n);
+  });
+  report_flops(state, 2.0 * static_cast<double>(n * in * out));
+  HLLM_CUBLAS_CHECK(cublasDestroy(handle));
+}
+
 // ---- dequant_q4 ---------------------------------------------------------------------------------
 
 void BM_DequantQ4(benchmark::State& state, int64_t in, int64_t out) {
@@ -233,6 +315,19 @@ void register_all() {
   reg("cublas_gemv_bf16/lm_head/4096x128256/batch:1",
       [](benchmark::State& s) { BM_CublasGemvBf16(s, 4096, 128256); });
   reg("dequant_q4/gate_up/4096x14336", [](benchmark::State& s) { BM_DequantQ4(s, 4096, 14336); });
+
+  // gemm_q4 beside cuBLAS bf16 and dequant + cuBLAS, decode batches to prefill chunks.
+  for (const Layer& l :
+       {Layer{"qkv", 4096, 6144}, Layer{"gate_up_fused", 4096, 28672}, Layer{"down", 14336, 4096}})
+    for (const int64_t n : {16, 32, 64, 128, 512, 1024, 4096}) {
+      const std::string shape = std::string(l.name) + "/" + std::to_string(l.in) + "x" +
+                                std::to_string(l.out) + "/tokens:" + std::to_string(n);
+      reg("gemm_q4/" + shape, [l, n](benchmark::State& s) { BM_GemmQ4(s, l.in, l.out, n); });
+      reg("cublas_gemm_bf16/" + shape,
+          [l, n](benchmark::State& s) { BM_CublasGemmBf16(s, l.in, l.out, n); });
+      reg("dequant_cublas/" + shape,
+          [l, n](benchmark::State& s) { BM_DequantCublas(s, l.in, l.out, n); });
+    }
 }
 
 }  // namespace
