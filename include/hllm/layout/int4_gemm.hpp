@@ -96,14 +96,15 @@ struct GemmQ4Plan {
   }
 };
 
-// Split the k-tiles only when the row × token blocks leave SMs idle: aim at 2 blocks per SM, keep
-// >= GEMM_Q4_MIN_TILES_PER_SPLIT tiles per slice, at most GEMM_Q4_MAX_SPLITS slices, none empty.
+// Split the k-tiles only when the row × token blocks leave SMs idle: aim at one wave (one block
+// fits an SM: ~160 registers × 256 threads), keep >= GEMM_Q4_MIN_TILES_PER_SPLIT tiles per slice,
+// at most GEMM_Q4_MAX_SPLITS slices, none empty.
 inline GemmQ4Plan plan_gemm_q4(int64_t out, int64_t k_tiles, int64_t n, int sm_count) {
   GemmQ4Plan plan;
   plan.row_blocks = (out + GEMM_Q4_BLOCK_ROWS - 1) / GEMM_Q4_BLOCK_ROWS;
   plan.col_blocks = (n + GEMM_Q4_BLOCK_N - 1) / GEMM_Q4_BLOCK_N;
   const int64_t base = plan.row_blocks * plan.col_blocks;
-  const int64_t target = 2 * int64_t{std::max(sm_count, 1)};
+  const int64_t target = std::max(sm_count, 1);
   int64_t splits = base >= target ? 1 : (target + base - 1) / base;
   splits = std::clamp<int64_t>(std::min<int64_t>(splits, k_tiles / GEMM_Q4_MIN_TILES_PER_SPLIT), 1,
                                GEMM_Q4_MAX_SPLITS);

@@ -24,7 +24,7 @@
 //   gemm_q4_reduce_kernel adds them in slice order (deterministic).
 // Cost at 64 tokens on Llama-3-8B gate/up (4096 -> 28672): 62 MB of tiles read once (15 µs at
 // 4.2 TB/s) and 15 GFLOP of mma.sync (~25 µs at ~600 TFLOP/s): mma-bound from ~40 tokens up, where
-// a wgmma kernel (sm_90a) is the next step. Activations: 224 blocks × 512 KiB from L2.
+// a wgmma kernel (sm_90a) is the next step. Activations: 224 row blocks × 512 KiB from L2.
 //
 // CUDA-graph capturable: no allocation or synchronization (the caller passes the workspace).
 // Needs sm_80+ (bf16 mma, cp.async).
@@ -219,10 +219,15 @@ void gemm_q4_dispatch(const char* name, const Int4View& w, const __nv_bfloat16* 
          " (gemm_q4_workspace_floats)");
   const dim3 grid(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.col_blocks),
                   static_cast<unsigned>(plan.splits));
-  // Above 48 KiB of dynamic shared memory a kernel must opt in (once per kernel and device; cheap).
-  HLLM_CUDA_CHECK(cudaFuncSetAttribute(gemm_q4_kernel<OutT>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(GEMM_Q4_SMEM_BYTES)));
+  // Above 48 KiB of dynamic shared memory a kernel must opt in: once per kernel (one GPU per
+  // process).
+  static const bool opted_in = [] {
+    HLLM_CUDA_CHECK(cudaFuncSetAttribute(gemm_q4_kernel<OutT>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(GEMM_Q4_SMEM_BYTES)));
+    return true;
+  }();
+  (void)opted_in;
   gemm_q4_kernel<OutT><<<grid, GEMM_Q4_THREADS, GEMM_Q4_SMEM_BYTES, stream>>>(
       w.tiles, w.strips(), w.k_tiles, plan.tiles_per_split, x_packed, n, y,
       plan.splits > 1 ? workspace : nullptr, w.out);

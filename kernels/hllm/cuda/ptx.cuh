@@ -9,6 +9,10 @@
 
 #include <cstdint>
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "hllm's CUDA kernels need sm_80 or newer (bf16 mma.sync, cp.async, bf16x2 fma)"
+#endif
+
 namespace hllm::cuda::ptx {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
