@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 #include <vector>
@@ -50,14 +51,22 @@ TEST(Q8Activations, PositionsFollowTheNibblesOfA64ByteRow) {
   EXPECT_EQ(inputs.size(), 128u);  // a permutation
 }
 
-TEST(Q8Activations, RoundingIsWithinHalfAStepOfEachChunk) {
-  const int64_t n = 3, k_tiles = 4;
+// Activations [3 tokens][4 tiles][128], normal, with an all-zero chunk (token 0, tile 1, chunk 2)
+// and an outlier (token 0, tile 2, chunk 0).
+constexpr int64_t Q8_TOKENS = 3, Q8_K_TILES = 4;
+std::vector<float> q8_test_activations() {
   std::mt19937 rng(5);
   std::normal_distribution<float> dist(0.0f, 3.0f);
-  std::vector<float> x(static_cast<size_t>(n * k_tiles * 128));
+  std::vector<float> x(static_cast<size_t>(Q8_TOKENS * Q8_K_TILES * 128));
   for (float& v : x) v = dist(rng);
-  for (int k = 0; k < 32; ++k) x[128 + 64 + k] = 0.0f;  // token 0, tile 1, chunk 2: all zero
-  x[256 + 5] = 1000.0f;                                 // an outlier coarsens its own chunk only
+  for (int k = 0; k < 32; ++k) x[128 + 64 + k] = 0.0f;
+  x[256 + 5] = 1000.0f;  // coarsens its own chunk only
+  return x;
+}
+
+TEST(Q8Activations, RoundingIsWithinHalfAStepOfEachChunk) {
+  const int64_t n = Q8_TOKENS, k_tiles = Q8_K_TILES;
+  const std::vector<float> x = q8_test_activations();
   hllm::ThreadPool pool(2);
   hllm::cpu::Q8Activations a;
   hllm::cpu::quantize_q8_activations(x.data(), n, k_tiles, a, pool);
@@ -88,6 +97,24 @@ TEST(Q8Activations, RoundingIsWithinHalfAStepOfEachChunk) {
   EXPECT_LT(a.chunk_scale(0, 2, 1), 20.0f / 127.0f);
 }
 
+TEST(Q8Activations, EveryIsaRoundsToTheSameBits) {
+  const int64_t n = Q8_TOKENS, k_tiles = Q8_K_TILES;
+  const std::vector<float> x = q8_test_activations();
+  hllm::ThreadPool pool(2);
+  hllm::cpu::Q8Activations portable;
+  hllm::cpu::quantize_q8_activations(x.data(), n, k_tiles, portable, pool, CpuIsa::scalar);
+  for (CpuIsa isa : runnable_isas()) {
+    hllm::cpu::Q8Activations a;
+    hllm::cpu::quantize_q8_activations(x.data(), n, k_tiles, a, pool, isa);
+    SCOPED_TRACE(hllm::cpu::isa_name(isa));
+    EXPECT_EQ(a.q, portable.q);
+    EXPECT_EQ(0, std::memcmp(a.lane_scale.data(), portable.lane_scale.data(),
+                             portable.lane_scale.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(a.scaled_sum.data(), portable.scaled_sum.data(),
+                             portable.scaled_sum.size() * sizeof(float)));
+  }
+}
+
 struct Shape {
   int64_t out, in, n_groups;
   bool shuffle;
@@ -105,7 +132,7 @@ TEST_P(Int4Q8Matmul, VectorPathsEqualThePortableOneWithinTheRoundingBound) {
   hllm::cpu::Q8Activations q8;
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{33}}) {
+  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{33}}) {
     std::vector<float> x(static_cast<size_t>(n * s.in));
     for (float& v : x) v = dist(rng);
     const Tensor xt(x.data(), DType::f32, {n, s.in});

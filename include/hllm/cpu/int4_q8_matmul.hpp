@@ -24,7 +24,8 @@
 // bytes 32..63 chunks 2 and 3 (lanes 8..15).
 //
 // Work split as in the fp32 path: tasks of row strips × token tiles. A strip's tiles stay in L1/L2
-// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS).
+// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS). (4 per
+// pass on AVX-512 measured no faster than 2 on a 2-core Zen 4 VM at 4 and 64 tokens.)
 #pragma once
 
 #include <algorithm>
@@ -65,10 +66,85 @@ struct Q8Activations {
   float chunk_scale(int64_t t, int64_t kt, int c) const { return lane_scales(t, kt)[4 * c]; }
 };
 
-// Round x [n, packed] (packed = 128 · k_tiles, already in the weight's packed input order):
-// d = max|x| / 127 per 32-input chunk, a = round-to-nearest-even(x / d).
+namespace detail {
+
+// Σ_c d_c · Σa, multiply then add in chunk order. Out of line and without a target attribute: a
+// caller compiled for FMA would otherwise fuse them, and every ISA must give the same bits.
+[[gnu::noinline]] inline float chunk_scaled_sum(const float* lanes, const int32_t* sums) {
+  float sum = 0.0f;
+  for (int c = 0; c < Q8Activations::CHUNKS; ++c) sum += lanes[4 * c] * static_cast<float>(sums[c]);
+  return sum;
+}
+
+// One tile of one token: x (128 packed inputs) -> q (int8 in q8_position_input order), the lane
+// scales and Σ_c d_c·Σa. d = max|x| / 127 per 32-input chunk, a = round-to-nearest-even(x / d).
+inline void quantize_q8_tile_scalar(const float* x, int8_t* q, float* lanes, float& scaled_sum) {
+  float inverse[Q8Activations::CHUNKS];
+  for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
+    float amax = 0.0f;
+    for (int k = 0; k < INT4_CHUNK_K; ++k) amax = std::max(amax, std::fabs(x[c * 32 + k]));
+    inverse[c] = amax > 0.0f ? 127.0f / amax : 0.0f;
+    std::fill(lanes + 4 * c, lanes + 4 * c + 4, amax / 127.0f);
+  }
+  int32_t sums[Q8Activations::CHUNKS] = {};
+  for (int p = 0; p < INT4_TILE_K; ++p) {
+    const int k = q8_position_input(p), c = k / INT4_CHUNK_K;
+    const auto a = static_cast<int32_t>(std::nearbyint(x[k] * inverse[c]));
+    q[p] = static_cast<int8_t>(std::clamp(a, -127, 127));
+    sums[c] += q[p];
+  }
+  scaled_sum = chunk_scaled_sum(lanes, sums);
+}
+
+#if defined(__x86_64__)
+// The same, bit for bit (max, the scale, one multiply, round-to-nearest-even under the default
+// MXCSR, the clamp and the chunk sums are the same operations), 8 inputs at a time. Input half h of
+// chunk c (16 inputs 32c + 16h ..) lands at positions 64h + 16c .. + 15.
+[[gnu::target("avx2,fma")]] inline void quantize_q8_tile_avx2(const float* x, int8_t* q,
+                                                              float* lanes, float& scaled_sum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  int32_t sums[Q8Activations::CHUNKS];
+  for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
+    const float* xc = x + c * INT4_CHUNK_K;
+    __m256 m = _mm256_and_ps(_mm256_loadu_ps(xc), abs_mask);
+    for (int i = 1; i < 4; ++i)
+      m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xc + 8 * i), abs_mask));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float amax = _mm_cvtss_f32(m4);
+    const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    _mm_storeu_ps(lanes + 4 * c, _mm_set1_ps(amax / 127.0f));
+    __m256i sum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      __m256i a[2];
+      for (int i = 0; i < 2; ++i) {
+        a[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 16 * h + 8 * i), inverse));
+        a[i] = _mm256_min_epi32(_mm256_max_epi32(a[i], lo), hi);
+        sum = _mm256_add_epi32(sum, a[i]);
+      }
+      // int32 -> int16 -> int8 in order (packs work per 128-bit lane: undo the interleave).
+      const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a[0], a[1]), 0xD8);
+      const __m128i bytes =
+          _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 64 * h + 16 * c), bytes);
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    sums[c] = _mm_cvtsi128_si32(s4);
+  }
+  scaled_sum = chunk_scaled_sum(lanes, sums);
+}
+#endif
+
+}  // namespace detail
+
+// Round x [n, packed] (packed = 128 · k_tiles, already in the weight's packed input order) per
+// 32-input chunk (detail::quantize_q8_tile_scalar); every ISA gives the same bits.
 inline void quantize_q8_activations(const float* x, int64_t n, int64_t k_tiles, Q8Activations& out,
-                                    ThreadPool& pool) {
+                                    ThreadPool& pool, CpuIsa isa = cpu_isa()) {
   out.n = n;
   out.k_tiles = k_tiles;
   out.q.resize(static_cast<size_t>(n * k_tiles * INT4_TILE_K));
@@ -76,27 +152,17 @@ inline void quantize_q8_activations(const float* x, int64_t n, int64_t k_tiles, 
   out.scaled_sum.resize(static_cast<size_t>(n * k_tiles));
   pool.parallel_for(n, [&](int64_t t) {
     for (int64_t kt = 0; kt < k_tiles; ++kt) {
-      const float* xt = x + out.at(t, kt) * INT4_TILE_K;
-      int8_t* q = out.q.data() + out.at(t, kt) * INT4_TILE_K;
-      float* lanes = out.lane_scale.data() + out.at(t, kt) * 16;
-      float inverse[Q8Activations::CHUNKS];
-      for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
-        float amax = 0.0f;
-        for (int k = 0; k < INT4_CHUNK_K; ++k) amax = std::max(amax, std::fabs(xt[c * 32 + k]));
-        inverse[c] = amax > 0.0f ? 127.0f / amax : 0.0f;
-        std::fill(lanes + 4 * c, lanes + 4 * c + 4, amax / 127.0f);
+      const int64_t at = out.at(t, kt);
+      const float* xt = x + at * INT4_TILE_K;
+      int8_t* q = out.q.data() + at * INT4_TILE_K;
+      float* lanes = out.lane_scale.data() + at * 16;
+#if defined(__x86_64__)
+      if (isa >= CpuIsa::avx2) {
+        detail::quantize_q8_tile_avx2(xt, q, lanes, out.scaled_sum[at]);
+        continue;
       }
-      int32_t sums[Q8Activations::CHUNKS] = {};
-      for (int p = 0; p < INT4_TILE_K; ++p) {
-        const int k = q8_position_input(p), c = k / INT4_CHUNK_K;
-        const auto a = static_cast<int32_t>(std::nearbyint(xt[k] * inverse[c]));
-        q[p] = static_cast<int8_t>(std::clamp(a, -127, 127));
-        sums[c] += q[p];
-      }
-      float scaled_sum = 0.0f;
-      for (int c = 0; c < Q8Activations::CHUNKS; ++c)
-        scaled_sum += lanes[4 * c] * static_cast<float>(sums[c]);
-      out.scaled_sum[out.at(t, kt)] = scaled_sum;
+#endif
+      detail::quantize_q8_tile_scalar(xt, q, lanes, out.scaled_sum[at]);
     }
   });
 }
@@ -148,6 +214,17 @@ inline void int4_q8_strip_scalar(const Q8Activations& a, const Int4View& w, floa
 }
 
 #if defined(__x86_64__)
+// The zero-point terms of one tile for tokens [t, t + TOKENS): zero_term[j] (a row per lane) +=
+// −s·z (nzs, per row) · Σ_c d_c·Σa (per token) — one 4-lane FMA per token for the 4 rows.
+template <int TOKENS>
+[[gnu::target("avx2,fma")]] inline void add_zero_terms(const Q8Activations& a, const float nzs[4],
+                                                       int64_t t, int64_t kt,
+                                                       __m128 (&zero_term)[TOKENS]) {
+  const __m128 row_nzs = _mm_loadu_ps(nzs);
+  for (int j = 0; j < TOKENS; ++j)
+    zero_term[j] = _mm_fmadd_ps(row_nzs, _mm_set1_ps(a.scaled_sum[a.at(t + j, kt)]), zero_term[j]);
+}
+
 // TOKENS tokens [t, t + TOKENS) × one strip (4 rows): AVX2, vpmaddubsw + vpmaddwd.
 // Each vpmaddubsw lane sums two code·activation products (|.| <= 2·15·127 = 3810); two of them are
 // added in int16 (<= 7620) before vpmaddwd widens to int32: exact.
@@ -156,9 +233,10 @@ template <int TOKENS, bool STREAM>
                                                                 const Int4View& w, float* y,
                                                                 int64_t strip, int64_t t) {
   __m256 acc[INT4_TILE_ROWS][TOKENS];
-  float zero_term[INT4_TILE_ROWS][TOKENS] = {};
+  __m128 zero_term[TOKENS];  // the 4 rows' zero-point terms of token j, a row per lane
   for (auto& row : acc)
     for (auto& v : row) v = _mm256_setzero_ps();
+  for (auto& v : zero_term) v = _mm_setzero_ps();
   const __m256i mask = _mm256_set1_epi8(0x0F);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
@@ -166,6 +244,7 @@ template <int TOKENS, bool STREAM>
     if constexpr (STREAM) prefetch_tile_ahead(tile);
     float scale[4], nzs[4];
     int4_tile_params(tile, scale, nzs);
+    add_zero_terms<TOKENS>(a, nzs, t, kt, zero_term);
 #pragma GCC unroll 4
     for (int r = 0; r < INT4_TILE_ROWS; ++r) {
       const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile.q[r]));
@@ -191,14 +270,16 @@ template <int TOKENS, bool STREAM>
         acc[r][j] =
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunks23),
                             _mm256_mul_ps(row_scale, _mm256_loadu_ps(lanes + 8)), acc[r][j]);
-        zero_term[r][j] += nzs[r] * a.scaled_sum[a.at(t + j, kt)];  // nzs = −z·s
       }
     }
   }
   const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
-  for (int j = 0; j < TOKENS; ++j)
+  for (int j = 0; j < TOKENS; ++j) {
+    alignas(16) float zero[INT4_TILE_ROWS];
+    _mm_store_ps(zero, zero_term[j]);
     for (int r = 0; r < rows; ++r)
-      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = avx2::hsum(acc[r][j]) + zero_term[r][j];
+      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = avx2::hsum(acc[r][j]) + zero[r];
+  }
 }
 
 // The same with 512-bit vectors and vpdpbusd: one 64-byte load per tile row.
@@ -206,9 +287,10 @@ template <int TOKENS, bool STREAM>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_strip_avx512(
     const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
   __m512 acc[INT4_TILE_ROWS][TOKENS];
-  float zero_term[INT4_TILE_ROWS][TOKENS] = {};
+  __m128 zero_term[TOKENS];  // the 4 rows' zero-point terms of token j, a row per lane
   for (auto& row : acc)
     for (auto& v : row) v = _mm512_setzero_ps();
+  for (auto& v : zero_term) v = _mm_setzero_ps();
   const __m512i mask = _mm512_set1_epi8(0x0F);
   // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
   constexpr __mmask16 ALL_LANES = 0xFFFF;
@@ -217,6 +299,7 @@ template <int TOKENS, bool STREAM>
     if constexpr (STREAM) prefetch_tile_ahead(tile);
     float scale[4], nzs[4];
     int4_tile_params(tile, scale, nzs);
+    add_zero_terms<TOKENS>(a, nzs, t, kt, zero_term);
 #pragma GCC unroll 4
     for (int r = 0; r < INT4_TILE_ROWS; ++r) {
       const __m512i bytes = _mm512_loadu_si512(tile.q[r]);
@@ -230,19 +313,20 @@ template <int TOKENS, bool STREAM>
         acc[r][j] = _mm512_fmadd_ps(
             _mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
             _mm512_mul_ps(row_scale, _mm512_loadu_ps(a.lane_scales(t + j, kt))), acc[r][j]);
-        zero_term[r][j] += nzs[r] * a.scaled_sum[a.at(t + j, kt)];
       }
     }
   }
   const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
-  for (int j = 0; j < TOKENS; ++j)
+  for (int j = 0; j < TOKENS; ++j) {
+    alignas(16) float zero[INT4_TILE_ROWS];
+    _mm_store_ps(zero, zero_term[j]);
     for (int r = 0; r < rows; ++r) {
       alignas(64) float lanes[16];
       _mm512_store_ps(lanes, acc[r][j]);
       y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] =
-          avx2::hsum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8))) +
-          zero_term[r][j];
+          avx2::hsum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8))) + zero[r];
     }
+  }
 }
 #endif
 
@@ -277,7 +361,8 @@ inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, 
   if (isa > cpu_isa_supported())
     fail("matmul_int4_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
-  quantize_q8_activations(int4_packed_activations(x, w, scratch, pool), n, w.k_tiles, q8, pool);
+  quantize_q8_activations(int4_packed_activations(x, w, scratch, pool), n, w.k_tiles, q8, pool,
+                          isa);
   float* out = y.as<float>();
   const int64_t strips = w.strips();
   const int64_t strip_tasks =
