@@ -1,8 +1,10 @@
 // cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 weights (made by quant/ggml_quantize.hpp) times int8
-// activations. The AVX2 path equals the portable one (the same integer dots, fp32 sums in another
-// order), and the portable path is within the activation rounding bound Σ_k |w_k|·d_x/2 of the
-// exact product with the reference-dequantized weights, for 1..17 tokens and odd row counts;
-// a weight with -128 codes (Q8_0 files may hold them) stays exact through vpsignb.
+// activations. The AVX2 and AVX-512 paths equal the portable one (the same integer dots, fp32 sums
+// in another order), and the portable path is within the activation rounding bound
+// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights, for 1..17 tokens
+// (every pass width), odd row counts, an odd block count (AVX-512's half-empty last pair) and
+// two 512-input groups with 3 blocks after them (the grouped AVX-512 kernel, then pairs);
+// a weight with -128 codes (Q8_0 files may hold them) stays exact through vpsignb and vpdpbusd.
 #include "hllm/cpu/ggml_q8_matmul.hpp"
 
 #include <gtest/gtest.h>
@@ -51,7 +53,7 @@ void expect_close_to_exact(const Weight& w, int64_t n, std::mt19937& rng) {
   hllm::ThreadPool pool(2);
   hllm::cpu::Q8Blocks q8;
   std::vector<std::vector<float>> results;
-  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2}) {
+  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512}) {
     if (isa > hllm::cpu::cpu_isa_supported()) continue;
     std::vector<float> y(static_cast<size_t>(n * out), NAN);
     hllm::cpu::matmul_ggml_q8(Tensor(x.data(), DType::f32, {n, in}), w.view,
@@ -80,10 +82,13 @@ void expect_close_to_exact(const Weight& w, int64_t n, std::mt19937& rng) {
 TEST(GgmlQ8Matmul, Q8_0AndQ4_0WithinTheRoundingBoundOnEveryPath) {
   std::mt19937 rng(3);
   for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
-    const Weight w = random_weight(type, 37, 256, rng);
-    for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{17}}) {
-      SCOPED_TRACE(std::string(hllm::ggml_type_info(type).name) + " n " + std::to_string(n));
-      expect_close_to_exact(w, n, rng);
+    for (const int64_t in : {int64_t{256}, int64_t{96}, int64_t{1120}}) {
+      const Weight w = random_weight(type, 37, in, rng);
+      for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}, int64_t{17}}) {
+        SCOPED_TRACE(testing::Message()
+                     << hllm::ggml_type_info(type).name << " in " << in << " n " << n);
+        expect_close_to_exact(w, n, rng);
+      }
     }
   }
 }
@@ -92,7 +97,7 @@ TEST(GgmlQ8Matmul, MinusOneTwentyEightCodesStayExact) {
   std::mt19937 rng(8);
   Weight w = random_weight(GgmlType::Q8_0, 5, 64, rng);
   for (int64_t r = 0; r < 5; ++r) w.bytes[r * w.view.row_bytes() + 2 + r] = 0x80;  // q = -128
-  expect_close_to_exact(w, 5, rng);  // one 4-token pass and one single token
+  expect_close_to_exact(w, 13, rng);  // passes of 8, 4 and 1 tokens
 }
 
 TEST(GgmlQ8Matmul, RefusesOtherBlockTypes) {

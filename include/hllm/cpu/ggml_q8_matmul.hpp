@@ -4,13 +4,15 @@
 //
 //   y = Σ_blocks d_w·d_x·Σ_k w_k·a_k       w_k ∈ [−128, 127] (Q8_0: q; Q4_0: q − 8), a_k ∈ [−127, 127]
 //
-// Σ w·a is exact in int32: vpmaddubsw multiplies unsigned by signed bytes, so each block is
-// multiplied as |w| · (a with w's sign) (vpsignb), two products per int16 lane (|.| <= 2·128·127 =
-// 32512 < 32767), widened by vpmaddwd. The error against the fp32 path (cpu/ggml_matmul.hpp) is
+// Σ w·a is exact in int32 on every path. AVX2: vpmaddubsw multiplies unsigned by signed bytes, so
+// each block is multiplied as |w| · (a with w's sign) (vpsignb), two products per int16 lane
+// (|.| <= 2·128·127 = 32512 < 32767), widened by vpmaddwd. AVX-512 VNNI: vpdpbusd on a + 128, less
+// 128·Σw (ggml_q8_row_avx512). The error against the fp32 path (cpu/ggml_matmul.hpp) is
 // at most Σ_k |w_k|·d_x/2 per block.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -25,23 +27,44 @@
 
 namespace hllm::cpu {
 
-// Activations [n, in] rounded to int8 per 32 inputs, natural order.
+// Blocks of 32 inputs per group of the AVX-512 batched kernel (ggml_q8_rows_grouped_avx512).
+inline constexpr int64_t Q8_GROUP_BLOCKS = 16;
+inline constexpr int64_t Q8_GROUP_INPUTS = Q8_GROUP_BLOCKS * 32;
+
+// Where input k of a group sits in its grouped form: 8 vectors of 64 bytes, vector s holding
+// 4-input chunk s of every block, block j in 32-bit lane j. vpdpbusd adds the 4 products of a
+// lane into that lane, so after the 8 vectors lane j holds block j's whole dot product.
+inline constexpr int64_t q8_grouped_offset(int64_t k) {
+  const int64_t block = k / 32, chunk = k % 32 / 4;
+  return chunk * 64 + block * 4 + k % 4;
+}
+
+// Activations [n, in] rounded to int8 per 32 inputs, natural order; `grouped` also holds them
+// per 512-input group in q8_grouped_offset order, offset to unsigned (q + 128), for the AVX-512
+// batched kernel (the inputs after the last whole group only in natural order).
 struct Q8Blocks {
   int64_t n = 0, in = 0;
-  std::vector<int8_t> q;     // [n][in]
-  std::vector<float> scale;  // [n][in / 32]: x ≈ scale · q
+  std::vector<int8_t> q;         // [n][in]
+  std::vector<float> scale;      // [n][in / 32]: x ≈ scale · q
+  std::vector<uint8_t> grouped;  // [n][in / 512 * 512] when quantized with grouped = true
 
   const int8_t* row(int64_t t) const { return q.data() + t * in; }
   const float* scales(int64_t t) const { return scale.data() + t * (in / 32); }
+  const uint8_t* group(int64_t t, int64_t g) const {
+    return grouped.data() + (t * (in / Q8_GROUP_INPUTS) + g) * Q8_GROUP_INPUTS;
+  }
 };
 
-// d = max|x| / 127 per block of 32, a = round-to-nearest-even(x / d).
+// d = max|x| / 127 per block of 32, a = round-to-nearest-even(x / d); grouped: also the grouped
+// unsigned copy.
 inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& out,
-                               ThreadPool& pool) {
+                               ThreadPool& pool, bool grouped = false) {
   out.n = n;
   out.in = in;
   out.q.resize(static_cast<size_t>(n * in));
   out.scale.resize(static_cast<size_t>(n * (in / 32)));
+  const int64_t grouped_inputs = grouped ? in / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS : 0;
+  out.grouped.resize(static_cast<size_t>(n * grouped_inputs));
   pool.parallel_for(n, [&](int64_t t) {
     for (int64_t b = 0; b < in / 32; ++b) {
       const float* xb = x + t * in + b * 32;
@@ -53,6 +76,10 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
             std::clamp(static_cast<int32_t>(std::nearbyint(xb[k] * inverse)), -127, 127));
       out.scale[t * (in / 32) + b] = amax / 127.0f;
     }
+    for (int64_t k = 0; k < grouped_inputs; ++k)
+      out.grouped[t * grouped_inputs + k / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS +
+                  q8_grouped_offset(k % Q8_GROUP_INPUTS)] =
+          static_cast<uint8_t>(out.q[t * in + k] + 128);
   });
 }
 
@@ -91,6 +118,10 @@ inline float ggml_q8_row_scalar(GgmlType type, const uint8_t* row, const Q8Block
 // ~94% of the machine's read bandwidth (2-core Zen 3 VM, cpu_ggml_bench).
 inline constexpr int64_t GGML_Q8_PREFETCH_BYTES = 2048;
 
+[[gnu::target("avx2,fma,f16c")]] inline float ggml_block_scale(const uint8_t* block) {
+  return _cvtsh_ss(static_cast<uint16_t>(block[0] | block[1] << 8));
+}
+
 template <GgmlType TYPE>
 [[gnu::target("avx2,fma,f16c")]] inline __m256i ggml_signed_block_avx2(const uint8_t* block) {
   if constexpr (TYPE == GgmlType::Q8_0) {
@@ -121,7 +152,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       _mm_prefetch(reinterpret_cast<const char*>(block) + GGML_Q8_PREFETCH_BYTES, _MM_HINT_T0);
     const __m256i w = ggml_signed_block_avx2<TYPE>(block);
     const __m256i w_abs = _mm256_abs_epi8(w);
-    const float d_w = _cvtsh_ss(static_cast<uint16_t>(block[0] | block[1] << 8));
+    const float d_w = ggml_block_scale(block);
 #pragma GCC unroll 4
     for (int j = 0; j < TOKENS; ++j) {
       const __m256i xv =
@@ -135,22 +166,182 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
   for (int j = 0; j < TOKENS; ++j) y[(t + j) * y_stride] = avx2::hsum(acc[j]);
 }
 
-// Tokens [t, t + TOKENS) of one row.
+// Masked forms with every lane set: GCC 12 warns (falsely) on the unmasked ones' undefined
+// pass-through.
+inline constexpr __mmask16 GGML_Q8_ALL_LANES = 0xFFFF;
+
+// With 512-bit vectors, blocks [first, in / 32) of one row into acc[j] (16 fp32 lanes per
+// token): two blocks per register, lanes 0-7 block b and 8-15 block b + 1 (a row with an odd
+// block count ends on a half-empty pair: zero weights and weight scale in the upper lanes).
+// vpdpbusd multiplies unsigned by signed bytes, so the activations are offset to unsigned (a + 128:
+// one xor of the sign bit) and each dot starts from −128·Σw, made once per row pass and reused by
+// every token: Σ (a + 128)·w − 128·Σ w = Σ a·w, exact in int32 (per lane |.| <= 4·255·128 +
+// 4·128·128). Per token and pair: one load, xor, vpdpbusd, convert, scale, FMA.
+template <GgmlType TYPE, int TOKENS, bool PREFETCH>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_pairs_avx512(
+    const uint8_t* row, const Q8Blocks& a, int64_t t, int64_t first, __m512* acc) {
+  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  const __m512i sign_bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const int64_t blocks = a.in / 32;
+  for (int64_t b = first; b < blocks; b += 2) {
+    const bool pair = b + 1 < blocks;
+    const uint8_t* block = row + b * BLOCK_BYTES;
+    if constexpr (PREFETCH)
+      _mm_prefetch(reinterpret_cast<const char*>(block) + GGML_Q8_PREFETCH_BYTES, _MM_HINT_T0);
+    const __m256i w_hi =
+        pair ? ggml_signed_block_avx2<TYPE>(block + BLOCK_BYTES) : _mm256_setzero_si256();
+    const __m512i w = _mm512_maskz_inserti64x4(
+        0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(block)), w_hi, 1);
+    const __m512i bias = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), sign_bit, w));
+    const __m512 d_w =
+        _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(ggml_block_scale(block)),
+                             _mm512_set1_ps(pair ? ggml_block_scale(block + BLOCK_BYTES) : 0.0f));
+#pragma GCC unroll 8
+    for (int j = 0; j < TOKENS; ++j) {
+      const int8_t* q = a.row(t + j) + b * 32;
+      const float* d_x = a.scales(t + j) + b;
+      const __m512i x = _mm512_xor_si512(
+          _mm512_maskz_loadu_epi8(pair ? ~__mmask64{0} : __mmask64{0xFFFFFFFF}, q), sign_bit);
+      const __m512 d_x_pair = _mm512_maskz_permutexvar_ps(
+          GGML_Q8_ALL_LANES, pair_index,
+          _mm512_zextps128_ps512(
+              pair ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(d_x)))
+                   : _mm_set_ss(d_x[0])));
+      const __m512i dot = _mm512_dpbusd_epi32(bias, x, w);
+      acc[j] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(GGML_Q8_ALL_LANES, dot),
+                               _mm512_mul_ps(d_w, d_x_pair), acc[j]);
+    }
+  }
+}
+
+// The vpermt2d indices of ggml_q8_group_avx512's stages (1..3) for the pair's low / high output
+// register: entry q is the source of output lane q, 0..15 a lane of the low input register,
+// 16..31 of the high one.
+inline constexpr auto GGML_Q8_TRANSPOSE = [] {
+  std::array<std::array<std::array<int32_t, 16>, 2>, 3> index{};
+  for (int high = 0; high < 2; ++high)
+    for (int q = 0; q < 16; ++q) {
+      // Stages 1 and 2 trade lane bit 0 / 1 for the register bit: the output's lane bit names
+      // the input register, the output register (low / high) the input's lane bit.
+      for (int bit : {1, 2})
+        index[bit - 1][high][q] = (q & bit ? 16 : 0) + (high ? q | bit : q & ~bit);
+      // Stage 3: output lane q = block (b3 b2 b1 b0) from register b3, lane (b0 c2 b2 b1).
+      index[2][high][q] =
+          (q >> 3 & 1) * 16 + ((q & 1) << 3 | high << 2 | (q >> 2 & 1) << 1 | (q >> 1 & 1));
+    }
+  return index;
+}();
+
+// The 16 blocks of group g of a row as 8 registers in q8_grouped_offset order (w[s] lane j =
+// block j's weights 4s..4s+3, signed). Loaded two blocks per register (register i: block 2i in
+// lanes 0-7, 2i + 1 in lanes 8-15, lane = chunk), then transposed by three vpermt2d stages, each
+// trading one bit of the register index for one of the lane index (b: block bits, c: chunk bits):
+//   loaded    register (b3 b2 b1)  lane (b0 c2 c1 c0)
+//   stage 1   register (b3 b2 c0)  lane (b0 c2 c1 b1)
+//   stage 2   register (b3 c1 c0)  lane (b0 c2 b2 b1)
+//   stage 3   register (c2 c1 c0)  lane (b3 b2 b1 b0)   (so register s = chunk s, lane j = block j)
+template <GgmlType TYPE>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_group_avx512(
+    const uint8_t* group, __m512i w[8]) {
+  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_maskz_inserti64x4(
+        0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(group + 2 * i * BLOCK_BYTES)),
+        ggml_signed_block_avx2<TYPE>(group + (2 * i + 1) * BLOCK_BYTES), 1);
+  for (int stage = 1; stage <= 3; ++stage) {
+    const int bit = 1 << (stage - 1);  // of the register index: pairs i, i | bit
+    const __m512i low_index = _mm512_loadu_si512(GGML_Q8_TRANSPOSE[stage - 1][0].data());
+    const __m512i high_index = _mm512_loadu_si512(GGML_Q8_TRANSPOSE[stage - 1][1].data());
+    for (int i = 0; i < 8; ++i) {
+      if (i & bit) continue;
+      const __m512i low = _mm512_permutex2var_epi32(w[i], low_index, w[i | bit]);
+      w[i | bit] = _mm512_permutex2var_epi32(w[i], high_index, w[i | bit]);
+      w[i] = low;
+    }
+  }
+}
+
+// Whole 512-input groups of one row into acc[j], for TOKENS tokens from activations quantized
+// with grouped = true: the group's weights are transposed once per pass (ggml_q8_group_avx512)
+// and its 128·Σw made once; then per token a group costs 8 vpdpbusd, one convert, one scale and
+// one FMA (the pair kernel: 8 times its 6 instructions), with lane j summing block j alone.
+template <GgmlType TYPE, int TOKENS, bool PREFETCH>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_groups_avx512(
+    const uint8_t* row, const Q8Blocks& a, int64_t t, __m512* acc) {
+  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  constexpr int64_t GROUP_BYTES = Q8_GROUP_BLOCKS * BLOCK_BYTES;
+  const __m512i sign_bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t g = 0; g < a.in / Q8_GROUP_INPUTS; ++g) {
+    const uint8_t* group = row + g * GROUP_BYTES;
+    if constexpr (PREFETCH)
+      for (int64_t line = 0; line < GROUP_BYTES; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(group) + GGML_Q8_PREFETCH_BYTES + line,
+                     _MM_HINT_T0);
+    __m512i w[8];
+    ggml_q8_group_avx512<TYPE>(group, w);
+    __m512i bias = _mm512_setzero_si512();
+    for (const __m512i& chunk : w) bias = _mm512_dpbusd_epi32(bias, sign_bit, chunk);
+    bias = _mm512_sub_epi32(_mm512_setzero_si512(), bias);
+    alignas(32) uint16_t scale_bits[Q8_GROUP_BLOCKS];
+    for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j)
+      scale_bits[j] =
+          static_cast<uint16_t>(group[j * BLOCK_BYTES] | group[j * BLOCK_BYTES + 1] << 8);
+    const __m512 d_w = _mm512_maskz_cvtph_ps(
+        GGML_Q8_ALL_LANES, _mm256_load_si256(reinterpret_cast<const __m256i*>(scale_bits)));
+#pragma GCC unroll 8
+    for (int j = 0; j < TOKENS; ++j) {
+      const uint8_t* x = a.group(t + j, g);
+      __m512i dot = bias;
+      for (int s = 0; s < 8; ++s)
+        dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512(x + 64 * s), w[s]);
+      acc[j] = _mm512_fmadd_ps(
+          _mm512_maskz_cvtepi32_ps(GGML_Q8_ALL_LANES, dot),
+          _mm512_mul_ps(d_w, _mm512_loadu_ps(a.scales(t + j) + g * Q8_GROUP_BLOCKS)), acc[j]);
+    }
+  }
+}
+
+// One row for tokens [t, t + TOKENS) with 512-bit vectors: whole groups by the grouped kernel
+// when the activations have their grouped copy and the pass has 4+ tokens, the rest by pairs.
+template <GgmlType TYPE, int TOKENS, bool PREFETCH>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_row_avx512(
+    const uint8_t* row, const Q8Blocks& a, int64_t t, float* y, int64_t y_stride) {
+  __m512 acc[TOKENS];
+#pragma GCC unroll 8  // (else GCC zeroes the array in memory, a rep stos per row)
+  for (__m512& v : acc) v = _mm512_setzero_ps();
+  int64_t first = 0;
+  if (TOKENS >= 4 && !a.grouped.empty()) {  // (a transpose per group and pass pays from 4 tokens)
+    ggml_q8_groups_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, acc);
+    first = a.in / Q8_GROUP_INPUTS * Q8_GROUP_BLOCKS;
+  }
+  ggml_q8_pairs_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, first, acc);
+  for (int j = 0; j < TOKENS; ++j) y[(t + j) * y_stride] = avx512::hsum(acc[j]);
+}
+
+// Tokens [t, t + TOKENS) of one row on the chosen instruction set (avx2 or avx512). The first
+// pass over a row (t = 0) streams it from memory.
 template <int TOKENS>
-inline void ggml_q8_rows_avx2(GgmlType type, const uint8_t* row, const Q8Blocks& a, int64_t t,
-                              float* y, int64_t y_stride) {
+inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8Blocks& a,
+                         int64_t t, float* y, int64_t y_stride) {
+  const auto run = [&]<GgmlType TYPE, bool PREFETCH>() {
+    if (isa == CpuIsa::avx512)
+      return ggml_q8_row_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
+    return ggml_q8_row_avx2<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
+  };
   if (type == GgmlType::Q8_0)
-    return t == 0 ? ggml_q8_row_avx2<GgmlType::Q8_0, TOKENS, true>(row, a, t, y, y_stride)
-                  : ggml_q8_row_avx2<GgmlType::Q8_0, TOKENS, false>(row, a, t, y, y_stride);
-  return t == 0 ? ggml_q8_row_avx2<GgmlType::Q4_0, TOKENS, true>(row, a, t, y, y_stride)
-                : ggml_q8_row_avx2<GgmlType::Q4_0, TOKENS, false>(row, a, t, y, y_stride);
+    return t == 0 ? run.template operator()<GgmlType::Q8_0, true>()
+                  : run.template operator()<GgmlType::Q8_0, false>();
+  return t == 0 ? run.template operator()<GgmlType::Q4_0, true>()
+                : run.template operator()<GgmlType::Q4_0, false>();
 }
 #endif
 
 }  // namespace detail
 
 // y[n, out] = x[n, in] · Wᵀ for a Q8_0 / Q4_0 weight, with int8 activations (`q8` holds them
-// between calls). isa: scalar or avx2 (the AVX2 kernel also serves AVX-512 machines).
+// between calls). isa: scalar, avx2 or avx512 (the same integer dots, fp32 sums in another order).
 inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, ThreadPool& pool,
                            Q8Blocks& q8, CpuIsa isa = cpu_isa()) {
   check_matmul_operands("matmul_ggml_q8", x, y, w.in, w.out);
@@ -162,22 +353,24 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
   if (isa > cpu_isa_supported())
     fail("matmul_ggml_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
-  quantize_q8_blocks(x.as<float>(), n, w.in, q8, pool);
+  const bool grouped = isa == CpuIsa::avx512 && n >= 4 && w.in >= Q8_GROUP_INPUTS;
+  quantize_q8_blocks(x.as<float>(), n, w.in, q8, pool, grouped);
   constexpr int64_t ROWS_PER_TASK = 16;
-  // Tokens per pass over a row's blocks (a batched decode's lm_head: each block is unpacked once
-  // for all of them; 4 accumulators + the block's registers fit AVX2's 16).
-  constexpr int GGML_Q8_TOKENS_PER_PASS = 4;
   float* out = y.as<float>();
   pool.parallel_for((w.out + ROWS_PER_TASK - 1) / ROWS_PER_TASK, [&](int64_t task) {
     const int64_t row_end = std::min(w.out, (task + 1) * ROWS_PER_TASK);
     for (int64_t r = task * ROWS_PER_TASK; r < row_end; ++r) {
       int64_t t = 0;
 #if defined(__x86_64__)
+      // Tokens per pass over a row's blocks (a batched decode's lm_head: each block is unpacked
+      // once for all of them): 8 accumulators fit AVX-512's 32 registers, 4 AVX2's 16.
+      if (isa == CpuIsa::avx512)
+        for (; t + 8 <= n; t += 8)
+          detail::ggml_q8_rows<8>(isa, w.type, w.row(r), q8, t, out + r, w.out);
       if (isa >= CpuIsa::avx2) {
-        for (; t + GGML_Q8_TOKENS_PER_PASS <= n; t += GGML_Q8_TOKENS_PER_PASS)
-          detail::ggml_q8_rows_avx2<GGML_Q8_TOKENS_PER_PASS>(w.type, w.row(r), q8, t, out + r,
-                                                             w.out);
-        for (; t < n; ++t) detail::ggml_q8_rows_avx2<1>(w.type, w.row(r), q8, t, out + r, w.out);
+        for (; t + 4 <= n; t += 4)
+          detail::ggml_q8_rows<4>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+        for (; t < n; ++t) detail::ggml_q8_rows<1>(isa, w.type, w.row(r), q8, t, out + r, w.out);
       }
 #endif
       for (; t < n; ++t) out[t * w.out + r] = detail::ggml_q8_row_scalar(w.type, w.row(r), q8, t);

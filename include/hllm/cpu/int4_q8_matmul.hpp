@@ -320,12 +320,8 @@ template <int TOKENS, bool STREAM>
   for (int j = 0; j < TOKENS; ++j) {
     alignas(16) float zero[INT4_TILE_ROWS];
     _mm_store_ps(zero, zero_term[j]);
-    for (int r = 0; r < rows; ++r) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[r][j]);
-      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] =
-          avx2::hsum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8))) + zero[r];
-    }
+    for (int r = 0; r < rows; ++r)
+      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = avx512::hsum(acc[r][j]) + zero[r];
   }
 }
 #endif

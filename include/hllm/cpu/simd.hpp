@@ -134,6 +134,18 @@ template <typename T>
 }
 
 }  // namespace avx2
+
+namespace avx512 {
+
+// Σ of the 16 lanes: the two 256-bit halves added, then avx2::hsum. (Through memory: GCC 12 warns,
+// falsely, that the extract intrinsics' undefined pass-through is used uninitialized.)
+[[gnu::target("avx512f,avx2,fma,f16c")]] inline float hsum(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  return avx2::hsum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8)));
+}
+
+}  // namespace avx512
 #endif
 
 // s[j] = 2^(s[j] − max_j s) for n >= 1 finite scores; returns Σ s[j] and the max in *max_out.
