@@ -152,6 +152,15 @@ __host__ __device__ constexpr T round_up(T a, T b) {
 static_assert(ceil_div(0, 4) == 0 && ceil_div(1, 4) == 1 && ceil_div(4, 4) == 1 &&
               ceil_div(5, 4) == 2 && round_up(5, 4) == 8);
 
+// A grid-stride loop over `count` items: GRID_STRIDE_THREADS threads per block, one item per
+// thread up to 4096 blocks (plenty to fill any GPU), beyond that each thread strides.
+inline constexpr int GRID_STRIDE_THREADS = 256;
+inline unsigned grid_stride_blocks(int64_t count) {
+  constexpr int64_t MAX_BLOCKS = 4096;
+  const int64_t blocks = ceil_div<int64_t>(count, GRID_STRIDE_THREADS);
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks > MAX_BLOCKS ? MAX_BLOCKS : blocks);
+}
+
 // ---- bf16 / fp16 <-> CUDA native types ---------------------------------------------------------
 //
 // hllm::bf16 / hllm::f16 (core/dtype.hpp) are the storage types of host code and the weight

@@ -201,15 +201,8 @@ __global__ void gemm_q4_reduce_kernel(const float* __restrict__ partial, int64_t
 template <typename OutT>
 void gemm_q4_dispatch(const char* name, const Int4View& w, const __nv_bfloat16* x_packed, int64_t n,
                       OutT* y, float* workspace, size_t workspace_floats, cudaStream_t stream) {
-  if (w.device != Device::cuda || w.tiles == nullptr)
-    fail(name, ": the weight's tiles must be in device memory (Int4View::device == cuda)");
-  if (w.out <= 0 || w.k_tiles <= 0 || w.packed_in() < w.in)
-    fail(name, ": bad weight shape [", w.out, ", ", w.in, "] with ", w.k_tiles, " tiles");
+  int4_frag::check_operands(name, w, x_packed, y);
   if (n < 1) fail(name, ": ", n, " tokens");
-  if (x_packed == nullptr || y == nullptr) fail(name, ": null activation or output pointer");
-  if (reinterpret_cast<uintptr_t>(x_packed) % VEC_BYTES != 0 ||
-      reinterpret_cast<uintptr_t>(w.tiles) % VEC_BYTES != 0)
-    fail(name, ": x_packed and the tiles must be 16-byte aligned");
   const GemmQ4Plan plan = plan_gemm_q4(w.out, w.k_tiles, n, device_sm_count());
   if (plan.row_blocks > int64_t{0x7fffffff} || plan.col_blocks > 65535)
     fail(name, ": ", w.out, " outputs × ", n, " tokens exceed the grid");
@@ -233,12 +226,9 @@ void gemm_q4_dispatch(const char* name, const Int4View& w, const __nv_bfloat16* 
       plan.splits > 1 ? workspace : nullptr, w.out);
   HLLM_CUDA_CHECK_LAUNCH();
   if (plan.splits > 1) {
-    constexpr int THREADS = 256;
-    constexpr int64_t MAX_BLOCKS = 4096;
     const int64_t count = n * w.out;
-    const auto blocks =
-        static_cast<unsigned>(std::min(ceil_div<int64_t>(count, THREADS), MAX_BLOCKS));
-    gemm_q4_reduce_kernel<OutT><<<blocks, THREADS, 0, stream>>>(workspace, plan.splits, count, y);
+    gemm_q4_reduce_kernel<OutT><<<grid_stride_blocks(count), GRID_STRIDE_THREADS, 0, stream>>>(
+        workspace, plan.splits, count, y);
     HLLM_CUDA_CHECK_LAUNCH();
   }
 }

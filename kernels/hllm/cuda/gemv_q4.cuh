@@ -171,17 +171,10 @@ __global__ void __launch_bounds__(WARPS* WARP_SIZE, gemv_q4_min_blocks(WARPS))
 
 inline void check_gemv_q4_args(const char* name, const Int4View& w, const void* x_packed, int batch,
                                const void* y) {
-  if (w.device != Device::cuda || w.tiles == nullptr)
-    fail(name, ": the weight's tiles must be in device memory (Int4View::device == cuda)");
-  if (w.out <= 0 || w.k_tiles <= 0 || w.packed_in() < w.in)
-    fail(name, ": bad weight shape [", w.out, ", ", w.in, "] with ", w.k_tiles, " tiles");
+  int4_frag::check_operands(name, w, x_packed, y);
   if (batch < 1 || batch > GEMV_Q4_MAX_BATCH)
     fail(name, ": batch ", batch, " not supported (1..", GEMV_Q4_MAX_BATCH,
          "; larger batches dequantize and use a dense GEMM)");
-  if (x_packed == nullptr || y == nullptr) fail(name, ": null activation or output pointer");
-  if (reinterpret_cast<uintptr_t>(x_packed) % VEC_BYTES != 0 ||
-      reinterpret_cast<uintptr_t>(w.tiles) % VEC_BYTES != 0)
-    fail(name, ": x_packed and the tiles must be 16-byte aligned");
   if (ceil_div<int64_t>(w.strips(), INT4_MMA_STRIPS) > int64_t{0x7fffffff})
     fail(name, ": ", w.out, " outputs exceed the grid");
 }
@@ -248,13 +241,10 @@ inline void launch_gather_packed(const __nv_bfloat16* x, int64_t in, const int32
     fail("launch_gather_packed: bad sizes in ", in, ", packed_in ", packed_in, ", batch ", batch);
   if (x == nullptr || input_index == nullptr || x_packed == nullptr)
     fail("launch_gather_packed: null pointer");
-  constexpr int THREADS = 256;
-  constexpr int64_t MAX_BLOCKS = 4096;  // grid-stride beyond: plenty to saturate any GPU
   const int64_t total = packed_in * batch;
-  const auto blocks =
-      static_cast<unsigned>(std::min(ceil_div<int64_t>(total, THREADS), MAX_BLOCKS));
   detail::gather_packed_kernel<__nv_bfloat16>
-      <<<blocks, THREADS, 0, stream>>>(x, in, input_index, packed_in, total, x_packed);
+      <<<grid_stride_blocks(total), GRID_STRIDE_THREADS, 0, stream>>>(x, in, input_index, packed_in,
+                                                                      total, x_packed);
   HLLM_CUDA_CHECK_LAUNCH();
 }
 

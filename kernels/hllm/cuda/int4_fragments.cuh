@@ -1,6 +1,7 @@
 // What the INT4 tensor-core kernels (gemv_q4.cuh, gemm_q4.cuh) do per lane and k-step to feed hllm
 // INT4 tiles to mma.sync.m16n8k16 bf16: read a row's scale and zero from the tile header, decode
-// code chunks into A fragments, pick activations into B fragments. The placement (which input sits
+// code chunks into A fragments, pick activations into B fragments; and the operand checks both
+// launchers make. The placement (which input sits
 // in which k slot) is layout/int4_mma.hpp, emulated on the CPU by tests/int4_mma_layout_test.cpp.
 #pragma once
 
@@ -10,11 +11,27 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "hllm/core/error.hpp"
+#include "hllm/cuda/common.cuh"
 #include "hllm/cuda/ptx.cuh"
 #include "hllm/layout/int4_mma.hpp"
 #include "hllm/layout/int4_tiles.hpp"
 
 namespace hllm::cuda::int4_frag {
+
+// The weight is a well-formed tile matrix in device memory, x_packed and y are given, and
+// x_packed and the tiles are 16-byte aligned (the kernels' vector loads). `name` starts the error.
+inline void check_operands(const char* name, const Int4View& w, const void* x_packed,
+                           const void* y) {
+  if (w.device != Device::cuda || w.tiles == nullptr)
+    fail(name, ": the weight's tiles must be in device memory (Int4View::device == cuda)");
+  if (w.out <= 0 || w.k_tiles <= 0 || w.packed_in() < w.in)
+    fail(name, ": bad weight shape [", w.out, ", ", w.in, "] with ", w.k_tiles, " tiles");
+  if (x_packed == nullptr || y == nullptr) fail(name, ": null activation or output pointer");
+  if (reinterpret_cast<uintptr_t>(x_packed) % VEC_BYTES != 0 ||
+      reinterpret_cast<uintptr_t>(w.tiles) % VEC_BYTES != 0)
+    fail(name, ": x_packed and the tiles must be 16-byte aligned");
+}
 
 // Bytes from the start of a tile to its codes (the 4 scales and 4 zeros in front).
 inline constexpr int HEADER_BYTES = static_cast<int>(offsetof(int4_tile, q));
