@@ -59,7 +59,6 @@ TEST_P(GemmQ4, MatchesCpuInt4Matmul) {
   const Int4Matrix m = random_int4(s, rng);
   const Int4View& host = m.view();
   const DeviceInt4 dev(host);
-  const int64_t packed = host.packed_in();
   std::vector<float> scratch;
 
   for (const int64_t n : c.tokens) {
@@ -73,14 +72,7 @@ TEST_P(GemmQ4, MatchesCpuInt4Matmul) {
 
     DeviceBuffer<bf16> x_dev(x);
     DeviceBuffer<bf16> xp_dev;
-    const __nv_bfloat16* xp = nv(x_dev);
-    if (s.act_order) {
-      xp_dev = DeviceBuffer<bf16>(static_cast<size_t>(n * packed));
-      xp_dev.poison();
-      launch_gather_packed(nv(x_dev), s.in, dev.view.input_index, packed, static_cast<int>(n),
-                           nv(xp_dev), nullptr);
-      xp = nv(xp_dev);
-    }
+    const __nv_bfloat16* xp = packed_activations(dev.view, x_dev, n, xp_dev);
     const size_t n_out = static_cast<size_t>(n * s.out);
     const size_t ws_floats = gemm_q4_workspace_floats(dev.view, n);
     DeviceBuffer<float> workspace(std::max<size_t>(ws_floats, 1));
@@ -119,14 +111,13 @@ TEST(GemmQ4Consistency, EqualsGemvAtEightTokens) {
   const Shape s{4096, 4096, 32, true, false};
   const Int4Matrix m = random_int4(s, rng);
   const DeviceInt4 dev(m.view());
-  const int64_t packed = m.view().packed_in();
   const std::vector<bf16> x = test::random_values<bf16>(static_cast<size_t>(8 * s.in), rng);
-  DeviceBuffer<bf16> x_dev(x), xp(static_cast<size_t>(8 * packed));
-  launch_gather_packed(nv(x_dev), s.in, dev.view.input_index, packed, 8, nv(xp), nullptr);
+  DeviceBuffer<bf16> x_dev(x), gathered;
+  const __nv_bfloat16* xp = packed_activations(dev.view, x_dev, 8, gathered);
   const size_t ws_floats = gemm_q4_workspace_floats(dev.view, 8);
   DeviceBuffer<float> workspace(std::max<size_t>(ws_floats, 1)), gemm(8 * s.out), gemv(8 * s.out);
-  launch_gemm_q4_f32(dev.view, nv(xp), 8, gemm.data(), workspace.data(), ws_floats, nullptr);
-  launch_gemv_q4_f32(dev.view, nv(xp), 8, gemv.data(), nullptr);
+  launch_gemm_q4_f32(dev.view, xp, 8, gemm.data(), workspace.data(), ws_floats, nullptr);
+  launch_gemv_q4_f32(dev.view, xp, 8, gemv.data(), nullptr);
   HLLM_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> a = gemm.download(), b = gemv.download();
   const std::vector<double> b_d(b.begin(), b.end());

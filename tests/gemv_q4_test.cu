@@ -40,7 +40,6 @@ TEST_P(GemvQ4, MatchesDoubleReferenceForEveryBatch) {
   ASSERT_EQ(host.input_index != nullptr, s.act_order);
   const DeviceInt4 dev(host);
   const std::vector<float> dense = dequantize_int4(host);  // [out, in] via int4_weight
-  const int64_t packed = host.packed_in();
 
   for (const int batch : {1, 2, 3, 8}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
@@ -58,14 +57,7 @@ TEST_P(GemvQ4, MatchesDoubleReferenceForEveryBatch) {
 
     DeviceBuffer<bf16> x_dev(x);
     DeviceBuffer<bf16> xp_dev;
-    const __nv_bfloat16* xp = nv(x_dev);
-    if (s.act_order) {
-      xp_dev = DeviceBuffer<bf16>(static_cast<size_t>(batch * packed));
-      xp_dev.poison();
-      launch_gather_packed(nv(x_dev), s.in, dev.view.input_index, packed, batch, nv(xp_dev),
-                           nullptr);
-      xp = nv(xp_dev);
-    }
+    const __nv_bfloat16* xp = packed_activations(dev.view, x_dev, batch, xp_dev);
 
     const size_t n_out = static_cast<size_t>(batch * s.out);
     DeviceBuffer<bf16> y(n_out + TAIL);

@@ -1,5 +1,6 @@
-// Random INT4 matrices (identity or act-order packing, sym or asym zeros) and their copy in device
-// memory, for the GPU tests of the INT4 kernels (gemv_q4_test.cu, gemm_q4_test.cu).
+// Random INT4 matrices (identity or act-order packing, sym or asym zeros), their copy in device
+// memory and the activations as the kernels read them, for the GPU tests of the INT4 kernels
+// (gemv_q4_test.cu, gemm_q4_test.cu).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "gpu_test_util.cuh"
 #include "hllm/core/dtype.hpp"
 #include "hllm/cuda/common.cuh"
+#include "hllm/cuda/gemv_q4.cuh"
 #include "hllm/quant/int4.hpp"
 
 namespace hllm::cuda {
@@ -71,6 +73,18 @@ struct DeviceInt4 {
 };
 
 __nv_bfloat16* nv(DeviceBuffer<bf16>& b) { return reinterpret_cast<__nv_bfloat16*>(b.data()); }
+
+// x [n, in] in the weight's packed input order: x itself, or with act-order gathered into
+// `gathered` (poisoned first, so a slot the gather missed shows).
+const __nv_bfloat16* packed_activations(const Int4View& w, DeviceBuffer<bf16>& x, int64_t n,
+                                        DeviceBuffer<bf16>& gathered) {
+  if (w.input_index == nullptr) return nv(x);
+  gathered = DeviceBuffer<bf16>(static_cast<size_t>(n * w.packed_in()));
+  gathered.poison();
+  launch_gather_packed(nv(x), w.in, w.input_index, w.packed_in(), static_cast<int>(n),
+                       nv(gathered), nullptr);
+  return nv(gathered);
+}
 
 }  // namespace
 }  // namespace hllm::cuda
