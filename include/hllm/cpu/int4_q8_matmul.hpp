@@ -176,7 +176,8 @@ inline constexpr int Q8_TOKENS_PER_PASS = 2;      // tokens per load of a tile's
 // A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's tiles,
 // then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of the
 // machine's read bandwidth, 2 KiB ahead reached 83-90% (AVX2, 2-core Zen 3 VM, cpu_int4_bench; 1 and
-// 4 KiB did no better). With more tokens a strip is reread from cache, and the prefetches cost ~10%.
+// 4 KiB did no better). With more tokens only a task's first pass over a strip prefetches; the
+// later passes read it from cache (4 tokens: ~1.25x faster than no prefetch at all, 2-core Zen 4 VM).
 inline constexpr int64_t Q8_PREFETCH_BYTES = 2048;
 
 // Prefetch the (up to) 5 cache lines of the tile Q8_PREFETCH_BYTES past `tile` (272 bytes).
@@ -364,7 +365,6 @@ inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, 
   const int64_t strip_tasks =
       (strips + detail::Q8_STRIPS_PER_TASK - 1) / detail::Q8_STRIPS_PER_TASK;
   const int64_t token_tiles = (n + detail::Q8_TOKEN_TILE - 1) / detail::Q8_TOKEN_TILE;
-  const bool stream = n <= detail::Q8_TOKENS_PER_PASS;
   pool.parallel_for(strip_tasks * token_tiles, [&](int64_t task) {
     const int64_t strip_begin = (task % strip_tasks) * detail::Q8_STRIPS_PER_TASK;
     const int64_t strip_end = std::min(strips, strip_begin + detail::Q8_STRIPS_PER_TASK);
@@ -372,9 +372,10 @@ inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, 
     const int64_t tok_end = std::min(n, tok_begin + detail::Q8_TOKEN_TILE);
     for (int64_t s = strip_begin; s < strip_end; ++s) {
       int64_t t = tok_begin;
+      // The first pass over a strip reads it from memory (prefetch ahead), later ones from cache.
       for (; t + detail::Q8_TOKENS_PER_PASS <= tok_end; t += detail::Q8_TOKENS_PER_PASS)
-        detail::int4_q8_strip<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, t, stream);
-      for (; t < tok_end; ++t) detail::int4_q8_strip<1>(isa, q8, w, out, s, t, stream);
+        detail::int4_q8_strip<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, t, t == tok_begin);
+      for (; t < tok_end; ++t) detail::int4_q8_strip<1>(isa, q8, w, out, s, t, t == tok_begin);
     }
   });
 }
