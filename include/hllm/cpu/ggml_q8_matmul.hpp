@@ -27,7 +27,7 @@
 
 namespace hllm::cpu {
 
-// Blocks of 32 inputs per group of the AVX-512 batched kernel (ggml_q8_rows_grouped_avx512).
+// Blocks of 32 inputs per group of the AVX-512 batched kernel (detail::ggml_q8_groups_avx512).
 inline constexpr int64_t Q8_GROUP_BLOCKS = 16;
 inline constexpr int64_t Q8_GROUP_INPUTS = Q8_GROUP_BLOCKS * 32;
 
