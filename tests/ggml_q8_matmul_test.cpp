@@ -2,7 +2,8 @@
 // activations. The AVX2 and AVX-512 paths equal the portable one (the same integer dots, fp32 sums
 // in another order), and the portable path is within the activation rounding bound
 // Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights, for 1..17 tokens
-// (every pass width), odd row counts, an odd block count (AVX-512's half-empty last pair) and
+// (every pass width), odd row counts (AVX-512's Q4_0 decode kernel takes 4 rows at a time, the
+// rest one by one), an odd block count (AVX-512's half-empty last pair) and
 // two 512-input groups with 3 blocks after them (the grouped AVX-512 kernel, then pairs);
 // a weight with -128 codes (Q8_0 files may hold them) stays exact through vpsignb and vpdpbusd.
 #include "hllm/cpu/ggml_q8_matmul.hpp"

@@ -6,9 +6,10 @@
 //
 // Σ w·a is exact in int32 on every path. AVX2: vpmaddubsw multiplies unsigned by signed bytes, so
 // each block is multiplied as |w| · (a with w's sign) (vpsignb), two products per int16 lane
-// (|.| <= 2·128·127 = 32512 < 32767), widened by vpmaddwd. AVX-512 VNNI: vpdpbusd on a + 128, less
-// 128·Σw (ggml_q8_row_avx512). The error against the fp32 path (cpu/ggml_matmul.hpp) is
-// at most Σ_k |w_k|·d_x/2 per block.
+// (|.| <= 2·128·127 = 32512 < 32767), widened by vpmaddwd. AVX-512 VNNI (vpdpbusd multiplies
+// unsigned by signed bytes): a + 128, less 128·Σw (ggml_q8_row_avx512); a Q4_0 decode token meets
+// 4 rows at once with the codes as the unsigned operand, less 8·Σa (ggml_q4_0_rows4_avx512).
+// The error against the fp32 path (cpu/ggml_matmul.hpp) is at most Σ_k |w_k|·d_x/2 per block.
 #pragma once
 
 #include <algorithm>
@@ -88,11 +89,20 @@ inline bool ggml_q8_path_supports(GgmlType type) {
   return type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
 }
 
+// Bytes per block of the two types (an fp16 scale, then 32 int8 or 16 bytes of nibbles).
+template <GgmlType TYPE>
+inline constexpr int64_t GGML_Q8_BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+
 namespace detail {
+
+// The bits of a block's fp16 scale (its first two bytes, little-endian).
+inline uint16_t ggml_scale_bits(const uint8_t* block) {
+  return static_cast<uint16_t>(block[0] | block[1] << 8);
+}
 
 // Block b of a row as 32 signed weights (natural order) and its fp16 scale.
 inline void ggml_signed_block(GgmlType type, const uint8_t* block, int8_t w[32], float& d) {
-  d = f16_to_f32(f16{static_cast<uint16_t>(block[0] | block[1] << 8)});
+  d = f16_to_f32(f16{ggml_scale_bits(block)});
   for (int k = 0; k < 32; ++k)
     w[k] = type == GgmlType::Q8_0
                ? static_cast<int8_t>(block[2 + k])
@@ -119,7 +129,7 @@ inline float ggml_q8_row_scalar(GgmlType type, const uint8_t* row, const Q8Block
 inline constexpr int64_t GGML_Q8_PREFETCH_BYTES = 2048;
 
 [[gnu::target("avx2,fma,f16c")]] inline float ggml_block_scale(const uint8_t* block) {
-  return _cvtsh_ss(static_cast<uint16_t>(block[0] | block[1] << 8));
+  return _cvtsh_ss(ggml_scale_bits(block));
 }
 
 template <GgmlType TYPE>
@@ -142,7 +152,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
 [[gnu::target("avx2,fma,f16c")]] inline void ggml_q8_row_avx2(const uint8_t* row, const Q8Blocks& a,
                                                               int64_t t, float* y,
                                                               int64_t y_stride) {
-  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[TOKENS];
   for (__m256& v : acc) v = _mm256_setzero_ps();
@@ -180,7 +190,7 @@ inline constexpr __mmask16 GGML_Q8_ALL_LANES = 0xFFFF;
 template <GgmlType TYPE, int TOKENS, bool PREFETCH>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_pairs_avx512(
     const uint8_t* row, const Q8Blocks& a, int64_t t, int64_t first, __m512* acc) {
-  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   const __m512i sign_bit = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const int64_t blocks = a.in / 32;
@@ -245,7 +255,7 @@ inline constexpr auto GGML_Q8_TRANSPOSE = [] {
 template <GgmlType TYPE>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_group_avx512(
     const uint8_t* group, __m512i w[8]) {
-  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   for (int i = 0; i < 8; ++i)
     w[i] = _mm512_maskz_inserti64x4(
         0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(group + 2 * i * BLOCK_BYTES)),
@@ -270,7 +280,7 @@ template <GgmlType TYPE>
 template <GgmlType TYPE, int TOKENS, bool PREFETCH>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q8_groups_avx512(
     const uint8_t* row, const Q8Blocks& a, int64_t t, __m512* acc) {
-  constexpr int64_t BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   constexpr int64_t GROUP_BYTES = Q8_GROUP_BLOCKS * BLOCK_BYTES;
   const __m512i sign_bit = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t g = 0; g < a.in / Q8_GROUP_INPUTS; ++g) {
@@ -285,9 +295,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
     for (const __m512i& chunk : w) bias = _mm512_dpbusd_epi32(bias, sign_bit, chunk);
     bias = _mm512_sub_epi32(_mm512_setzero_si512(), bias);
     alignas(32) uint16_t scale_bits[Q8_GROUP_BLOCKS];
-    for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j)
-      scale_bits[j] =
-          static_cast<uint16_t>(group[j * BLOCK_BYTES] | group[j * BLOCK_BYTES + 1] << 8);
+    for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j) scale_bits[j] = ggml_scale_bits(group + j * BLOCK_BYTES);
     const __m512 d_w = _mm512_maskz_cvtph_ps(
         GGML_Q8_ALL_LANES, _mm256_load_si256(reinterpret_cast<const __m256i*>(scale_bits)));
 #pragma GCC unroll 8
@@ -318,6 +326,130 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
   }
   ggml_q8_pairs_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, first, acc);
   for (int j = 0; j < TOKENS; ++j) y[(t + j) * y_stride] = avx512::hsum(acc[j]);
+}
+
+// Q4_0, one token against 4 rows at a time (a decode GEMV): the token's activations, their
+// offset correction and scales are loaded once for the 4 rows, and vpdpbusd takes the codes
+// (0..15) as its unsigned operand, so a row costs per pair of blocks two loads, three ops to
+// unpack, one vpdpbusd, a convert, a permute of the pair's scales and an FMA
+// (ggml_q8_pairs_avx512: about twice that). Measured 1.1-1.3x the pair kernel for decode shapes;
+// the same scheme for Q8_0 (w + 128) was slower than one row at a time: four streams of ~2 KiB
+// rows prefetch worse than one, and Q8_0's pair kernel is already near the read bandwidth.
+inline constexpr int64_t GGML_Q4_0_ROW_GROUP = 4;
+
+// Blocks b and b + 1 of one row (HALF: b alone, the upper half zero) as 64 codes 0..15 in the
+// order [b: inputs 0..15 | b + 1: 0..15 | b: 16..31 | b + 1: 16..31] (a 16-byte load per
+// block, the high nibbles shifted down into the upper 256 bits): int32 lanes 0-3 and 8-11
+// belong to block b, 4-7 and 12-15 to block b + 1.
+template <bool HALF>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m512i ggml_q4_0_pair_codes(
+    const uint8_t* block) {
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<GgmlType::Q4_0>;
+  const __m128i low = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+  const __m128i high =
+      HALF ? _mm_setzero_si128()
+           : _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + BLOCK_BYTES + 2));
+  const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
+  const __m512i nibbles = _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(bytes),
+                                                   _mm256_srli_epi16(bytes, 4), 1);
+  return _mm512_and_si512(nibbles, _mm512_set1_epi8(0x0F));
+}
+
+// One token's activations of blocks b, b + 1 in ggml_q4_0_pair_codes order (x), and the
+// vpdpbusd start that removes the codes' offset 8: −8·Σ of each lane's 4 activations, so
+// Σ q·x + start = Σ (q − 8)·x exactly (per lane |.| <= 4·15·127 + 4·8·127).
+template <bool HALF>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q4_0_pair_activations(
+    const int8_t* q, __m512i& x, __m512i& start) {
+  x = _mm512_maskz_loadu_epi8(HALF ? __mmask64{0xFFFFFFFF} : ~__mmask64{0}, q);
+  // 8-byte pieces 0,1 | 4,5 | 2,3 | 6,7: inputs 0..15 of b, of b + 1, 16..31 of b, of b + 1
+  x = _mm512_maskz_permutexvar_epi64(0xFF, _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), x);
+  start = _mm512_sub_epi32(_mm512_setzero_si512(),
+                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), x));
+}
+
+// Which of the 8 pair scales (ggml_q4_0_pair_scales) each lane of row r's dot takes: 2r + the
+// lane's block (ggml_q4_0_pair_codes).
+inline constexpr auto GGML_Q4_0_SCALE_INDEX = [] {
+  std::array<std::array<int32_t, 16>, GGML_Q4_0_ROW_GROUP> index{};
+  for (int r = 0; r < GGML_Q4_0_ROW_GROUP; ++r)
+    for (int lane = 0; lane < 16; ++lane) index[r][lane] = 2 * r + lane / 4 % 2;
+  return index;
+}();
+
+// d_w·d_x of blocks b, b + 1 of the 4 rows (blocks[r]: row r's block b) as [r0 b, r0 b + 1,
+// r1 b, ...]; HALF: the b + 1 entries 0.
+template <bool HALF>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m256 ggml_q4_0_pair_scales(
+    const uint8_t* const blocks[GGML_Q4_0_ROW_GROUP], const float* d_x) {
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<GgmlType::Q4_0>;
+  int32_t bits[GGML_Q4_0_ROW_GROUP];
+  for (int r = 0; r < GGML_Q4_0_ROW_GROUP; ++r)
+    bits[r] = ggml_scale_bits(blocks[r]) |
+              (HALF ? 0 : int32_t{ggml_scale_bits(blocks[r] + BLOCK_BYTES)} << 16);
+  const __m256 d_w = _mm256_cvtph_ps(_mm_setr_epi32(bits[0], bits[1], bits[2], bits[3]));
+  const __m256 d_x_pair =
+      HALF ? _mm256_set1_ps(d_x[0])
+           : _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(d_x)));
+  return _mm256_mul_ps(d_w, d_x_pair);
+}
+
+// Blocks b, b + 1 (HALF: b alone) of 4 rows (row0 and the next 3, row_bytes apart) for one
+// token into acc[r].
+template <bool HALF, bool PREFETCH>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c"), gnu::always_inline]] inline void
+ggml_q4_0_rows4_pair(const uint8_t* row0, int64_t row_bytes, const int8_t* q, const float* d_x,
+                     int64_t b, __m512 acc[GGML_Q4_0_ROW_GROUP]) {
+  __m512i x, start;
+  ggml_q4_0_pair_activations<HALF>(q + b * 32, x, start);
+  const uint8_t* blocks[GGML_Q4_0_ROW_GROUP];
+  const int64_t position = b * GGML_Q8_BLOCK_BYTES<GgmlType::Q4_0>;
+#pragma GCC unroll 4
+  for (int r = 0; r < GGML_Q4_0_ROW_GROUP; ++r) {
+    blocks[r] = row0 + r * row_bytes + position;
+    if constexpr (PREFETCH) {
+      // Each row's stream GGML_Q8_PREFETCH_BYTES ahead; past its end, the same row of the next
+      // 4 (rows lie back to back), so the next rows start in cache.
+      const int64_t ahead = position + GGML_Q8_PREFETCH_BYTES;
+      const int64_t next = ahead < row_bytes ? ahead : ahead + 3 * row_bytes;
+      _mm_prefetch(reinterpret_cast<const char*>(row0 + r * row_bytes + next), _MM_HINT_T0);
+    }
+  }
+  // (the permutes below read lanes 0-7 only)
+  const __m512 scales = _mm512_castps256_ps512(ggml_q4_0_pair_scales<HALF>(blocks, d_x + b));
+#pragma GCC unroll 4
+  for (int r = 0; r < GGML_Q4_0_ROW_GROUP; ++r) {
+    const __m512i dot = _mm512_dpbusd_epi32(start, ggml_q4_0_pair_codes<HALF>(blocks[r]), x);
+    const __m512i index = _mm512_loadu_si512(GGML_Q4_0_SCALE_INDEX[r].data());
+    acc[r] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(GGML_Q8_ALL_LANES, dot),
+                             _mm512_maskz_permutexvar_ps(GGML_Q8_ALL_LANES, index, scales), acc[r]);
+  }
+}
+
+// Token t against Q4_0 rows [row, row + 4): y[t·y_stride + r] for row + r. The first pass over
+// the rows (t = 0) streams them from memory.
+template <bool PREFETCH>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_q4_0_rows4_avx512(
+    const GgmlView& w, int64_t row, const Q8Blocks& a, int64_t t, float* y, int64_t y_stride) {
+  __m512 acc[GGML_Q4_0_ROW_GROUP];
+#pragma GCC unroll 4
+  for (__m512& v : acc) v = _mm512_setzero_ps();
+  const uint8_t* row0 = w.row(row);
+  const int64_t blocks = a.in / 32, row_bytes = blocks * GGML_Q8_BLOCK_BYTES<GgmlType::Q4_0>;
+  const int8_t* q = a.row(t);
+  const float* d_x = a.scales(t);
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2)
+    ggml_q4_0_rows4_pair<false, PREFETCH>(row0, row_bytes, q, d_x, b, acc);
+  if (b < blocks) ggml_q4_0_rows4_pair<true, PREFETCH>(row0, row_bytes, q, d_x, b, acc);
+#pragma GCC unroll 4
+  for (int r = 0; r < GGML_Q4_0_ROW_GROUP; ++r) y[t * y_stride + r] = avx512::hsum(acc[r]);
+}
+
+inline void ggml_q4_0_rows4(const GgmlView& w, int64_t row, const Q8Blocks& a, int64_t t, float* y,
+                            int64_t y_stride) {
+  return t == 0 ? ggml_q4_0_rows4_avx512<true>(w, row, a, t, y, y_stride)
+                : ggml_q4_0_rows4_avx512<false>(w, row, a, t, y, y_stride);
 }
 
 // Tokens [t, t + TOKENS) of one row on the chosen instruction set (avx2 or avx512). The first
@@ -357,23 +489,34 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
   quantize_q8_blocks(x.as<float>(), n, w.in, q8, pool, grouped);
   constexpr int64_t ROWS_PER_TASK = 16;
   float* out = y.as<float>();
+  // Tokens [0, n − n % 4) in passes of several tokens over one row (each block unpacked once for
+  // all of them: a batched decode's lm_head); 8 accumulators fit AVX-512's 32 registers, 4 AVX2's
+  // 16. The last n % 4 tokens one at a time, on AVX-512 over 4 rows at once (a decode GEMV).
+  constexpr int64_t WIDE_PASS = 8, PASS = 4;
+  const int64_t single_begin = isa >= CpuIsa::avx2 ? n - n % PASS : 0;
   pool.parallel_for((w.out + ROWS_PER_TASK - 1) / ROWS_PER_TASK, [&](int64_t task) {
-    const int64_t row_end = std::min(w.out, (task + 1) * ROWS_PER_TASK);
-    for (int64_t r = task * ROWS_PER_TASK; r < row_end; ++r) {
-      int64_t t = 0;
+    const int64_t row_begin = task * ROWS_PER_TASK;
+    const int64_t row_end = std::min(w.out, row_begin + ROWS_PER_TASK);
 #if defined(__x86_64__)
-      // Tokens per pass over a row's blocks (a batched decode's lm_head: each block is unpacked
-      // once for all of them): 8 accumulators fit AVX-512's 32 registers, 4 AVX2's 16.
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      int64_t t = 0;
       if (isa == CpuIsa::avx512)
-        for (; t + 8 <= n; t += 8)
-          detail::ggml_q8_rows<8>(isa, w.type, w.row(r), q8, t, out + r, w.out);
-      if (isa >= CpuIsa::avx2) {
-        for (; t + 4 <= n; t += 4)
-          detail::ggml_q8_rows<4>(isa, w.type, w.row(r), q8, t, out + r, w.out);
-        for (; t < n; ++t) detail::ggml_q8_rows<1>(isa, w.type, w.row(r), q8, t, out + r, w.out);
-      }
+        for (; t + WIDE_PASS <= n; t += WIDE_PASS)
+          detail::ggml_q8_rows<WIDE_PASS>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+      for (; t < single_begin; t += PASS)
+        detail::ggml_q8_rows<PASS>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+    }
 #endif
-      for (; t < n; ++t) out[t * w.out + r] = detail::ggml_q8_row_scalar(w.type, w.row(r), q8, t);
+    for (int64_t t = single_begin; t < n; ++t) {
+      int64_t r = row_begin;
+#if defined(__x86_64__)
+      if (isa == CpuIsa::avx512 && w.type == GgmlType::Q4_0)
+        for (; r + detail::GGML_Q4_0_ROW_GROUP <= row_end; r += detail::GGML_Q4_0_ROW_GROUP)
+          detail::ggml_q4_0_rows4(w, r, q8, t, out + r, w.out);
+      if (isa >= CpuIsa::avx2)
+        for (; r < row_end; ++r) detail::ggml_q8_rows<1>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+#endif
+      for (; r < row_end; ++r) out[t * w.out + r] = detail::ggml_q8_row_scalar(w.type, w.row(r), q8, t);
     }
   });
 }
