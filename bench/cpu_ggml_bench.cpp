@@ -1,7 +1,8 @@
 // CPU matmul against weights in GGUF's ggml blocks, read in place (cpu/ggml_matmul.hpp,
-// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0; for Q4_0 and Q8_0 also with int8 activations
-// (cpu/ggml_q8_matmul.hpp, their default path and the Q8_0 lm_head's: BM_Matmul_Q4_0_a8,
-// BM_Matmul_Q8_0_a8); beside hllm's own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the
+// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0; also with int8 activations, their default path
+// (cpu/ggml_q8_matmul.hpp: BM_Matmul_Q4_0_a8, BM_Matmul_Q8_0_a8, the latter the Q8_0 lm_head's;
+// on AVX-512 VNNI cpu/ggml_kq8_matmul.hpp: BM_Matmul_Q4_K_a8, BM_Matmul_Q6_K_a8); beside hllm's
+// own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the
 // Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1, bound by reading the
 // weights once), a small decode batch (tokens = 4) and one prefill token tile (tokens = 16).
 // Reported: weight_GB/s (the blocks as stored, GgmlView::nbytes(); INT4: 272 B per 4 x 128
@@ -11,8 +12,8 @@
 // size per weight. Weights come from ggml_quantize_row on random fp32 rows (a pool of rows, tiled),
 // and weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
 // All hardware threads are used. Benchmarks are named BM_Matmul_<type>/tokens:N/in:I/out:O/...
-// (type Q4_0, Q4_K, Q6_K, Q8_0, Q4_0_a8, Q8_0_a8 or int4) and run shape by shape, the seven side by
-// side.
+// (type Q4_0, Q4_K, Q6_K, Q8_0, their _a8 forms where the machine has them, or int4) and run
+// shape by shape, side by side.
 //
 //   ./build/bench/cpu_ggml_bench
 //   ./build/bench/cpu_ggml_bench --benchmark_filter='tokens:1/'         decode only
@@ -33,6 +34,7 @@
 
 #include "cpu_bench_common.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/ggml_kq8_matmul.hpp"
 #include "hllm/cpu/ggml_matmul.hpp"
 #include "hllm/cpu/ggml_q8_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
@@ -125,8 +127,10 @@ void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type, bool int8_acti
   hllm::cpu::Q8Blocks q8;
   const double total_seconds = time_calls(
       state, n, in, out, w.copies, [&](const hllm::Tensor& x, const hllm::Tensor& y, size_t copy) {
-        if (int8_activations) {
+        if (int8_activations && hllm::cpu::ggml_q8_path_supports(type)) {
           hllm::cpu::matmul_ggml_q8(x, w.view(copy), y, pool(), q8);
+        } else if (int8_activations) {
+          hllm::cpu::matmul_ggml_kq8(x, w.view(copy), y, pool(), q8);
         } else {
           hllm::cpu::matmul_ggml(x, w.view(copy), y, pool());
         }
@@ -188,7 +192,7 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
                                                   {14336, 4096}, {2048, 2048}, {2048, 512},
                                                   {2048, 8192},  {8192, 2048}, {2048, 128256}};
 
-// Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0 / Q4_0_a8 / Q8_0_a8 / INT4, tokens 1, 4 and 16 (same
+// Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0, their _a8 forms, INT4, tokens 1, 4 and 16 (same
 // weight sets).
 // MinTime 0.3 s: the whole default run takes a few minutes on a 2-core VM (a decode call reads
 // 1-280 MB; a 16-token call of the 1B lm_head is 8.4 GFLOP, ~0.1 s there).
@@ -208,7 +212,7 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
                                              BM_Matmul_ggml, type, false),
                 in, out);
     for (const auto& [type, name] : TYPES)
-      if (hllm::cpu::ggml_q8_path_supports(type))
+      if (hllm::cpu::ggml_q8_path_supports(type) || hllm::cpu::ggml_kq8_path_supports(type))
         configure(benchmark::RegisterBenchmark(("BM_Matmul_" + std::string(name) + "_a8").c_str(),
                                                BM_Matmul_ggml, type, true),
                   in, out);

@@ -16,6 +16,7 @@
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/activation.hpp"
 #include "hllm/cpu/attention_paged.hpp"
+#include "hllm/cpu/ggml_kq8_matmul.hpp"
 #include "hllm/cpu/ggml_matmul.hpp"
 #include "hllm/cpu/ggml_q8_matmul.hpp"
 #include "hllm/cpu/int4_matmul.hpp"
@@ -36,7 +37,8 @@ namespace hllm {
 //   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
 //          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
 //          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
-//          chunk. Other GGUF block types keep the fp32 path.
+//          chunk. Q4_K / Q6_K take it too (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI);
+//          other GGUF block types keep the fp32 path.
 enum class CpuMatmul { exact, int8 };
 
 inline const char* cpu_matmul_name(CpuMatmul matmul) {
@@ -140,6 +142,9 @@ class CpuBackend final : public Backend {
     if (weight.is_ggml() && int4_matmul_ == CpuMatmul::int8 &&
         cpu::ggml_q8_path_supports(weight.ggml.type))
       return cpu::matmul_ggml_q8(x, weight.ggml, out, pool_, q8_blocks_);
+    if (weight.is_ggml() && int4_matmul_ == CpuMatmul::int8 &&
+        cpu::ggml_kq8_path_supports(weight.ggml.type))
+      return cpu::matmul_ggml_kq8(x, weight.ggml, out, pool_, q8_blocks_);
     if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
     if (weight.dense_panels) {  // dense's shape is [out, in]; its memory holds the panels
       const int64_t rows = weight.out_features(), cols = weight.in_features();

@@ -40,17 +40,20 @@ inline constexpr int64_t q8_grouped_offset(int64_t k) {
   return chunk * 64 + block * 4 + k % 4;
 }
 
-// Activations [n, in] rounded to int8 per 32 inputs, natural order; `grouped` also holds them
-// per 512-input group in q8_grouped_offset order, offset to unsigned (q + 128), for the AVX-512
+// Activations [n, in] rounded to int8 per 32 inputs, natural order, with the sum of every 16
+// (the K-quants' offsets and mins, cpu/ggml_kq8_matmul.hpp); `grouped` also holds them per
+// 512-input group in q8_grouped_offset order, offset to unsigned (q + 128), for the AVX-512
 // batched kernel (the inputs after the last whole group only in natural order).
 struct Q8Blocks {
   int64_t n = 0, in = 0;
   std::vector<int8_t> q;         // [n][in]
   std::vector<float> scale;      // [n][in / 32]: x ≈ scale · q
+  std::vector<float> sum16;      // [n][in / 16]: Σ q over each 16 inputs (exact)
   std::vector<uint8_t> grouped;  // [n][in / 512 * 512] when quantized with grouped = true
 
   const int8_t* row(int64_t t) const { return q.data() + t * in; }
   const float* scales(int64_t t) const { return scale.data() + t * (in / 32); }
+  const float* sums(int64_t t) const { return sum16.data() + t * (in / 16); }
   const uint8_t* group(int64_t t, int64_t g) const {
     return grouped.data() + (t * (in / Q8_GROUP_INPUTS) + g) * Q8_GROUP_INPUTS;
   }
@@ -64,6 +67,7 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
   out.in = in;
   out.q.resize(static_cast<size_t>(n * in));
   out.scale.resize(static_cast<size_t>(n * (in / 32)));
+  out.sum16.resize(static_cast<size_t>(n * (in / 16)));
   const int64_t grouped_inputs = grouped ? in / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS : 0;
   out.grouped.resize(static_cast<size_t>(n * grouped_inputs));
   pool.parallel_for(n, [&](int64_t t) {
@@ -76,6 +80,11 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
         out.q[t * in + b * 32 + k] = static_cast<int8_t>(
             std::clamp(static_cast<int32_t>(std::nearbyint(xb[k] * inverse)), -127, 127));
       out.scale[t * (in / 32) + b] = amax / 127.0f;
+      for (int half = 0; half < 2; ++half) {
+        int32_t sum = 0;
+        for (int k = 16 * half; k < 16 * half + 16; ++k) sum += out.q[t * in + b * 32 + k];
+        out.sum16[t * (in / 16) + 2 * b + half] = static_cast<float>(sum);
+      }
     }
     for (int64_t k = 0; k < grouped_inputs; ++k)
       out.grouped[t * grouped_inputs + k / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS +
@@ -295,7 +304,8 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
     for (const __m512i& chunk : w) bias = _mm512_dpbusd_epi32(bias, sign_bit, chunk);
     bias = _mm512_sub_epi32(_mm512_setzero_si512(), bias);
     alignas(32) uint16_t scale_bits[Q8_GROUP_BLOCKS];
-    for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j) scale_bits[j] = ggml_scale_bits(group + j * BLOCK_BYTES);
+    for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j)
+      scale_bits[j] = ggml_scale_bits(group + j * BLOCK_BYTES);
     const __m512 d_w = _mm512_maskz_cvtph_ps(
         GGML_Q8_ALL_LANES, _mm256_load_si256(reinterpret_cast<const __m256i*>(scale_bits)));
 #pragma GCC unroll 8
@@ -350,8 +360,8 @@ template <bool HALF>
       HALF ? _mm_setzero_si128()
            : _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + BLOCK_BYTES + 2));
   const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
-  const __m512i nibbles = _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(bytes),
-                                                   _mm256_srli_epi16(bytes, 4), 1);
+  const __m512i nibbles =
+      _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(bytes), _mm256_srli_epi16(bytes, 4), 1);
   return _mm512_and_si512(nibbles, _mm512_set1_epi8(0x0F));
 }
 
@@ -514,9 +524,11 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
         for (; r + detail::GGML_Q4_0_ROW_GROUP <= row_end; r += detail::GGML_Q4_0_ROW_GROUP)
           detail::ggml_q4_0_rows4(w, r, q8, t, out + r, w.out);
       if (isa >= CpuIsa::avx2)
-        for (; r < row_end; ++r) detail::ggml_q8_rows<1>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+        for (; r < row_end; ++r)
+          detail::ggml_q8_rows<1>(isa, w.type, w.row(r), q8, t, out + r, w.out);
 #endif
-      for (; r < row_end; ++r) out[t * w.out + r] = detail::ggml_q8_row_scalar(w.type, w.row(r), q8, t);
+      for (; r < row_end; ++r)
+        out[t * w.out + r] = detail::ggml_q8_row_scalar(w.type, w.row(r), q8, t);
     }
   });
 }
