@@ -1,7 +1,7 @@
 // CPU matmul against weights in GGUF's ggml blocks, read in place (cpu/ggml_matmul.hpp,
 // matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0; also with int8 activations, their default path
 // (cpu/ggml_q8_matmul.hpp: BM_Matmul_Q4_0_a8, BM_Matmul_Q8_0_a8, the latter the Q8_0 lm_head's;
-// on AVX-512 VNNI cpu/ggml_kq8_matmul.hpp: BM_Matmul_Q4_K_a8, BM_Matmul_Q6_K_a8); beside hllm's
+// on AVX2 and AVX-512 VNNI cpu/ggml_kq8_matmul.hpp: BM_Matmul_Q4_K_a8, BM_Matmul_Q6_K_a8); beside hllm's
 // own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the
 // Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1, bound by reading the
 // weights once), a small decode batch (tokens = 4) and one prefill token tile (tokens = 16).
@@ -119,18 +119,19 @@ const GgmlWeights& ggml_weights(hllm::GgmlType type, int64_t in, int64_t out) {
 }
 
 // args: tokens, in_features, out_features
-// int8_activations: the same weights times int8 activations (rounded per 32 inputs inside each
-// call, as in decode) instead of fp32 ones.
+// int8_activations: the same weights times int8 activations (rounded inside each call, as in
+// decode: per 32 inputs for Q4_0 / Q8_0, per 256 for Q4_K / Q6_K) instead of fp32 ones.
 void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type, bool int8_activations) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const GgmlWeights& w = ggml_weights(type, in, out);
   hllm::cpu::Q8Blocks q8;
+  hllm::cpu::Q8KBlocks q8k;
   const double total_seconds = time_calls(
       state, n, in, out, w.copies, [&](const hllm::Tensor& x, const hllm::Tensor& y, size_t copy) {
         if (int8_activations && hllm::cpu::ggml_q8_path_supports(type)) {
           hllm::cpu::matmul_ggml_q8(x, w.view(copy), y, pool(), q8);
         } else if (int8_activations) {
-          hllm::cpu::matmul_ggml_kq8(x, w.view(copy), y, pool(), q8);
+          hllm::cpu::matmul_ggml_kq8(x, w.view(copy), y, pool(), q8k);
         } else {
           hllm::cpu::matmul_ggml(x, w.view(copy), y, pool());
         }

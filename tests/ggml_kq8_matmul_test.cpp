@@ -1,18 +1,21 @@
 // cpu/ggml_kq8_matmul.hpp: Q4_K / Q6_K weights (made by quant/ggml_quantize.hpp) times int8
-// activations. The portable path is within the activation rounding bound Σ_k |w_k|·d_x/2 of the
-// exact product with the reference-dequantized weights (ggml_dequant_row), and the AVX2 and AVX-512
-// paths (where the CPU has them) equal the portable one up to fp32 summation order, for 1..9 tokens
-// (passes of 4 and 1), odd row counts and 1, 3 and 8 super-blocks per row.
+// activations rounded per 256 inputs. The portable path is within the activation rounding bound
+// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights (ggml_dequant_row),
+// and the AVX2 and AVX-512 paths (where the CPU has them) equal the portable one up to fp32
+// summation order, for 1..9 tokens (passes of 4 and 1), odd row counts and 1, 3 and 8
+// super-blocks per row; Q6_K's extreme group scales (−128, 127) and codes (0, 63) included. The
+// activations' stored order (q8k_position) is a permutation within each 128 inputs.
 #include "hllm/cpu/ggml_kq8_matmul.hpp"
 
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <algorithm>
 #include <random>
+#include <set>
 #include <vector>
 
+#include "ggml_int8_check.hpp"
 #include "hllm/core/threads.hpp"
-#include "hllm/quant/ggml_quantize.hpp"
 
 namespace {
 
@@ -21,68 +24,23 @@ using hllm::GgmlType;
 using hllm::Tensor;
 using hllm::cpu::CpuIsa;
 
-struct Weight {
-  std::vector<uint8_t> bytes;
-  hllm::GgmlView view;
-};
-
-Weight random_weight(GgmlType type, int64_t out, int64_t in, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<float> row(static_cast<size_t>(in));
-  Weight w;
-  w.view.type = type;
-  w.view.out = out;
-  w.view.in = in;
-  w.bytes.resize(static_cast<size_t>(out * w.view.row_bytes()));
-  for (int64_t r = 0; r < out; ++r) {
-    for (float& v : row) v = dist(rng);
-    row[r % in] = 0.2f;  // an outlier weight: a coarse sub-block scale
-    hllm::ggml_quantize_row(type, row.data(), in, w.bytes.data() + r * w.view.row_bytes());
-  }
-  w.view.data = w.bytes.data();
-  return w;
-}
-
-void expect_close_to_exact(const Weight& w, int64_t n, std::mt19937& rng) {
-  const int64_t in = w.view.in, out = w.view.out;
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n * in));
-  for (float& v : x) v = dist(rng);
-  x[5] = 30.0f;  // an outlier activation: only its block of 32 gets a coarse step
+// x[5] = 30: an outlier activation, the step of its whole super-block coarse.
+void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
   hllm::ThreadPool pool(2);
-  hllm::cpu::Q8Blocks q8;
-  std::vector<std::vector<float>> results;
-  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512}) {
-    if (isa > hllm::cpu::cpu_isa_supported()) continue;
-    std::vector<float> y(static_cast<size_t>(n * out), NAN);
-    hllm::cpu::matmul_ggml_kq8(Tensor(x.data(), DType::f32, {n, in}), w.view,
-                               Tensor(y.data(), DType::f32, {n, out}), pool, q8, isa);
-    results.push_back(std::move(y));
-  }
-  std::vector<float> dense(static_cast<size_t>(in));
-  for (int64_t r = 0; r < out; ++r) {
-    hllm::ggml_dequant_row(w.view.type, w.view.row(r), in, dense.data());
-    for (int64_t t = 0; t < n; ++t) {
-      double exact = 0, magnitude = 0, bound = 0;
-      for (int64_t k = 0; k < in; ++k) {
-        exact += double{dense[k]} * x[t * in + k];
-        magnitude += std::fabs(double{dense[k]} * x[t * in + k]);
-        bound += std::fabs(dense[k]) * q8.scales(t)[k / 32] * 0.5;
-      }
-      const float portable = results[0][t * out + r];
-      ASSERT_NEAR(portable, exact, bound * 1.001 + 1e-5 * magnitude) << "row " << r << " t " << t;
-      for (size_t i = 1; i < results.size(); ++i)
-        ASSERT_NEAR(results[i][t * out + r], portable, 1e-5 * magnitude + 1e-30)
-            << "row " << r << " t " << t;
-    }
-  }
+  hllm::cpu::Q8KBlocks q8k;
+  expect_int8_matmul_close_to_exact(
+      w, n, rng, 5, 30.0f,
+      [&](const Tensor& x, const Tensor& y, CpuIsa isa) {
+        hllm::cpu::matmul_ggml_kq8(x, w.view, y, pool, q8k, isa);
+      },
+      [&](int64_t t, int64_t k) { return q8k.scales(t)[k / hllm::cpu::K_SUPER]; });
 }
 
 TEST(GgmlKq8Matmul, Q4_KAndQ6_KWithinTheRoundingBoundOnEveryPath) {
   std::mt19937 rng(5);
   for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K}) {
     for (const int64_t in : {int64_t{256}, int64_t{768}, int64_t{2048}}) {
-      const Weight w = random_weight(type, 37, in, rng);
+      const GgmlWeight w = random_ggml_weight(type, 37, in, rng, /*outlier_weight=*/true);
       for (const int64_t n : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{9}}) {
         SCOPED_TRACE(testing::Message()
                      << hllm::ggml_type_info(type).name << " in " << in << " n " << n);
@@ -92,15 +50,69 @@ TEST(GgmlKq8Matmul, Q4_KAndQ6_KWithinTheRoundingBoundOnEveryPath) {
   }
 }
 
+// Every Q6_K code 63 or 0 and group scales at the int8 ends: the int16 pair products and the
+// int32 super-block sums at their largest.
+TEST(GgmlKq8Matmul, Q6_KExtremeCodesAndScalesStayExact) {
+  std::mt19937 rng(9);
+  GgmlWeight w = random_ggml_weight(GgmlType::Q6_K, 6, 512, rng);
+  const int64_t row_bytes = w.view.row_bytes();
+  for (int64_t r = 0; r < 6; ++r)
+    for (int64_t s = 0; s < 2; ++s) {
+      uint8_t* block = w.bytes.data() + r * row_bytes + s * 210;
+      const uint8_t code_bits = r % 2 == 0 ? 0xFF : 0x00;  // codes 63 or 0
+      for (int i = 0; i < 192; ++i) block[i] = code_bits;
+      for (int g = 0; g < 16; ++g) block[192 + g] = static_cast<uint8_t>(g % 2 == 0 ? 127 : -128);
+    }
+  expect_close_to_exact(w, 5, rng);
+}
+
+TEST(GgmlKq8Matmul, ActivationOrderIsAPermutationWithinEach128) {
+  std::set<int64_t> seen;
+  for (int64_t k = 0; k < 256; ++k) {
+    const int64_t p = hllm::cpu::q8k_position(k);
+    EXPECT_EQ(p / 128, k / 128) << k;
+    EXPECT_EQ(p % 32, k % 32) << k;
+    EXPECT_EQ(hllm::cpu::q8k_position(p), k) << k;
+    seen.insert(p);
+  }
+  EXPECT_EQ(seen.size(), 256u);
+  EXPECT_EQ(hllm::cpu::q8k_position(32), 64);  // chunk 1 is stored third
+}
+
+// The AVX2 quantizer gives the portable one's bits: codes, scales and sums, on values with ties
+// (x.5 steps) and an all-zero super-block.
+TEST(GgmlKq8Matmul, QuantizersAgreeOnEveryBit) {
+  if (hllm::cpu::cpu_isa_supported() < CpuIsa::avx2) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  const int64_t n = 3, in = 768;
+  std::vector<float> x(static_cast<size_t>(n * in));
+  for (float& v : x) v = dist(rng);
+  // the first super-block: max 127, so x / d = x, and halves (ties) that round to even
+  for (int64_t k = 0; k < 256; ++k)
+    x[k] = k == 0 ? 127.0f : static_cast<float>(k % 200 - 100) + 0.5f;
+  std::fill(x.begin() + 256, x.begin() + 512, 0.0f);
+  hllm::ThreadPool pool(2);
+  hllm::cpu::Q8KBlocks portable, avx2;
+  hllm::cpu::quantize_q8k_blocks(x.data(), n, in, portable, pool, CpuIsa::scalar);
+  hllm::cpu::quantize_q8k_blocks(x.data(), n, in, avx2, pool, CpuIsa::avx2);
+  EXPECT_EQ(portable.q, avx2.q);
+  EXPECT_EQ(portable.scale, avx2.scale);
+  EXPECT_EQ(portable.sum16, avx2.sum16);
+  EXPECT_EQ(portable.scale[1], 0.0f);
+  EXPECT_EQ(portable.row(0)[hllm::cpu::q8k_position(1)], -98);  // -98.5
+  EXPECT_EQ(portable.row(0)[hllm::cpu::q8k_position(2)], -98);  // -97.5
+}
+
 TEST(GgmlKq8Matmul, RefusesOtherBlockTypes) {
   std::mt19937 rng(1);
   hllm::ThreadPool pool(1);
-  hllm::cpu::Q8Blocks q8;
-  const Weight w = random_weight(GgmlType::Q4_0, 4, 256, rng);
+  hllm::cpu::Q8KBlocks q8k;
+  const GgmlWeight w = random_ggml_weight(GgmlType::Q4_0, 4, 256, rng);
   std::vector<float> x(256), y(4);
   try {
     hllm::cpu::matmul_ggml_kq8(Tensor(x.data(), DType::f32, {1, 256}), w.view,
-                               Tensor(y.data(), DType::f32, {1, 4}), pool, q8);
+                               Tensor(y.data(), DType::f32, {1, 4}), pool, q8k);
     FAIL() << "no error";
   } catch (const hllm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("Q4_K or Q6_K only"), std::string::npos) << e.what();

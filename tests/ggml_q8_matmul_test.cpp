@@ -10,12 +10,12 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <algorithm>
 #include <random>
 #include <vector>
 
+#include "ggml_int8_check.hpp"
 #include "hllm/core/threads.hpp"
-#include "hllm/quant/ggml_quantize.hpp"
 
 namespace {
 
@@ -24,67 +24,23 @@ using hllm::GgmlType;
 using hllm::Tensor;
 using hllm::cpu::CpuIsa;
 
-struct Weight {
-  std::vector<uint8_t> bytes;
-  hllm::GgmlView view;
-};
-
-Weight random_weight(GgmlType type, int64_t out, int64_t in, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<float> row(static_cast<size_t>(in));
-  Weight w;
-  w.view.type = type;
-  w.view.out = out;
-  w.view.in = in;
-  w.bytes.resize(static_cast<size_t>(out * w.view.row_bytes()));
-  for (int64_t r = 0; r < out; ++r) {
-    for (float& v : row) v = dist(rng);
-    hllm::ggml_quantize_row(type, row.data(), in, w.bytes.data() + r * w.view.row_bytes());
-  }
-  w.view.data = w.bytes.data();
-  return w;
-}
-
-void expect_close_to_exact(const Weight& w, int64_t n, std::mt19937& rng) {
-  const int64_t in = w.view.in, out = w.view.out;
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n * in));
-  for (float& v : x) v = dist(rng);
-  x[3] = 40.0f;  // an outlier: only its block of 32 gets a coarse step
+// x[3] = 40: an outlier activation.
+void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
   hllm::ThreadPool pool(2);
   hllm::cpu::Q8Blocks q8;
-  std::vector<std::vector<float>> results;
-  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512}) {
-    if (isa > hllm::cpu::cpu_isa_supported()) continue;
-    std::vector<float> y(static_cast<size_t>(n * out), NAN);
-    hllm::cpu::matmul_ggml_q8(Tensor(x.data(), DType::f32, {n, in}), w.view,
-                              Tensor(y.data(), DType::f32, {n, out}), pool, q8, isa);
-    results.push_back(std::move(y));
-  }
-  std::vector<float> dense(static_cast<size_t>(in));
-  for (int64_t r = 0; r < out; ++r) {
-    hllm::ggml_dequant_row(w.view.type, w.view.row(r), in, dense.data());
-    for (int64_t t = 0; t < n; ++t) {
-      double exact = 0, magnitude = 0, bound = 0;
-      for (int64_t k = 0; k < in; ++k) {
-        exact += double{dense[k]} * x[t * in + k];
-        magnitude += std::fabs(double{dense[k]} * x[t * in + k]);
-        bound += std::fabs(dense[k]) * q8.scales(t)[k / 32] * 0.5;
-      }
-      const float portable = results[0][t * out + r];
-      ASSERT_NEAR(portable, exact, bound * 1.001 + 1e-5 * magnitude) << "row " << r << " t " << t;
-      for (size_t i = 1; i < results.size(); ++i)
-        ASSERT_NEAR(results[i][t * out + r], portable, 1e-5 * magnitude + 1e-30)
-            << "row " << r << " t " << t;
-    }
-  }
+  expect_int8_matmul_close_to_exact(
+      w, n, rng, 3, 40.0f,
+      [&](const Tensor& x, const Tensor& y, CpuIsa isa) {
+        hllm::cpu::matmul_ggml_q8(x, w.view, y, pool, q8, isa);
+      },
+      [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32]; });
 }
 
 TEST(GgmlQ8Matmul, Q8_0AndQ4_0WithinTheRoundingBoundOnEveryPath) {
   std::mt19937 rng(3);
   for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
     for (const int64_t in : {int64_t{256}, int64_t{96}, int64_t{1120}}) {
-      const Weight w = random_weight(type, 37, in, rng);
+      const GgmlWeight w = random_ggml_weight(type, 37, in, rng);
       for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}, int64_t{17}}) {
         SCOPED_TRACE(testing::Message()
                      << hllm::ggml_type_info(type).name << " in " << in << " n " << n);
@@ -96,14 +52,37 @@ TEST(GgmlQ8Matmul, Q8_0AndQ4_0WithinTheRoundingBoundOnEveryPath) {
 
 TEST(GgmlQ8Matmul, MinusOneTwentyEightCodesStayExact) {
   std::mt19937 rng(8);
-  Weight w = random_weight(GgmlType::Q8_0, 5, 64, rng);
+  GgmlWeight w = random_ggml_weight(GgmlType::Q8_0, 5, 64, rng);
   for (int64_t r = 0; r < 5; ++r) w.bytes[r * w.view.row_bytes() + 2 + r] = 0x80;  // q = -128
   expect_close_to_exact(w, 13, rng);  // passes of 8, 4 and 1 tokens
 }
 
+// The AVX2 quantizer gives the portable one's bits, ties (x.5) and an all-zero block included.
+TEST(GgmlQ8Matmul, QuantizersAgreeOnEveryBit) {
+  if (hllm::cpu::cpu_isa_supported() < CpuIsa::avx2) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  const int64_t n = 3, in = 1024;
+  std::vector<float> x(static_cast<size_t>(n * in));
+  for (float& v : x) v = dist(rng);
+  // the first block: max 127, so x / d = x, and halves that round to even
+  for (int64_t k = 0; k < 32; ++k) x[k] = k == 0 ? 127.0f : static_cast<float>(k) - 20.5f;
+  std::fill(x.begin() + 32, x.begin() + 64, 0.0f);
+  hllm::ThreadPool pool(2);
+  hllm::cpu::Q8Blocks portable, avx2;
+  hllm::cpu::quantize_q8_blocks(x.data(), n, in, portable, pool, true, CpuIsa::scalar);
+  hllm::cpu::quantize_q8_blocks(x.data(), n, in, avx2, pool, true, CpuIsa::avx2);
+  EXPECT_EQ(portable.q, avx2.q);
+  EXPECT_EQ(portable.scale, avx2.scale);
+  EXPECT_EQ(portable.grouped, avx2.grouped);
+  EXPECT_EQ(portable.scale[1], 0.0f);
+  EXPECT_EQ(portable.row(0)[1], -20);  // -19.5
+  EXPECT_EQ(portable.row(0)[2], -18);  // -18.5
+}
+
 TEST(GgmlQ8Matmul, RefusesOtherBlockTypes) {
   std::mt19937 rng(1);
-  const Weight w = random_weight(GgmlType::Q4_K, 4, 256, rng);
+  const GgmlWeight w = random_ggml_weight(GgmlType::Q4_K, 4, 256, rng);
   std::vector<float> x(256), y(4);
   hllm::ThreadPool pool(1);
   hllm::cpu::Q8Blocks q8;

@@ -37,8 +37,9 @@ namespace hllm {
 //   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
 //          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
 //          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
-//          chunk. Q4_K / Q6_K take it too (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI);
-//          other GGUF block types keep the fp32 path.
+//          chunk. Q4_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
+//          (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI); other GGUF block types keep the
+//          fp32 path.
 enum class CpuMatmul { exact, int8 };
 
 inline const char* cpu_matmul_name(CpuMatmul matmul) {
@@ -144,7 +145,7 @@ class CpuBackend final : public Backend {
       return cpu::matmul_ggml_q8(x, weight.ggml, out, pool_, q8_blocks_);
     if (weight.is_ggml() && int4_matmul_ == CpuMatmul::int8 &&
         cpu::ggml_kq8_path_supports(weight.ggml.type))
-      return cpu::matmul_ggml_kq8(x, weight.ggml, out, pool_, q8_blocks_);
+      return cpu::matmul_ggml_kq8(x, weight.ggml, out, pool_, q8k_blocks_);
     if (weight.is_ggml()) return cpu::matmul_ggml(x, weight.ggml, out, pool_);
     if (weight.dense_panels) {  // dense's shape is [out, in]; its memory holds the panels
       const int64_t rows = weight.out_features(), cols = weight.in_features();
@@ -221,6 +222,7 @@ class CpuBackend final : public Backend {
   std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
   cpu::Q8Activations q8_scratch_;    // the same rounded to int8 (CpuMatmul::int8)
   cpu::Q8Blocks q8_blocks_;          // activations rounded to int8 for Q4_0 / Q8_0 weights
+  cpu::Q8KBlocks q8k_blocks_;        // and for Q4_K / Q6_K (per 256 inputs)
   // The step inputs (begin_step).
   std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;
   std::vector<int64_t> positions64_;

@@ -40,51 +40,74 @@ inline constexpr int64_t q8_grouped_offset(int64_t k) {
   return chunk * 64 + block * 4 + k % 4;
 }
 
-// Activations [n, in] rounded to int8 per 32 inputs, natural order, with the sum of every 16
-// (the K-quants' offsets and mins, cpu/ggml_kq8_matmul.hpp); `grouped` also holds them per
+// Activations [n, in] rounded to int8 per 32 inputs, natural order; `grouped` also holds them per
 // 512-input group in q8_grouped_offset order, offset to unsigned (q + 128), for the AVX-512
 // batched kernel (the inputs after the last whole group only in natural order).
 struct Q8Blocks {
   int64_t n = 0, in = 0;
   std::vector<int8_t> q;         // [n][in]
   std::vector<float> scale;      // [n][in / 32]: x ≈ scale · q
-  std::vector<float> sum16;      // [n][in / 16]: Σ q over each 16 inputs (exact)
   std::vector<uint8_t> grouped;  // [n][in / 512 * 512] when quantized with grouped = true
 
   const int8_t* row(int64_t t) const { return q.data() + t * in; }
   const float* scales(int64_t t) const { return scale.data() + t * (in / 32); }
-  const float* sums(int64_t t) const { return sum16.data() + t * (in / 16); }
   const uint8_t* group(int64_t t, int64_t g) const {
     return grouped.data() + (t * (in / Q8_GROUP_INPUTS) + g) * Q8_GROUP_INPUTS;
   }
 };
 
-// d = max|x| / 127 per block of 32, a = round-to-nearest-even(x / d); grouped: also the grouped
-// unsigned copy.
+namespace detail {
+
+// One block of 32 inputs of one token: d = max|x| / 127, a = round-to-nearest-even(x / d).
+inline void quantize_q8_block_scalar(const float* x, int8_t* q, float& d) {
+  float amax = 0.0f;
+  for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(x[k]));
+  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int k = 0; k < 32; ++k)
+    q[k] = static_cast<int8_t>(
+        std::clamp(static_cast<int32_t>(std::nearbyint(x[k] * inverse)), -127, 127));
+  d = amax / 127.0f;
+}
+
+#if defined(__x86_64__)
+// The same bits (avx2::round16_to_int8).
+[[gnu::target("avx2,fma,f16c")]] inline void quantize_q8_block_avx2(const float* x, int8_t* q,
+                                                                    float& d) {
+  const float amax = avx2::abs_max(x, 32);
+  const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+  for (int h = 0; h < 2; ++h) {
+    int32_t sum = 0;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * h),
+                     avx2::round16_to_int8(x + 16 * h, inverse, sum));
+  }
+  d = amax / 127.0f;
+}
+#endif
+
+}  // namespace detail
+
+// x [n, in] -> `out`, a block of 32 at a time (detail::quantize_q8_block_scalar; every ISA gives
+// the same bits); grouped: also the grouped unsigned copy.
 inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& out,
-                               ThreadPool& pool, bool grouped = false) {
+                               ThreadPool& pool, bool grouped = false, CpuIsa isa = cpu_isa()) {
   out.n = n;
   out.in = in;
   out.q.resize(static_cast<size_t>(n * in));
   out.scale.resize(static_cast<size_t>(n * (in / 32)));
-  out.sum16.resize(static_cast<size_t>(n * (in / 16)));
   const int64_t grouped_inputs = grouped ? in / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS : 0;
   out.grouped.resize(static_cast<size_t>(n * grouped_inputs));
   pool.parallel_for(n, [&](int64_t t) {
     for (int64_t b = 0; b < in / 32; ++b) {
       const float* xb = x + t * in + b * 32;
-      float amax = 0.0f;
-      for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(xb[k]));
-      const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-      for (int k = 0; k < 32; ++k)
-        out.q[t * in + b * 32 + k] = static_cast<int8_t>(
-            std::clamp(static_cast<int32_t>(std::nearbyint(xb[k] * inverse)), -127, 127));
-      out.scale[t * (in / 32) + b] = amax / 127.0f;
-      for (int half = 0; half < 2; ++half) {
-        int32_t sum = 0;
-        for (int k = 16 * half; k < 16 * half + 16; ++k) sum += out.q[t * in + b * 32 + k];
-        out.sum16[t * (in / 16) + 2 * b + half] = static_cast<float>(sum);
+      int8_t* q = out.q.data() + t * in + b * 32;
+      float& d = out.scale[t * (in / 32) + b];
+#if defined(__x86_64__)
+      if (isa >= CpuIsa::avx2) {
+        detail::quantize_q8_block_avx2(xb, q, d);
+        continue;
       }
+#endif
+      detail::quantize_q8_block_scalar(xb, q, d);
     }
     for (int64_t k = 0; k < grouped_inputs; ++k)
       out.grouped[t * grouped_inputs + k / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS +
@@ -496,7 +519,7 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
     fail("matmul_ggml_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
   const bool grouped = isa == CpuIsa::avx512 && n >= 4 && w.in >= Q8_GROUP_INPUTS;
-  quantize_q8_blocks(x.as<float>(), n, w.in, q8, pool, grouped);
+  quantize_q8_blocks(x.as<float>(), n, w.in, q8, pool, grouped, isa);
   constexpr int64_t ROWS_PER_TASK = 16;
   float* out = y.as<float>();
   // Tokens [0, n − n % 4) in passes of several tokens over one row (each block unpacked once for

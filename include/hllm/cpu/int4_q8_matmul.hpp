@@ -97,43 +97,24 @@ inline void quantize_q8_tile_scalar(const float* x, int8_t* q, float* lanes, flo
 }
 
 #if defined(__x86_64__)
-// The same, bit for bit (max, the scale, one multiply, round-to-nearest-even under the default
-// MXCSR, the clamp and the chunk sums are the same operations), 8 inputs at a time. Input half h of
-// chunk c (16 inputs 32c + 16h ..) lands at positions 64h + 16c .. + 15.
-[[gnu::target("avx2,fma")]] inline void quantize_q8_tile_avx2(const float* x, int8_t* q,
-                                                              float* lanes, float& scaled_sum) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+// The same, bit for bit (avx2::round16_to_int8), 16 inputs at a time. Input half h of chunk c
+// (16 inputs 32c + 16h ..) lands at positions 64h + 16c .. + 15.
+[[gnu::target("avx2,fma,f16c")]] inline void quantize_q8_tile_avx2(const float* x, int8_t* q,
+                                                                   float* lanes,
+                                                                   float& scaled_sum) {
   int32_t sums[Q8Activations::CHUNKS];
   for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
     const float* xc = x + c * INT4_CHUNK_K;
-    __m256 m = _mm256_and_ps(_mm256_loadu_ps(xc), abs_mask);
-    for (int i = 1; i < 4; ++i)
-      m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xc + 8 * i), abs_mask));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    const float amax = _mm_cvtss_f32(m4);
+    const float amax = avx2::abs_max(xc, INT4_CHUNK_K);
     const __m256 inverse = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
     _mm_storeu_ps(lanes + 4 * c, _mm_set1_ps(amax / 127.0f));
-    __m256i sum = _mm256_setzero_si256();
+    sums[c] = 0;
     for (int h = 0; h < 2; ++h) {
-      __m256i a[2];
-      for (int i = 0; i < 2; ++i) {
-        a[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 16 * h + 8 * i), inverse));
-        a[i] = _mm256_min_epi32(_mm256_max_epi32(a[i], lo), hi);
-        sum = _mm256_add_epi32(sum, a[i]);
-      }
-      // int32 -> int16 -> int8 in order (packs work per 128-bit lane: undo the interleave).
-      const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a[0], a[1]), 0xD8);
-      const __m128i bytes =
-          _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 64 * h + 16 * c), bytes);
+      int32_t sum = 0;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 64 * h + 16 * c),
+                       avx2::round16_to_int8(xc + 16 * h, inverse, sum));
+      sums[c] += sum;
     }
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    sums[c] = _mm_cvtsi128_si32(s4);
   }
   scaled_sum = chunk_scaled_sum(lanes, sums);
 }

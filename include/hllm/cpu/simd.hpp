@@ -133,6 +133,40 @@ template <typename T>
   return total;
 }
 
+// Rounding activations to int8 (the int8 matmuls' quantizers): the same bits as the scalar
+// max(|x|), x · inverse, std::nearbyint (round-to-nearest-even under the default MXCSR) and a
+// clamp to ±127.
+
+// max |p[k]| over n floats, n a multiple of 8.
+[[gnu::target("avx2,fma,f16c")]] inline float abs_max(const float* p, int64_t n) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 m = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n; k += 8)
+    m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(p + k), abs_mask));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  return _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+}
+
+// p[0..15] · inverse rounded to int8, in order; sum = Σ of the 16 rounded values.
+[[gnu::target("avx2,fma,f16c")]] inline __m128i round16_to_int8(const float* p, __m256 inverse,
+                                                                int32_t& sum) {
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  __m256i a[2];
+  for (int i = 0; i < 2; ++i) {
+    a[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 8 * i), inverse));
+    a[i] = _mm256_min_epi32(_mm256_max_epi32(a[i], lo), hi);
+  }
+  const __m256i pair_sum = _mm256_add_epi32(a[0], a[1]);
+  __m128i s4 =
+      _mm_add_epi32(_mm256_castsi256_si128(pair_sum), _mm256_extracti128_si256(pair_sum, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  sum = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+  // int32 -> int16 -> int8 in order (packs work per 128-bit lane: undo the interleave).
+  const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a[0], a[1]), 0xD8);
+  return _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+}
+
 }  // namespace avx2
 
 namespace avx512 {
