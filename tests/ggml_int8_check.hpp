@@ -44,13 +44,15 @@ GgmlWeight random_ggml_weight(hllm::GgmlType type, int64_t out, int64_t in, std:
 
 // x: n tokens of N(0, 1) activations with x[outlier_index] = outlier (only its rounding block
 // gets a coarse step). matmul(x, y, isa) is the path under test; step(t, k) the activation step
-// d_x it last used for input k of token t. The portable (scalar) result must be within
-// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights; the vector ones
-// within fp32 summation order of the portable one.
-template <class Matmul, class Step>
+// d_x it last used for input k of token t, rounded(t, k) that input as it rounded it (d_x·a).
+// With the reference-dequantized weights w, the portable (scalar) result must be
+//   - within Σ_k |w_k|·d_x/2 of the exact product with x (the rounding bound), and
+//   - the exact product with the rounded activations up to fp32 arithmetic (integer dots exact);
+// the vector ones equal to the portable one up to fp32 summation order.
+template <class Matmul, class Step, class Rounded>
 void expect_int8_matmul_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng,
                                        int64_t outlier_index, float outlier, Matmul matmul,
-                                       Step step) {
+                                       Step step, Rounded rounded) {
   using hllm::cpu::CpuIsa;
   const int64_t in = w.view.in, out = w.view.out;
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -69,14 +71,16 @@ void expect_int8_matmul_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19
   for (int64_t r = 0; r < out; ++r) {
     hllm::ggml_dequant_row(w.view.type, w.view.row(r), in, dense.data());
     for (int64_t t = 0; t < n; ++t) {
-      double exact = 0, magnitude = 0, bound = 0;
+      double exact = 0, exact_rounded = 0, magnitude = 0, bound = 0;
       for (int64_t k = 0; k < in; ++k) {
         exact += double{dense[k]} * x[t * in + k];
+        exact_rounded += double{dense[k]} * rounded(t, k);
         magnitude += std::fabs(double{dense[k]} * x[t * in + k]);
         bound += std::fabs(dense[k]) * step(t, k) * 0.5;
       }
       const float portable = results[0][t * out + r];
       ASSERT_NEAR(portable, exact, bound * 1.001 + 1e-5 * magnitude) << "row " << r << " t " << t;
+      ASSERT_NEAR(portable, exact_rounded, 1e-5 * magnitude + 1e-30) << "row " << r << " t " << t;
       for (size_t i = 1; i < results.size(); ++i)
         ASSERT_NEAR(results[i][t * out + r], portable, 1e-5 * magnitude + 1e-30)
             << "row " << r << " t " << t << " path " << i;

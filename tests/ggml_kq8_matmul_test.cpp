@@ -1,10 +1,12 @@
-// cpu/ggml_kq8_matmul.hpp: Q4_K / Q6_K weights (made by quant/ggml_quantize.hpp) times int8
-// activations rounded per 256 inputs. The portable path is within the activation rounding bound
-// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights (ggml_dequant_row),
-// and the AVX2 and AVX-512 paths (where the CPU has them) equal the portable one up to fp32
-// summation order, for 1..9 tokens (passes of 4 and 1), odd row counts and 1, 3 and 8
-// super-blocks per row; Q6_K's extreme group scales (−128, 127) and codes (0, 63) included. The
-// activations' stored order (q8k_position) is a permutation within each 128 inputs.
+// cpu/ggml_kq8_matmul.hpp: Q4_K / Q6_K weights (made by quant/ggml_quantize.hpp) and Q5_K blocks of
+// random bytes times int8 activations rounded per 256 inputs. Against the reference-dequantized
+// weights (ggml_dequant_row) the portable path is within the activation rounding bound
+// Σ_k |w_k|·d_x/2 of the exact product and is the exact product with the rounded activations up to
+// fp32 arithmetic (tests/ggml_int8_check.hpp); the AVX2 and AVX-512 paths (where the CPU has
+// them) equal the portable one up to fp32 summation order, for 1..9 tokens (passes of 4 and 1),
+// odd row counts and 1, 3 and 8 super-blocks per row; Q6_K's extreme group scales (−128, 127)
+// and codes (0, 63) included. The activations' stored order (q8k_position) is a permutation
+// within each 128 inputs, and the AVX2 quantizer gives the portable one's bits.
 #include "hllm/cpu/ggml_kq8_matmul.hpp"
 
 #include <gtest/gtest.h>
@@ -33,7 +35,30 @@ void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
       [&](const Tensor& x, const Tensor& y, CpuIsa isa) {
         hllm::cpu::matmul_ggml_kq8(x, w.view, y, pool, q8k, isa);
       },
-      [&](int64_t t, int64_t k) { return q8k.scales(t)[k / hllm::cpu::K_SUPER]; });
+      [&](int64_t t, int64_t k) { return q8k.scales(t)[k / hllm::cpu::K_SUPER]; },
+      [&](int64_t t, int64_t k) {
+        return q8k.scales(t)[k / hllm::cpu::K_SUPER] * q8k.row(t)[hllm::cpu::q8k_position(k)];
+      });
+}
+
+// Q5_K blocks of random bytes (ggml_quantize_row does not write Q5_K): every code 0..31, 6-bit
+// scale and min, with fp16 d and dmin of the size real files have.
+GgmlWeight random_q5_k_weight(int64_t out, int64_t in, std::mt19937& rng) {
+  GgmlWeight w;
+  w.view = {GgmlType::Q5_K, nullptr, out, in};
+  w.bytes.resize(static_cast<size_t>(out * w.view.row_bytes()));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.0002f, 0.002f);
+  for (size_t b = 0; b < w.bytes.size(); b += 176) {
+    for (size_t i = 0; i < 176; ++i) w.bytes[b + i] = static_cast<uint8_t>(byte(rng));
+    for (size_t i = 0; i < 4; i += 2) {  // d, dmin
+      const uint16_t bits = hllm::f32_to_f16(scale(rng)).bits;
+      w.bytes[b + i] = static_cast<uint8_t>(bits & 0xFF);
+      w.bytes[b + i + 1] = static_cast<uint8_t>(bits >> 8);
+    }
+  }
+  w.view.data = w.bytes.data();
+  return w;
 }
 
 TEST(GgmlKq8Matmul, Q4_KAndQ6_KWithinTheRoundingBoundOnEveryPath) {
@@ -46,6 +71,17 @@ TEST(GgmlKq8Matmul, Q4_KAndQ6_KWithinTheRoundingBoundOnEveryPath) {
                      << hllm::ggml_type_info(type).name << " in " << in << " n " << n);
         expect_close_to_exact(w, n, rng);
       }
+    }
+  }
+}
+
+TEST(GgmlKq8Matmul, Q5_KWithinTheRoundingBoundOnEveryPath) {
+  std::mt19937 rng(6);
+  for (const int64_t in : {int64_t{256}, int64_t{768}}) {
+    const GgmlWeight w = random_q5_k_weight(37, in, rng);
+    for (const int64_t n : {int64_t{1}, int64_t{5}}) {
+      SCOPED_TRACE(testing::Message() << "in " << in << " n " << n);
+      expect_close_to_exact(w, n, rng);
     }
   }
 }
@@ -115,7 +151,7 @@ TEST(GgmlKq8Matmul, RefusesOtherBlockTypes) {
                                Tensor(y.data(), DType::f32, {1, 4}), pool, q8k);
     FAIL() << "no error";
   } catch (const hllm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Q4_K or Q6_K only"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Q4_K, Q5_K or Q6_K only"), std::string::npos) << e.what();
   }
 }
 

@@ -1,7 +1,8 @@
 // cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 weights (made by quant/ggml_quantize.hpp) times int8
 // activations. The AVX2 and AVX-512 paths equal the portable one (the same integer dots, fp32 sums
 // in another order), and the portable path is within the activation rounding bound
-// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights, for 1..17 tokens
+// Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights (and that product
+// with the rounded activations up to fp32 arithmetic, tests/ggml_int8_check.hpp), for 1..17 tokens
 // (every pass width), odd row counts (AVX-512's Q4_0 decode kernel takes 4 rows at a time, the
 // rest one by one), an odd block count (AVX-512's half-empty last pair) and
 // two 512-input groups with 3 blocks after them (the grouped AVX-512 kernel, then pairs);
@@ -33,7 +34,8 @@ void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
       [&](const Tensor& x, const Tensor& y, CpuIsa isa) {
         hllm::cpu::matmul_ggml_q8(x, w.view, y, pool, q8, isa);
       },
-      [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32]; });
+      [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32]; },
+      [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32] * q8.row(t)[k]; });
 }
 
 TEST(GgmlQ8Matmul, Q8_0AndQ4_0WithinTheRoundingBoundOnEveryPath) {

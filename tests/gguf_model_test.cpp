@@ -59,9 +59,9 @@ TEST_P(GgufGolden, LogitsMatchAtEveryPosition) {
 }
 
 // With int8 activations (CpuMatmul::int8, the runner's default: Q4_0 / Q8_0 everywhere, Q4_K /
-// Q6_K rounded per 256 inputs on AVX2 and AVX-512 VNNI; the other types stay fp32) each file is held to the tolerance documented
-// for that path: median per-position relative L2 error <= 3% and the argmax equal at >= 90% of
-// the positions.
+// Q5_K / Q6_K rounded per 256 inputs on AVX2 and AVX-512 VNNI; the other types stay fp32) each
+// file is held to the tolerance documented for that path: median per-position relative L2 error
+// <= 3% and the argmax equal at >= 90% of the positions.
 TEST_P(GgufGolden, Int8ActivationsStayWithinTheirTolerance) {
   hllm::CpuBackend backend(2, hllm::CpuMatmul::int8);
   hllm::LlamaModel model(folder_->config, folder_->weights, backend);

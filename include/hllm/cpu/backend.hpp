@@ -37,7 +37,7 @@ namespace hllm {
 //   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
 //          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
 //          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
-//          chunk. Q4_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
+//          chunk. Q4_K / Q5_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
 //          (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI); other GGUF block types keep the
 //          fp32 path.
 enum class CpuMatmul { exact, int8 };

@@ -1,12 +1,12 @@
-// CPU matmul against GGUF's K-quant blocks Q4_K and Q6_K (layout/ggml_blocks.hpp) with int8
-// activations: the bulk of a Q4_K_M file, and the Q6_K lm_head (plus half the ffn_down / attn_v
-// of Q4_K_M) that llama.cpp's presets write into nearly every quantized file. As llama.cpp's
+// CPU matmul against GGUF's K-quant blocks Q4_K, Q5_K and Q6_K (layout/ggml_blocks.hpp) with int8
+// activations: the bulk of a Q4_K_M / Q5_K_M file, and the Q6_K lm_head (plus half the ffn_down /
+// attn_v of those) that llama.cpp's presets write into nearly every quantized file. As llama.cpp's
 // Q8_K, the activations are rounded per 256 inputs, one super-block (Q8KBlocks), so a whole
 // super-block's sum stays in int32 and meets its fp scales once:
 //
 //   Q6_K  w = d·sc_g·(q − 32), q ∈ [0, 63], sc_g ∈ [−128, 127], g = 16 inputs:
 //         Σ w·x ≈ d·d_x·(Σ_g sc_g·Σ_{k∈g} q·a − 32·Σ_g sc_g·Σ_{k∈g} a)
-//   Q4_K  w = d·sc_j·q − dmin·m_j, q ∈ [0, 15], sc_j, m_j ∈ [0, 63], j = 32 inputs:
+//   Q4_K  w = d·sc_j·q − dmin·m_j, q ∈ [0, 15] (Q5_K: [0, 31]), sc_j, m_j ∈ [0, 63], j = 32 inputs:
 //         Σ w·x ≈ d·d_x·Σ_j sc_j·Σ_{k∈j} q·a − dmin·d_x·Σ_j m_j·Σ_{k∈j} a
 //
 // Both brackets are exact in int32 on every path: q·a pairs by vpmaddubsw (codes unsigned, a
@@ -34,7 +34,8 @@ namespace hllm::cpu {
 
 // The types and machines this path serves.
 inline bool ggml_kq8_path_supports(GgmlType type, CpuIsa isa = cpu_isa()) {
-  return (type == GgmlType::Q4_K || type == GgmlType::Q6_K) && isa >= CpuIsa::avx2;
+  return (type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K) &&
+         isa >= CpuIsa::avx2;
 }
 
 inline constexpr int64_t K_SUPER = 256;  // inputs per super-block
@@ -50,7 +51,7 @@ inline constexpr int64_t q8k_position(int64_t k) {
 }
 
 // Activations [n, in] rounded to int8 per 256 inputs, in q8k_position order, with the exact Σ of
-// every 16 (natural order) for Q6_K's −32 and Q4_K's mins.
+// every 16 (natural order) for Q6_K's −32 and Q4_K's / Q5_K's mins.
 struct Q8KBlocks {
   int64_t n = 0, in = 0;
   std::vector<int8_t> q;       // [n][in], q8k_position order
@@ -161,14 +162,19 @@ inline float ggml_kq8_row_scalar(GgmlType type, const uint8_t* row, const Q8KBlo
       }
       sum += ggml_detail::load_f16(block + 208) * d_x * static_cast<float>(dot);
     } else {
+      // Q5_K: the codes' 5th bit of sub-block j is bit j of qh[l], the nibbles after qh
+      const bool five = type == GgmlType::Q5_K;
+      const uint8_t* qs = block + (five ? 48 : 16);
       int32_t dot = 0, mins = 0;
       for (int j = 0; j < 8; ++j) {
         int sc = 0, m = 0;
         ggml_detail::k_scale_min(block + 4, j, sc, m);
         int32_t sub_block = 0;
         for (int l = 0; l < 32; ++l) {
-          const uint8_t byte = block[16 + 32 * (j / 2) + l];
-          sub_block += (j % 2 == 0 ? byte & 0x0F : byte >> 4) * x[q8k_position(32 * j + l)];
+          const uint8_t byte = qs[32 * (j / 2) + l];
+          const int high = five ? ((block[16 + l] >> j) & 1) << 4 : 0;
+          sub_block +=
+              ((j % 2 == 0 ? byte & 0x0F : byte >> 4) | high) * x[q8k_position(32 * j + l)];
         }
         dot += sc * sub_block;
         mins += m * (sums[2 * j] + sums[2 * j + 1]);
@@ -190,7 +196,7 @@ template <GgmlType TYPE>
     _mm_prefetch(reinterpret_cast<const char*>(block) + K_PREFETCH_BYTES + line, _MM_HINT_T0);
 }
 
-// Q4_K's 12 packed bytes of 6-bit scales and mins (ggml_detail::k_scale_min) as bytes sc0..7,
+// Q4_K's (and Q5_K's) 12 packed bytes of 6-bit scales and mins (ggml_detail::k_scale_min) as bytes sc0..7,
 // m0..7. In 32-bit words w0..w2: sc0-3 = w0 & 63, m0-3 = w1 & 63 (bytewise), and sc4-7 / m4-7
 // take their low 4 bits from w2's low / high nibbles and their top 2 from w0's / w1's bits 6-7.
 [[gnu::target("avx2,fma,f16c")]] inline __m128i q4_k_scales_mins(const uint8_t* block) {
@@ -215,23 +221,38 @@ inline constexpr auto K_LANE_SCALE_INDEX = [] {
   return index;
 }();
 
-// A super-block's 256 codes in q8k_position order, 64 per register: register r holds stored
-// inputs 64r .. 64r + 63, i.e. chunks (0, 2) of half r / 2 for even r, (1, 3) for odd r.
-[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void q4_k_codes(
-    const uint8_t* block, __m512i codes[4]) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  for (int h = 0; h < 2; ++h) {
-    const __m512i qs = _mm512_loadu_si512(block + 16 + 64 * h);
-    codes[2 * h] = _mm512_and_si512(qs, low4);
-    codes[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(qs, 4), low4);
-  }
-}
-
 // 32 bytes at p in both 256-bit halves of a register.
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m512i k_both_halves(
     const uint8_t* p) {
   return _mm512_maskz_broadcast_i64x4(0xFF,
                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// A super-block's 256 codes in q8k_position order, 64 per register: register r holds stored
+// inputs 64r .. 64r + 63, i.e. chunks (0, 2) of half r / 2 for even r, (1, 3) for odd r: Q4_K's
+// low nibbles of qs[64h ..] for r = 2h, high for 2h + 1. Q5_K adds 16 where bit j of qh[l] is
+// set, j the sub-block of the register half's byte l.
+template <bool FIVE>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void q4_k_codes(
+    const uint8_t* block, __m512i codes[4]) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i qs = _mm512_loadu_si512(block + (FIVE ? 48 : 16) + 64 * h);
+    codes[2 * h] = _mm512_and_si512(qs, low4);
+    codes[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(qs, 4), low4);
+  }
+  if constexpr (FIVE) {
+    const __m512i qh = k_both_halves(block + 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      const int low_half = static_cast<int>(q8k_position(64 * r) / 32), high_half = low_half + 2;
+      const __m512i bit =
+          _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi8(static_cast<char>(1 << low_half)),
+                                  _mm512_set1_epi8(static_cast<char>(1 << high_half)));
+      codes[r] = _mm512_mask_add_epi8(codes[r], _mm512_test_epi8_mask(qh, bit), codes[r],
+                                      _mm512_set1_epi8(16));
+    }
+  }
 }
 
 // Q6_K's likewise. Half h: chunks 0 and 2 take the low 4 bits from ql[64h .. + 31] (low nibble,
@@ -263,8 +284,8 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void ggml_kq8_row_avx512(
     const uint8_t* row, const Q8KBlocks& a, int64_t t, float* y, int64_t y_stride) {
   constexpr bool Q6 = TYPE == GgmlType::Q6_K;
-  const auto& lane_index = K_LANE_SCALE_INDEX < Q6 ? 16 : 32 > ;
-  // Q4_K: each m_j twice, against Σa of sub-block j's two 16-input halves
+  const auto& lane_index = K_LANE_SCALE_INDEX<(Q6 ? 16 : 32)>;
+  // Q4_K / Q5_K: each m_j twice, against Σa of sub-block j's two 16-input halves
   const __m128i min_pairs =
       _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
   __m512 acc[TOKENS];
@@ -274,7 +295,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
     const uint8_t* block = row + s * K_BLOCK_BYTES<TYPE>;
     if constexpr (PREFETCH) k_prefetch<TYPE>(block);
     __m512i codes[4];
-    __m256i scales16, mins16 = _mm256_setzero_si256();  // per group (Q6_K) / sub-block (Q4_K)
+    __m256i scales16, mins16 = _mm256_setzero_si256();  // per group (Q6_K) / sub-block
     float d, dmin = 0.0f;
     if constexpr (Q6) {
       q6_k_codes(block, codes);
@@ -282,7 +303,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)));
       d = ggml_block_scale(block + 208);
     } else {
-      q4_k_codes(block, codes);
+      q4_k_codes<TYPE == GgmlType::Q5_K>(block, codes);
       const __m128i scales_mins = q4_k_scales_mins(block);
       scales16 = _mm256_cvtepu8_epi16(scales_mins);  // lanes 0-7; 8-15 (the mins) unused
       mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scales_mins, min_pairs));
@@ -324,7 +345,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
 }
 
 // AVX2: 32 codes per register, one 32-input chunk: vpmaddubsw pairs, then vpmaddwd by the
-// chunk's int16 scales, int32 sums per token over the super-block. Q4_K goes 64 inputs at a time,
+// chunk's int16 scales, int32 sums per token over the super-block. Q4_K/Q5_K go 64 inputs at a time,
 // Q6_K 128, so a pass of TOKENS keeps only that part's codes in registers.
 
 // vpshufb indices: int16 lane `low` of each 128-bit half into the register's first 8 lanes,
@@ -345,6 +366,11 @@ template <int TOKENS>
     const __m256i pairs = _mm256_maddubs_epi16(codes, _mm256_loadu_si256(x));
     dot[j] = _mm256_add_epi32(dot[j], _mm256_madd_epi16(pairs, scales));
   }
+}
+
+// Q5_K: bit j of each qh byte as 16 (the 5th code bit of sub-block j).
+[[gnu::target("avx2,fma,f16c")]] inline __m256i k_fifth_bit_avx2(__m256i qh, int j) {
+  return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1)), 4);
 }
 
 template <GgmlType TYPE, int TOKENS, bool PREFETCH>
@@ -394,16 +420,23 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       offset_scales = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
           scales_mins, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
       const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales_mins));
+      constexpr bool FIVE = TYPE == GgmlType::Q5_K;
+      const __m256i qh = FIVE ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 16))
+                              : _mm256_setzero_si256();
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {  // sub-blocks 2g (low nibbles) and 2g + 1 (high)
         const __m256i qs =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 16 + 32 * g));
-        k_chunk_avx2<TOKENS>(_mm256_and_si256(qs, low4),
-                             _mm256_shuffle_epi8(scales, k_pick_avx2(2 * g, 2 * g)), a, t,
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + (FIVE ? 48 : 16) + 32 * g));
+        __m256i low = _mm256_and_si256(qs, low4);
+        __m256i high = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low4);
+        if constexpr (FIVE) {
+          low = _mm256_or_si256(low, k_fifth_bit_avx2(qh, 2 * g));
+          high = _mm256_or_si256(high, k_fifth_bit_avx2(qh, 2 * g + 1));
+        }
+        k_chunk_avx2<TOKENS>(low, _mm256_shuffle_epi8(scales, k_pick_avx2(2 * g, 2 * g)), a, t,
                              s * K_SUPER + q8k_position(64 * g), dot);
-        k_chunk_avx2<TOKENS>(_mm256_and_si256(_mm256_srli_epi16(qs, 4), low4),
-                             _mm256_shuffle_epi8(scales, k_pick_avx2(2 * g + 1, 2 * g + 1)), a, t,
-                             s * K_SUPER + q8k_position(64 * g + 32), dot);
+        k_chunk_avx2<TOKENS>(high, _mm256_shuffle_epi8(scales, k_pick_avx2(2 * g + 1, 2 * g + 1)),
+                             a, t, s * K_SUPER + q8k_position(64 * g + 32), dot);
       }
     }
     const float d = ggml_block_scale(block + (Q6 ? 208 : 0));
@@ -436,6 +469,9 @@ inline void ggml_kq8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q
   if (type == GgmlType::Q6_K)
     return t == 0 ? run.template operator()<GgmlType::Q6_K, true>()
                   : run.template operator()<GgmlType::Q6_K, false>();
+  if (type == GgmlType::Q5_K)
+    return t == 0 ? run.template operator()<GgmlType::Q5_K, true>()
+                  : run.template operator()<GgmlType::Q5_K, false>();
   return t == 0 ? run.template operator()<GgmlType::Q4_K, true>()
                 : run.template operator()<GgmlType::Q4_K, false>();
 }
@@ -443,16 +479,16 @@ inline void ggml_kq8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q
 
 }  // namespace detail
 
-// y[n, out] = x[n, in] · Wᵀ for a Q4_K / Q6_K weight with int8 activations (`q8k` holds them
+// y[n, out] = x[n, in] · Wᵀ for a Q4_K / Q5_K / Q6_K weight with int8 activations (`q8k` holds them
 // between calls). isa: avx512, avx2 or scalar (the same integer sums, fp32 sums in another order).
 inline void matmul_ggml_kq8(const Tensor& x, const GgmlView& w, const Tensor& y, ThreadPool& pool,
                             Q8KBlocks& q8k, CpuIsa isa = cpu_isa()) {
   check_matmul_operands("matmul_ggml_kq8", x, y, w.in, w.out);
   if (w.device != Device::cpu || w.data == nullptr)
     fail("matmul_ggml_kq8: the weight is not in host memory");
-  if ((w.type != GgmlType::Q4_K && w.type != GgmlType::Q6_K) || w.in % K_SUPER != 0)
+  if (!ggml_kq8_path_supports(w.type, CpuIsa::avx2) || w.in % K_SUPER != 0)
     fail("matmul_ggml_kq8: ", ggml_type_info(w.type).name, " weight [", w.out, ", ", w.in,
-         "] (Q4_K or Q6_K only)");
+         "] (Q4_K, Q5_K or Q6_K only)");
   if (isa > cpu_isa_supported())
     fail("matmul_ggml_kq8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
