@@ -132,7 +132,8 @@ TEST_P(Int4Q8Matmul, VectorPathsEqualThePortableOneWithinTheRoundingBound) {
   hllm::cpu::Q8Activations q8;
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{33}}) {
+  for (const int64_t n :
+       {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{6}, int64_t{7}, int64_t{33}}) {
     std::vector<float> x(static_cast<size_t>(n * s.in));
     for (float& v : x) v = dist(rng);
     const Tensor xt(x.data(), DType::f32, {n, s.in});

@@ -16,16 +16,25 @@
 // 16c + k%16, low nibble for k%32 < 16, high nibble otherwise. One 64-byte load split into low and
 // high nibbles therefore gives inputs {0..15, 32..47, 64..79, 96..111} and then
 // {16..31, 48..63, 80..95, 112..127}; the int8 activations are stored in exactly that order
-// (q8_position_input), so the kernels multiply nibbles by activations with no shuffles. An int32
-// lane of vpdpbusd (or vpmaddubsw + vpmaddwd) sums 4 neighbouring positions, all of one chunk:
-// lanes 4c..4c+3 of the 16 belong to chunk c, so one vector of per-lane scales (lane_scales: d_c
+// (q8_position_input), so the per-row kernels multiply nibbles by activations with no shuffles.
+// An int32 lane of vpdpbusd (or vpmaddubsw + vpmaddwd) sums 4 neighbouring positions, all of one
+// chunk: lanes 4c..4c+3 of the 16 belong to chunk c, so one vector of per-lane scales (lane_scales: d_c
 // repeated 4 times) scales a whole tile row at once. AVX2's 32-byte halves of the row: low nibbles
 // of bytes 0..31 and high nibbles of bytes 0..31 are chunks 0 and 1 (lanes 0..7 of lane_scales),
 // bytes 32..63 chunks 2 and 3 (lanes 8..15).
 //
 // Work split as in the fp32 path: tasks of row strips × token tiles. A strip's tiles stay in L1/L2
-// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS). (4 per
-// pass on AVX-512 measured no faster than 2 on a 2-core Zen 4 VM at 4 and 64 tokens.)
+// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS).
+//
+// AVX-512 passes of 2 or more tokens first transpose a tile's 4 rows into (chunk, row) lanes:
+// lane 4c + r holds row r's codes of chunk c, 4 at a time, and each token's activations of chunk
+// c are spread over those 4 lanes by an in-lane dword shuffle. The whole tile then sums into one
+// int32 vector per token (lane 4c + r = row r · chunk c) and takes one convert and one FMA with
+// s_r·d_c (lane_scales has d_c at lanes 4c..4c+3 in both layouts), where the per-row layout
+// needs one of each per row. On Zen 4, where the vector pipes (two 512-bit operations per cycle),
+// not vpdpbusd, bound the batched kernel, this was 1.1-1.3x faster in cache at 4 to 64 tokens
+// and 1.2-1.5x at 64 tokens from memory (one thread in cache, 2 in cpu_int4_bench, 2-core VM).
+// A single token (the decode GEMV, streaming its weights) keeps the per-row layout: no shuffles.
 #pragma once
 
 #include <algorithm>
@@ -152,7 +161,9 @@ namespace detail {
 
 inline constexpr int64_t Q8_STRIPS_PER_TASK = 4;  // 16 output rows per task
 inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
-inline constexpr int Q8_TOKENS_PER_PASS = 2;      // tokens per load of a tile's codes
+// Tokens per load of a tile's codes; AVX-512 transposes a tile once per pass.
+inline constexpr int Q8_AVX512_TOKENS_PER_PASS = 4;
+inline constexpr int Q8_TOKENS_PER_PASS = 2;
 
 // A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's tiles,
 // then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of the
@@ -264,15 +275,15 @@ template <int TOKENS, bool STREAM>
   }
 }
 
-// The same with 512-bit vectors and vpdpbusd: one 64-byte load per tile row.
-template <int TOKENS, bool STREAM>
-[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_strip_avx512(
+// One token × one strip with 512-bit vectors and vpdpbusd, the per-row layout: one 64-byte load
+// per tile row, no shuffles. A decode GEMV streams its weights, and this does less work per byte
+// than transposing (cpu_int4_bench, 1 token: 1.0-1.15x the transposed kernel's GB/s, 2-core Zen 4).
+template <bool STREAM>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_row_strip_avx512(
     const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
-  __m512 acc[INT4_TILE_ROWS][TOKENS];
-  __m128 zero_term[TOKENS];  // the 4 rows' zero-point terms of token j, a row per lane
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm512_setzero_ps();
-  for (auto& v : zero_term) v = _mm_setzero_ps();
+  __m512 acc[INT4_TILE_ROWS];
+  __m128 zero_term[1] = {_mm_setzero_ps()};  // the 4 rows' zero-point terms, a row per lane
+  for (auto& v : acc) v = _mm512_setzero_ps();
   const __m512i mask = _mm512_set1_epi8(0x0F);
   // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
   constexpr __mmask16 ALL_LANES = 0xFFFF;
@@ -281,29 +292,118 @@ template <int TOKENS, bool STREAM>
     if constexpr (STREAM) prefetch_tile_ahead(tile);
     float scale[4], nzs[4];
     int4_tile_params(tile, scale, nzs);
-    add_zero_terms<TOKENS>(a, nzs, t, kt, zero_term);
+    add_zero_terms<1>(a, nzs, t, kt, zero_term);
+    const int8_t* q = a.tile(t, kt);
+    const __m512 lanes = _mm512_loadu_ps(a.lane_scales(t, kt));
 #pragma GCC unroll 4
     for (int r = 0; r < INT4_TILE_ROWS; ++r) {
       const __m512i bytes = _mm512_loadu_si512(tile.q[r]);
       const __m512i lo = _mm512_and_si512(bytes, mask);                        // positions 0..63
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), mask);  // 64..127
-      const __m512 row_scale = _mm512_set1_ps(scale[r]);
-      for (int j = 0; j < TOKENS; ++j) {
-        const int8_t* q = a.tile(t + j, kt);
-        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(q));
-        dot = _mm512_dpbusd_epi32(dot, hi, _mm512_loadu_si512(q + 64));  // lanes 4c.. = chunk c
-        acc[r][j] = _mm512_fmadd_ps(
-            _mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
-            _mm512_mul_ps(row_scale, _mm512_loadu_ps(a.lane_scales(t + j, kt))), acc[r][j]);
-      }
+      __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(q));
+      dot = _mm512_dpbusd_epi32(dot, hi, _mm512_loadu_si512(q + 64));  // lanes 4c.. = chunk c
+      acc[r] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
+                               _mm512_mul_ps(_mm512_set1_ps(scale[r]), lanes), acc[r]);
+    }
+  }
+  const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
+  alignas(16) float zero[INT4_TILE_ROWS];
+  _mm_store_ps(zero, zero_term[0]);
+  for (int r = 0; r < rows; ++r)
+    y[t * w.out + strip * INT4_TILE_ROWS + r] = avx512::hsum(acc[r]) + zero[r];
+}
+
+// AVX-512: the tile's 4 rows transposed into (chunk, row) lanes, one int32 accumulator per token
+// for all 4 rows (see the header comment). v[m] lane 4c + r = dword m of row r's chunk c, i.e.
+// bytes 16c + 4m .. + 3: low nibbles are inputs 32c + 4m + 0..3, high nibbles 32c + 16 + 4m + 0..3.
+// A 4×4 dword transpose within each 128-bit lane (unpack 32, then 64).
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transpose_tile_codes(
+    const int4_tile& tile, __m512i lo[4], __m512i hi[4]) {
+  // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
+  constexpr __mmask16 ALL_DWORDS = 0xFFFF;
+  constexpr __mmask8 ALL_QWORDS = 0xFF;
+  const __m512i r0 = _mm512_loadu_si512(tile.q[0]), r1 = _mm512_loadu_si512(tile.q[1]);
+  const __m512i r2 = _mm512_loadu_si512(tile.q[2]), r3 = _mm512_loadu_si512(tile.q[3]);
+  const __m512i m01_r01 = _mm512_maskz_unpacklo_epi32(ALL_DWORDS, r0, r1),
+                m23_r01 = _mm512_maskz_unpackhi_epi32(ALL_DWORDS, r0, r1);
+  const __m512i m01_r23 = _mm512_maskz_unpacklo_epi32(ALL_DWORDS, r2, r3),
+                m23_r23 = _mm512_maskz_unpackhi_epi32(ALL_DWORDS, r2, r3);
+  const __m512i v[4] = {_mm512_maskz_unpacklo_epi64(ALL_QWORDS, m01_r01, m01_r23),
+                        _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m01_r01, m01_r23),
+                        _mm512_maskz_unpacklo_epi64(ALL_QWORDS, m23_r01, m23_r23),
+                        _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m23_r01, m23_r23)};
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  for (int m = 0; m < 4; ++m) {
+    lo[m] = _mm512_and_si512(v[m], mask);
+    hi[m] = _mm512_and_si512(_mm512_srli_epi16(v[m], 4), mask);
+  }
+}
+
+// One token's integer dot products with a transposed tile: lane 4c + r = Σ over chunk c of row r.
+// The activations' dword (c, m) (positions 16c + 4m .., q8_position_input) is spread over the
+// chunk's 4 row lanes by vpshufd; two dependency chains of 4 vpdpbusd (low, high nibbles).
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m512i transposed_tile_dot(
+    const __m512i lo[4], const __m512i hi[4], const int8_t* q) {
+  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_tile_codes
+  const __m512i q_lo = _mm512_loadu_si512(q), q_hi = _mm512_loadu_si512(q + 64);
+  __m512i dot_lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0],
+                                       _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_AAAA));
+  __m512i dot_hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0],
+                                       _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_AAAA));
+  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[1],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_BBBB));
+  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[1],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_BBBB));
+  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[2],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_CCCC));
+  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[2],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_CCCC));
+  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[3],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_DDDD));
+  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[3],
+                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_DDDD));
+  return _mm512_add_epi32(dot_lo, dot_hi);
+}
+
+// TOKENS tokens × one strip with 512-bit vectors and vpdpbusd. Per token and tile: 8 vpdpbusd into
+// one accumulator of (chunk, row) lanes, then one convert and one FMA with s_r·d_c per lane — a
+// quarter of the fp work of one accumulator per row (whose 4 lanes per chunk would each need it).
+template <int TOKENS, bool STREAM>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_strip_avx512(
+    const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
+  __m512 acc[TOKENS];        // lane 4c + r: row r's sum over chunk c of every tile so far
+  __m128 zero_term[TOKENS];  // the 4 rows' zero-point terms of token j, a row per lane
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  for (auto& v : zero_term) v = _mm_setzero_ps();
+  // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
+  constexpr __mmask16 ALL_LANES = 0xFFFF;
+  for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
+    const int4_tile& tile = w.tile(strip, kt);
+    if constexpr (STREAM) prefetch_tile_ahead(tile);
+    alignas(16) float scale[4], nzs[4];
+    int4_tile_params(tile, scale, nzs);
+    add_zero_terms<TOKENS>(a, nzs, t, kt, zero_term);
+    const __m512 row_scales =
+        _mm512_maskz_broadcast_f32x4(ALL_LANES, _mm_load_ps(scale));  // lane 4c + r: s_r
+    __m512i lo[4], hi[4];
+    transpose_tile_codes(tile, lo, hi);
+    for (int j = 0; j < TOKENS; ++j) {
+      const __m512i dot = transposed_tile_dot(lo, hi, a.tile(t + j, kt));
+      acc[j] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
+                               _mm512_mul_ps(row_scales, _mm512_loadu_ps(a.lane_scales(t + j, kt))),
+                               acc[j]);
     }
   }
   const int rows = static_cast<int>(std::min<int64_t>(INT4_TILE_ROWS, w.out - strip * 4));
   for (int j = 0; j < TOKENS; ++j) {
-    alignas(16) float zero[INT4_TILE_ROWS];
-    _mm_store_ps(zero, zero_term[j]);
-    for (int r = 0; r < rows; ++r)
-      y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = avx512::hsum(acc[r][j]) + zero[r];
+    alignas(64) float lanes[16];  // through memory, as avx512::hsum
+    _mm512_store_ps(lanes, acc[j]);
+    __m128 sum = zero_term[j];
+    for (int c = 0; c < Q8Activations::CHUNKS; ++c)
+      sum = _mm_add_ps(sum, _mm_load_ps(lanes + 4 * c));
+    alignas(16) float row_sums[INT4_TILE_ROWS];
+    _mm_store_ps(row_sums, sum);
+    for (int r = 0; r < rows; ++r) y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = row_sums[r];
   }
 }
 #endif
@@ -314,9 +414,13 @@ template <int TOKENS>
 inline void int4_q8_strip(CpuIsa isa, const Q8Activations& a, const Int4View& w, float* y,
                           int64_t strip, int64_t t, bool stream) {
 #if defined(__x86_64__)
-  if (isa == CpuIsa::avx512)
+  if (isa == CpuIsa::avx512) {
+    if constexpr (TOKENS == 1)
+      return stream ? int4_q8_row_strip_avx512<true>(a, w, y, strip, t)
+                    : int4_q8_row_strip_avx512<false>(a, w, y, strip, t);
     return stream ? int4_q8_strip_avx512<TOKENS, true>(a, w, y, strip, t)
                   : int4_q8_strip_avx512<TOKENS, false>(a, w, y, strip, t);
+  }
   if (isa == CpuIsa::avx2)
     return stream ? int4_q8_strip_avx2<TOKENS, true>(a, w, y, strip, t)
                   : int4_q8_strip_avx2<TOKENS, false>(a, w, y, strip, t);
@@ -324,6 +428,21 @@ inline void int4_q8_strip(CpuIsa isa, const Q8Activations& a, const Int4View& w,
   (void)stream;
 #endif
   for (int j = 0; j < TOKENS; ++j) int4_q8_strip_scalar(a, w, y, strip, t + j);
+}
+
+// Tokens [begin, end) of one strip: passes of PASS tokens, then of 2 and 1. The first pass reads
+// the strip from memory (prefetch ahead), later ones from cache.
+template <int PASS>
+inline void int4_q8_strip_tokens(CpuIsa isa, const Q8Activations& a, const Int4View& w, float* y,
+                                 int64_t strip, int64_t begin, int64_t end) {
+  int64_t t = begin;
+  for (; t + PASS <= end; t += PASS) int4_q8_strip<PASS>(isa, a, w, y, strip, t, t == begin);
+  if constexpr (PASS > 2)
+    if (t + 2 <= end) {
+      int4_q8_strip<2>(isa, a, w, y, strip, t, t == begin);
+      t += 2;
+    }
+  for (; t < end; ++t) int4_q8_strip<1>(isa, a, w, y, strip, t, t == begin);
 }
 
 }  // namespace detail
@@ -352,11 +471,12 @@ inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, 
     const int64_t tok_begin = (task / strip_tasks) * detail::Q8_TOKEN_TILE;
     const int64_t tok_end = std::min(n, tok_begin + detail::Q8_TOKEN_TILE);
     for (int64_t s = strip_begin; s < strip_end; ++s) {
-      int64_t t = tok_begin;
-      // The first pass over a strip reads it from memory (prefetch ahead), later ones from cache.
-      for (; t + detail::Q8_TOKENS_PER_PASS <= tok_end; t += detail::Q8_TOKENS_PER_PASS)
-        detail::int4_q8_strip<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, t, t == tok_begin);
-      for (; t < tok_end; ++t) detail::int4_q8_strip<1>(isa, q8, w, out, s, t, t == tok_begin);
+      if (isa == CpuIsa::avx512)
+        detail::int4_q8_strip_tokens<detail::Q8_AVX512_TOKENS_PER_PASS>(isa, q8, w, out, s,
+                                                                        tok_begin, tok_end);
+      else
+        detail::int4_q8_strip_tokens<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, tok_begin,
+                                                                 tok_end);
     }
   });
 }
