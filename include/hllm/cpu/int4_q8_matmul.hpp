@@ -18,10 +18,10 @@
 // {16..31, 48..63, 80..95, 112..127}; the int8 activations are stored in exactly that order
 // (q8_position_input), so the per-row kernels multiply nibbles by activations with no shuffles.
 // An int32 lane of vpdpbusd (or vpmaddubsw + vpmaddwd) sums 4 neighbouring positions, all of one
-// chunk: lanes 4c..4c+3 of the 16 belong to chunk c, so one vector of per-lane scales (lane_scales: d_c
-// repeated 4 times) scales a whole tile row at once. AVX2's 32-byte halves of the row: low nibbles
-// of bytes 0..31 and high nibbles of bytes 0..31 are chunks 0 and 1 (lanes 0..7 of lane_scales),
-// bytes 32..63 chunks 2 and 3 (lanes 8..15).
+// chunk: lanes 4c..4c+3 of the 16 belong to chunk c, so one vector of per-lane scales
+// (lane_scales: d_c repeated 4 times) scales a whole tile row at once. AVX2's 32-byte halves of the
+// row: low nibbles of bytes 0..31 and high nibbles of bytes 0..31 are chunks 0 and 1 (lanes 0..7
+// of lane_scales), bytes 32..63 chunks 2 and 3 (lanes 8..15).
 //
 // Work split as in the fp32 path: tasks of row strips × token tiles. A strip's tiles stay in L1/L2
 // while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS).
@@ -165,11 +165,12 @@ inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
 inline constexpr int Q8_AVX512_TOKENS_PER_PASS = 4;
 inline constexpr int Q8_TOKENS_PER_PASS = 2;
 
-// A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's tiles,
-// then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of the
-// machine's read bandwidth, 2 KiB ahead reached 83-90% (AVX2, 2-core Zen 3 VM, cpu_int4_bench; 1 and
-// 4 KiB did no better). With more tokens only a task's first pass over a strip prefetches; the
-// later passes read it from cache (4 tokens: ~1.25x faster than no prefetch at all, 2-core Zen 4 VM).
+// A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's
+// tiles, then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of
+// the machine's read bandwidth, 2 KiB ahead reached 83-90% (AVX2, 2-core Zen 3 VM, cpu_int4_bench;
+// 1 and 4 KiB did no better). With more tokens only a task's first pass over a strip prefetches;
+// the later passes read it from cache (4 tokens: ~1.25x faster than no prefetch at all, 2-core
+// Zen 4 VM).
 inline constexpr int64_t Q8_PREFETCH_BYTES = 2048;
 
 // Prefetch the (up to) 5 cache lines of the tile Q8_PREFETCH_BYTES past `tile` (272 bytes).
