@@ -18,17 +18,14 @@
 // token; convert of one token's logits (vocab 128256): 256 KB in, 513 KB out. All memory-bound.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "hllm/cuda/common.cuh"
 
 namespace hllm::cuda {
 
-// 256 threads per block, at most 8192 blocks (a grid-stride loop covers the rest): enough blocks
-// to fill 132 SMs many times over, few enough that the grid size never overflows.
-inline constexpr int ACT_BLOCK_THREADS = 256;
-inline constexpr int64_t ACT_MAX_BLOCKS = 8192;
+// The element-wise kernels are grid-stride loops sized by common.cuh (grid_stride_blocks).
+inline constexpr int ACT_BLOCK_THREADS = GRID_STRIDE_THREADS;
 
 namespace detail {
 
@@ -111,10 +108,8 @@ __global__ void __launch_bounds__(BLOCK_THREADS)
 
 inline bool act_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % VEC_BYTES == 0; }
 
-inline int act_blocks(int64_t n) {
-  const int64_t items = ceil_div<int64_t>(n, Pack16<__nv_bfloat16>::N);  // one pack per thread
-  return static_cast<int>(
-      std::clamp<int64_t>(ceil_div<int64_t>(items, ACT_BLOCK_THREADS), 1, ACT_MAX_BLOCKS));
+inline unsigned act_blocks(int64_t n) {
+  return grid_stride_blocks(ceil_div<int64_t>(n, Pack16<__nv_bfloat16>::N));  // a pack per thread
 }
 
 template <typename Op>
@@ -123,7 +118,7 @@ void launch_binary_bf16(const char* what, const __nv_bfloat16* a, const __nv_bfl
   if (n < 0) fail(what, ": n must be >= 0 (got ", n, ")");
   if (n == 0) return;
   if (a == nullptr || b == nullptr || out == nullptr) fail(what, ": null pointer argument");
-  const int blocks = act_blocks(n);
+  const unsigned blocks = act_blocks(n);
   if (act_aligned16(a) && act_aligned16(b) && act_aligned16(out))
     binary_bf16_kernel<Op, true><<<blocks, ACT_BLOCK_THREADS, 0, stream>>>(a, b, out, n);
   else
@@ -169,7 +164,7 @@ inline void launch_convert_to_f32(const __nv_bfloat16* x, float* out, int64_t n,
   if (n < 0) fail(what, ": n must be >= 0 (got ", n, ")");
   if (n == 0) return;
   if (x == nullptr || out == nullptr) fail(what, ": null pointer argument");
-  const int blocks = detail::act_blocks(n);
+  const unsigned blocks = detail::act_blocks(n);
   if (detail::act_aligned16(x) && detail::act_aligned16(out))
     detail::convert_to_f32_kernel<true><<<blocks, ACT_BLOCK_THREADS, 0, stream>>>(x, out, n);
   else
