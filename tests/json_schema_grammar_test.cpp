@@ -146,7 +146,13 @@ TEST(JsonSchemaGrammar, EnumConstAnyOfAndLengths) {
   expect_language(R"({"oneOf":[{"type":"boolean"},{"type":"null"}],"title":"t"})", {"true", "null"},
                   {"0"});
   expect_language(R"({"type":"string","minLength":2,"maxLength":3})",
-                  {R"("ab")", R"("\n\u00e9é")", R"("😀😀")"}, {R"("a")", R"("abcd")", R"("😀")"});
+                  {R"("ab")", R"("\n\u00e9é")", R"("\uffff中")"}, {R"("a")", R"("abcd")"});
+  // With a maxLength, only characters that are one UTF-16 code unit (JSON Schema counts code
+  // points, zod UTF-16 units: "😀😀" is 2 to one, 4 to the other); a minLength alone allows them.
+  expect_language(R"({"type":"string","maxLength":4})", {R"("abcd")"},
+                  {R"("😀")", R"("\ud83d\ude00")", R"("a😀")"});
+  expect_language(R"({"type":"string","minLength":2})", {R"("😀😀")", R"("\ud83d\ude00x")"},
+                  {R"("😀")"});
   expect_language("{}", {"1", R"({"a":[true]})", R"("s")"}, {"", "{"});
   expect_language("true", {"null"}, {"nul"});
 }

@@ -11,7 +11,8 @@
 //                   map whose every value matches it
 //   items, minItems, maxItems, enum, const, anyOf / oneOf (as alternatives), nullable,
 //   $defs / definitions + $ref ("#/$defs/x", "#/definitions/x", "#"; recursion allowed),
-//   minLength / maxLength (in characters: code points or escapes)
+//   minLength / maxLength (in characters: code points or escapes; with a maxLength only those of
+//                   the BMP, so that JavaScript's UTF-16 count agrees, JsonRules::string)
 //   {} and true     any JSON value
 //
 // Annotations (title, description, $schema, $id, default, examples, $comment, deprecated,
@@ -54,9 +55,12 @@ class JsonRules {
  public:
   explicit JsonRules(GrammarBuilder& b) : b_(b) {}
 
-  Element string_char() {
-    if (!char_) {
-      const uint32_t r = b_.rule("json_char");
+  // One JSON string character: a code point or an escape. BMP: only those that are one UTF-16
+  // code unit (no code point above U+FFFF, no surrogate-pair escape), see string().
+  Element string_char(bool bmp = false) {
+    std::optional<Element>& cached = bmp ? bmp_char_ : char_;
+    if (!cached) {
+      const uint32_t r = b_.rule(bmp ? "json_bmp_char" : "json_char");
       const auto cls = [&](char lo, char hi) {
         ByteSet s;
         s.add(static_cast<uint8_t>(lo), static_cast<uint8_t>(hi));
@@ -85,24 +89,31 @@ class JsonRules {
       const Element h = b_.bytes(hex);
       const Element bs = b_.byte('\\');
       const Element u = b_.byte('u');
-      b_.define(
-          r, {{b_.code_points({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, MAX_CODE_POINT}})},
-              {bs, b_.bytes(simple_escape)},
-              {bs, u, b_.bytes(hex_not_d), h, h, h},
-              {bs, u, b_.bytes(d), cls('0', '7'), h, h},
-              {bs, u, b_.bytes(d), b_.bytes(high), h, h, bs, u, b_.bytes(d), b_.bytes(low), h, h}});
-      char_ = GrammarBuilder::ref(r);
+      std::vector<Sequence> alternatives = {
+          {b_.code_points({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, bmp ? 0xFFFF : MAX_CODE_POINT}})},
+          {bs, b_.bytes(simple_escape)},
+          {bs, u, b_.bytes(hex_not_d), h, h, h},
+          {bs, u, b_.bytes(d), cls('0', '7'), h, h}};
+      if (!bmp)
+        alternatives.push_back(
+            {bs, u, b_.bytes(d), b_.bytes(high), h, h, bs, u, b_.bytes(d), b_.bytes(low), h, h});
+      b_.define(r, alternatives);
+      cached = GrammarBuilder::ref(r);
     }
-    return *char_;
+    return *cached;
   }
 
-  // A string of min..max characters.
+  // A string of min..max characters. JSON Schema counts code points, JavaScript validators (zod)
+  // UTF-16 code units, so one above U+FFFF is 1 character to one and 2 to the other: with a
+  // maxLength the characters are kept to the BMP, where both counts agree (a minLength alone
+  // holds under both counts whatever the characters).
   Element string(uint32_t min = 0, uint32_t max = GrammarBuilder::UNBOUNDED) {
     const bool plain = min == 0 && max == GrammarBuilder::UNBOUNDED;
     if (plain && string_) return *string_;
     const Element quote = b_.byte('"');
     const uint32_t r = b_.fresh_rule("json_string");
-    b_.define(r, {{quote, b_.repeat({string_char()}, min, max, "json_chars"), quote}});
+    const Element c = string_char(max != GrammarBuilder::UNBOUNDED);
+    b_.define(r, {{quote, b_.repeat({c}, min, max, "json_chars"), quote}});
     if (plain) string_ = GrammarBuilder::ref(r);
     return GrammarBuilder::ref(r);
   }
@@ -207,7 +218,7 @@ class JsonRules {
 
  private:
   GrammarBuilder& b_;
-  std::optional<Element> char_, string_, integer_, number_, value_;
+  std::optional<Element> char_, bmp_char_, string_, integer_, number_, value_;
 };
 
 template <typename Json>
