@@ -67,8 +67,8 @@ TEST(OpenModel, IdsOnlyWithoutTokenizer) {
 }
 
 // --lm-head: q4 makes the head the INT4 tiles of RTN-quantizing the stored matrix, q8 (and auto on
-// the CPU) its Q8_0 blocks, byte for byte what the quantizers give the stored matrix; the
-// embedding keeps the stored rows, and a forward pass runs through the new head.
+// the CPU) its Q8_0 blocks, q6 its Q6_K blocks, byte for byte what the quantizers give the stored
+// matrix; the embedding keeps the stored rows, and a forward pass runs through the new head.
 TEST(OpenModel, LmHeadQuantizedAtLoad) {
   hllm::OpenOptions options = on_cpu();
   options.load_tokenizer = false;
@@ -79,15 +79,20 @@ TEST(OpenModel, LmHeadQuantizedAtLoad) {
   hllm::ThreadPool pool(1);
   const hllm::Int4Matrix int4 = hllm::quantize_rtn_tiles(dense, pool);
   const hllm::GgmlMatrix q8 = hllm::quantize_ggml_rows(dense, hllm::GgmlType::Q8_0, pool);
-  for (const hllm::LmHead head : {hllm::LmHead::q4, hllm::LmHead::q8, hllm::LmHead::automatic}) {
+  const hllm::GgmlMatrix q6 = hllm::quantize_ggml_rows(dense, hllm::GgmlType::Q6_K, pool);
+  for (const hllm::LmHead head :
+       {hllm::LmHead::q4, hllm::LmHead::q8, hllm::LmHead::q6, hllm::LmHead::automatic}) {
     options.lm_head = head;
     const auto m = hllm::open_model(dir, options);
     const hllm::Linear& got = m->folder.weights.lm_head;
     EXPECT_TRUE(m->folder.weights.embed.is_dense());
+    const hllm::GgmlMatrix& blocks = head == hllm::LmHead::q6 ? q6 : q8;
     const void* expected =
-        head == hllm::LmHead::q4 ? static_cast<const void*>(int4.view().tiles) : q8.view.data;
-    const size_t bytes = head == hllm::LmHead::q4 ? int4.view().nbytes() : q8.view.nbytes();
-    ASSERT_EQ(got.storage_name(), head == hllm::LmHead::q4 ? "INT4" : "Q8_0");
+        head == hllm::LmHead::q4 ? static_cast<const void*>(int4.view().tiles) : blocks.view.data;
+    const size_t bytes = head == hllm::LmHead::q4 ? int4.view().nbytes() : blocks.view.nbytes();
+    ASSERT_EQ(got.storage_name(), head == hllm::LmHead::q4   ? "INT4"
+                                  : head == hllm::LmHead::q6 ? "Q6_K"
+                                                             : "Q8_0");
     ASSERT_EQ(got.nbytes(), bytes);
     EXPECT_EQ(std::memcmp(got.data(), expected, bytes), 0);
     std::vector<float> logits(static_cast<size_t>(m->config().vocab_size));

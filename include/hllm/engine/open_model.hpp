@@ -71,33 +71,73 @@ inline double device_bytes_in_use(const Backend& backend) {
 }
 
 // The lm_head (the tied embedding's matrix too) as stored, or rounded at load: q8 = Q8_0 blocks
-// (8.5 bits per weight, CPU only), q4 = INT4 tiles (RTN, asymmetric, groups of 128; 4.25 bits).
-// The head is the largest single read of a small model's decode step (Llama-3.2-1B: half of all
-// bytes in bf16). The embedding lookup keeps the stored rows; a quantized head (GPTQ, GGUF) stays
-// as it is.
+// (8.5 bits per weight), q6 = Q6_K blocks (6.56 bits, what llama.cpp's 4- and 5-bit presets
+// give their output tensor), both CPU only; q4 = INT4 tiles (RTN, asymmetric, groups of 128;
+// 4.25 bits). The head is the largest single read of a small model's decode step (Llama-3.2-1B:
+// half of all bytes in bf16). The embedding lookup keeps the stored rows; a quantized head (GPTQ,
+// GGUF) stays as it is.
 // automatic: q8 on the CPU backend (when the hidden size is a multiple of 32), as stored on a GPU.
-enum class LmHead { stored, q8, q4, automatic };
+// (q6 reads 0.77x q8's bytes but measured only 2-4% faster decode on Llama-3.2-1B shapes, and
+// took the GPTQ fixtures' int8 logits from 0.7-2.1% to 2.1-2.9% median relative L2 error against
+// Hugging Face: the documented int8 tolerance is 3%.)
+enum class LmHead { stored, q8, q6, q4, automatic };
+
+inline const char* lm_head_name(LmHead head) {
+  switch (head) {
+    case LmHead::stored:
+      return "bf16";
+    case LmHead::q8:
+      return "q8";
+    case LmHead::q6:
+      return "q6";
+    case LmHead::q4:
+      return "q4";
+    case LmHead::automatic:
+      return "auto";
+  }
+  return "?";
+}
+
+// The inputs one block of `head` covers.
+inline int64_t lm_head_block(LmHead head) {
+  switch (head) {
+    case LmHead::q8:
+      return ggml_type_info(GgmlType::Q8_0).block_elems;
+    case LmHead::q6:
+      return ggml_type_info(GgmlType::Q6_K).block_elems;
+    case LmHead::q4:
+      return INT4_TILE_K;
+    default:
+      return 1;
+  }
+}
+
+// What `automatic` means on `device` (see LmHead).
+inline LmHead automatic_lm_head(const Linear& lm_head, Device device) {
+  return device == Device::cpu && lm_head.in_features() % lm_head_block(LmHead::q8) == 0
+             ? LmHead::q8
+             : LmHead::stored;
+}
 
 // Quantizes a dense lm_head in place as `head` asks for the backend on `device` (threads: 0 =
 // all).
 inline void apply_lm_head(LlamaWeights& weights, LmHead head, Device device, int threads) {
   Linear& lm_head = weights.lm_head;
-  if (head == LmHead::automatic)  // q8 where it applies: blocks of 32 inputs
-    head = device == Device::cpu && lm_head.in_features() % 32 == 0 ? LmHead::q8 : LmHead::stored;
-  if (head == LmHead::q8 && device != Device::cpu)
-    fail("--lm-head q8 is for the CPU backend (on a GPU: q4 or bf16)");
+  if (head == LmHead::automatic) head = automatic_lm_head(lm_head, device);
+  if ((head == LmHead::q8 || head == LmHead::q6) && device != Device::cpu)
+    fail("--lm-head ", lm_head_name(head), " is for the CPU backend (on a GPU: q4 or bf16)");
   if (head == LmHead::stored || !lm_head.is_dense()) return;
-  const int64_t block = head == LmHead::q4 ? INT4_TILE_K : 32;
-  if (lm_head.in_features() % block != 0)
-    fail("--lm-head ", head == LmHead::q4 ? "q4" : "q8", ": the hidden size (",
-         lm_head.in_features(), ") is not a multiple of ", block);
+  if (lm_head.in_features() % lm_head_block(head) != 0)
+    fail("--lm-head ", lm_head_name(head), ": the hidden size (", lm_head.in_features(),
+         ") is not a multiple of ", lm_head_block(head));
   ThreadPool pool(threads);
   if (head == LmHead::q4) {
     lm_head = make_int4_linear(quantize_rtn_tiles(lm_head.dense, pool));
     return;
   }
-  GgmlMatrix q8 = quantize_ggml_rows(lm_head.dense, GgmlType::Q8_0, pool);
-  lm_head = Linear(q8.view, std::move(q8.memory));
+  GgmlMatrix blocks =
+      quantize_ggml_rows(lm_head.dense, head == LmHead::q6 ? GgmlType::Q6_K : GgmlType::Q8_0, pool);
+  lm_head = Linear(blocks.view, std::move(blocks.memory));
 }
 
 struct OpenOptions {
