@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <ctime>
 #include <stdexcept>
@@ -57,6 +58,27 @@ TEST(ThreadPool, EveryTaskRunsExactlyOnce) {
       expect_each_task_once(pool, n, threads);
       expect_each_task_once(pool, n, threads, 2000);
     }
+  }
+}
+
+// Tasks are claimed in runs (guided self-scheduling): a claim takes 1/(4 · threads) of what is
+// left (at least one), so n tasks take fewer than 4T·(ln(n / 4T) + 1) + 4T claims, whoever wins
+// them (59 for 2 threads and 4096 tasks), and the tasks one thread ran form at most that many runs
+// of neighbours. One claim per task, shared by several threads, gives hundreds of runs.
+TEST(ThreadPool, TasksAreClaimedInRunsOfNeighbours) {
+  for (int threads : {2, 4, 8}) {
+    ThreadPool pool(threads);
+    constexpr int64_t n = 4096;
+    std::vector<std::thread::id> ran_on(static_cast<size_t>(n));
+    pool.parallel_for(n, [&](int64_t t) {
+      ran_on[static_cast<size_t>(t)] = std::this_thread::get_id();
+      busy_work(200);
+    });
+    int64_t runs = 1;
+    for (int64_t t = 1; t < n; ++t) runs += ran_on[static_cast<size_t>(t)] != ran_on[t - 1];
+    const double share = 4.0 * threads;
+    EXPECT_LT(static_cast<double>(runs), share * (std::log(n / share) + 1) + share)
+        << threads << " threads";
   }
 }
 

@@ -2,7 +2,8 @@
 //
 // parallel_for(n_tasks, fn) calls fn(task) for every task in [0, n_tasks), spread over the workers
 // and the calling thread, and returns when all are done. Tasks are handed out through one atomic
-// counter, so uneven tasks balance themselves. There is no global pool: whoever computes owns one.
+// counter in runs of neighbours that shrink as the loop drains (guided self-scheduling, see
+// claim()), so uneven tasks balance themselves. There is no global pool: whoever computes owns one.
 //
 // A decode step calls parallel_for ~150 times for 0.05-1 ms each, so the hand-off must not cost a
 // futex wake-up per call. Workers and the caller therefore spin first and sleep only when idle.
@@ -170,14 +171,35 @@ class ThreadPool {
 
   // Claims and runs tasks until none are left. The first exception stops the handing out of tasks.
   void run_tasks(const std::function<void(int64_t)>& fn, int64_t n_tasks) noexcept {
-    for (int64_t t = next_task_.fetch_add(1, std::memory_order_relaxed); t < n_tasks;
-         t = next_task_.fetch_add(1, std::memory_order_relaxed)) {
-      try {
-        fn(t);
-      } catch (...) {
-        if (!failed_.exchange(true, std::memory_order_relaxed)) error_ = std::current_exception();
-        next_task_.store(n_tasks, std::memory_order_relaxed);
-        return;
+    int64_t begin = 0, end = 0;
+    while (claim(n_tasks, begin, end))
+      for (int64_t t = begin; t < end; ++t) {
+        try {
+          fn(t);
+        } catch (...) {
+          if (!failed_.exchange(true, std::memory_order_relaxed)) error_ = std::current_exception();
+          next_task_.store(n_tasks, std::memory_order_relaxed);
+          return;
+        }
+      }
+  }
+
+  // Guided self-scheduling: a claim takes 1/(kClaimShare · threads) of the tasks still unclaimed
+  // (at least one), so a large loop costs a few dozen claims instead of one per task, and each
+  // thread runs runs of neighbouring tasks (a matmul's rows: one memory stream, whose prefetch
+  // stays useful), while the small claims at the end still even out uneven tasks. Against one
+  // claim per task (2-core Zen 4 VM, where the counter's cache line crosses between the cores on
+  // every claim): the INT4 decode GEMV 1.1-1.4x faster in cpu_int4_bench, Llama-3.2-1B q4 decode
+  // 1.25-1.3x.
+  static constexpr int64_t kClaimShare = 4;
+  bool claim(int64_t n_tasks, int64_t& begin, int64_t& end) noexcept {
+    int64_t next = next_task_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (next >= n_tasks) return false;
+      const int64_t take = std::max<int64_t>(1, (n_tasks - next) / (kClaimShare * n_threads_));
+      if (next_task_.compare_exchange_weak(next, next + take, std::memory_order_relaxed)) {
+        begin = next, end = next + take;
+        return true;
       }
     }
   }
