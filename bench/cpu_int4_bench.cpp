@@ -97,6 +97,58 @@ void BM_Matmul_int4_q8(benchmark::State& state) {
   });
 }
 
+// A decode step's weights that read one input, on Llama-3.2-1B's shapes (in 2048): q/k/v (out
+// 2048, 512, 512) or gate/up (8192, 8192). grouped = 1 runs them as one matmul_int4_q8_group
+// (what the CPU backend does), 0 one matmul_int4_q8 after another. args: tokens, sublayer
+// (0 = q/k/v, 1 = gate/up), grouped.
+void BM_Matmul_int4_q8_shared_input(benchmark::State& state) {
+  const int64_t n = state.range(0), in = 2048;
+  const bool grouped = state.range(2) != 0;
+  const std::vector<int64_t> outs =
+      state.range(1) == 0 ? std::vector<int64_t>{2048, 512, 512} : std::vector<int64_t>{8192, 8192};
+  std::mt19937 rng(1);
+  size_t set_bytes = 0;
+  int64_t total_out = 0;
+  for (const int64_t out : outs) {
+    set_bytes += static_cast<size_t>(out / 4 * (in / 128)) * sizeof(hllm::int4_tile);
+    total_out += out;
+  }
+  const size_t copies = std::max<size_t>(1, ROTATION_BYTES / set_bytes);
+  std::vector<std::vector<hllm::Int4Matrix>> sets(copies);
+  for (auto& set : sets)
+    for (const int64_t out : outs) set.push_back(random_int4(in, out, false, rng));
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * in));
+  for (float& v : x) v = dist(rng);
+  std::vector<std::vector<float>> y;
+  std::vector<hllm::Tensor> ys;
+  for (const int64_t out : outs) {
+    y.emplace_back(static_cast<size_t>(n * out));
+    ys.emplace_back(y.back().data(), hllm::DType::f32, hllm::Shape{n, out});
+  }
+  const hllm::Tensor xt(x.data(), hllm::DType::f32, {n, in});
+  std::vector<float> scratch;
+  hllm::cpu::Q8Activations q8;
+  size_t next = 0;
+  double total_seconds = 0.0;
+  for (auto _ : state) {
+    std::vector<hllm::Int4View> views;
+    for (const hllm::Int4Matrix& m : sets[next]) views.push_back(m.view());
+    std::vector<const hllm::Int4View*> weights;
+    for (const hllm::Int4View& v : views) weights.push_back(&v);
+    const auto start = std::chrono::steady_clock::now();
+    if (grouped)
+      hllm::cpu::matmul_int4_q8_group(xt, weights, ys, pool(), scratch, q8);
+    else
+      for (size_t i = 0; i < weights.size(); ++i)
+        hllm::cpu::matmul_int4_q8(xt, *weights[i], ys[i], pool(), scratch, q8);
+    total_seconds += seconds_since(start);
+    next = (next + 1) % copies;
+    for (auto& v : y) benchmark::DoNotOptimize(v.data());
+  }
+  report(state, total_seconds, set_bytes, n, in, total_out);
+}
+
 // The same shapes with bf16 weights (cpu/matmul.hpp), for the side-by-side comparison.
 void BM_Matmul_bf16(benchmark::State& state) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
@@ -134,6 +186,11 @@ BENCHMARK(BM_Matmul_int4)->Apply([](auto* b) { llama3_8b_shapes(b, true); });
 BENCHMARK(BM_Matmul_int4_q8)->Apply([](auto* b) {
   llama3_8b_shapes(b, false, {hllm::cpu::CpuIsa::avx2, hllm::cpu::CpuIsa::avx512});
 });
+BENCHMARK(BM_Matmul_int4_q8_shared_input)
+    ->ArgNames({"tokens", "sublayer", "grouped"})
+    ->ArgsProduct({{1, 4}, {0, 1}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_Matmul_bf16)->Apply([](auto* b) { llama3_8b_shapes(b, false); });
 
 }  // namespace

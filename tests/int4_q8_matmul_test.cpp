@@ -3,7 +3,8 @@
 //   - the activation rounding per 32-input chunk: |x − d·a| <= d/2, a in [−127, 127], Σ d·Σa;
 //   - every vector path this CPU runs equals the portable path (same integer dots; fp32 sums
 //     differ only in order), and the portable path is within the rounding bound of the exact fp32
-//     product, Σ_k |w_k|·d_chunk/2, on odd shapes, act-order, padding rows, 1..33 tokens.
+//     product, Σ_k |w_k|·d_chunk/2, on odd shapes, act-order, padding rows, 1..33 tokens;
+//   - weights sharing an input, run as one group, each get the bits of their own matmul.
 #include "hllm/cpu/int4_q8_matmul.hpp"
 
 #include <gtest/gtest.h>
@@ -190,6 +191,62 @@ TEST(Int4Q8Matmul, RefusesAnInstructionSetTheCpuLacksAndBadShapes) {
               hllm::cpu::matmul_int4_q8(Tensor(x.data(), DType::f32, {1, 64}), packed.view(), yt,
                                         pool, scratch, q8);
             }).find("matmul_int4_q8"),
+            std::string::npos);
+}
+
+// Weights that read one input (a layer's q/k/v) run as one group: each output has exactly the bits
+// of its own matmul_int4_q8, on every ISA, for 1, 4 and 33 tokens; the same act-order matrix twice
+// shares its input order; different input orders are refused.
+TEST(Int4Q8Matmul, SharedInputGroupGivesEachWeightItsOwnBits) {
+  const int64_t in = 384;
+  std::vector<hllm::Int4Matrix> matrices;
+  for (const int64_t out : {40, 13, 70})
+    matrices.push_back(random_matrix(out, in, 3, false, static_cast<uint32_t>(out)).to_int4());
+  const hllm::Int4Matrix act_order = random_matrix(24, in, 3, true, 5).to_int4();
+  const hllm::Int4Matrix other_order = random_matrix(24, in, 3, true, 6).to_int4();
+  hllm::ThreadPool pool(2);
+  std::vector<float> scratch;
+  hllm::cpu::Q8Activations q8;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (const std::vector<const hllm::Int4View*>& weights :
+       {std::vector<const hllm::Int4View*>{&matrices[0].view(), &matrices[1].view(),
+                                           &matrices[2].view()},
+        std::vector<const hllm::Int4View*>{&act_order.view(), &act_order.view()}}) {
+    ASSERT_TRUE(hllm::cpu::int4_q8_share_input(weights));
+    for (const int64_t n : {int64_t{1}, int64_t{4}, int64_t{33}}) {
+      std::vector<float> x(static_cast<size_t>(n * in));
+      for (float& v : x) v = dist(rng);
+      const Tensor xt(x.data(), DType::f32, {n, in});
+      for (CpuIsa isa : runnable_isas()) {
+        std::vector<std::vector<float>> grouped, alone;
+        std::vector<Tensor> outs;
+        for (const hllm::Int4View* w : weights) {
+          grouped.emplace_back(static_cast<size_t>(n * w->out), NAN);
+          alone.emplace_back(static_cast<size_t>(n * w->out), NAN);
+          outs.emplace_back(grouped.back().data(), DType::f32, hllm::Shape{n, w->out});
+        }
+        hllm::cpu::matmul_int4_q8_group(xt, weights, outs, pool, scratch, q8, isa);
+        for (size_t i = 0; i < weights.size(); ++i) {
+          hllm::cpu::matmul_int4_q8(xt, *weights[i],
+                                    Tensor(alone[i].data(), DType::f32, {n, weights[i]->out}), pool,
+                                    scratch, q8, isa);
+          ASSERT_EQ(
+              0, std::memcmp(grouped[i].data(), alone[i].data(), grouped[i].size() * sizeof(float)))
+              << hllm::cpu::isa_name(isa) << " n " << n << " weight " << i;
+        }
+      }
+    }
+  }
+  const hllm::Int4View* mixed[] = {&act_order.view(), &other_order.view()};
+  EXPECT_FALSE(hllm::cpu::int4_q8_share_input(mixed));
+  std::vector<float> x(in), y0(24), y1(24);
+  const Tensor outs[] = {Tensor(y0.data(), DType::f32, {1, 24}),
+                         Tensor(y1.data(), DType::f32, {1, 24})};
+  EXPECT_NE(error_of([&] {
+              hllm::cpu::matmul_int4_q8_group(Tensor(x.data(), DType::f32, {1, in}), mixed, outs,
+                                              pool, scratch, q8);
+            }).find("different input widths or input orders"),
             std::string::npos);
 }
 

@@ -155,6 +155,23 @@ class CpuBackend final : public Backend {
     }
     cpu::matmul(x, weight.dense, out, pool_);
   }
+  // INT4 weights with int8 activations and one input order: one rounding of x, one parallel loop
+  // (matmul_int4_q8_group); anything else one matmul after another.
+  void matmul_shared_input(const Tensor& x, std::initializer_list<MatmulTarget> targets) override {
+    const Int4View* weights[cpu::INT4_Q8_GROUP_MAX];
+    Tensor outs[cpu::INT4_Q8_GROUP_MAX];
+    size_t count = 0;
+    if (int4_matmul_ == CpuMatmul::int8 && targets.size() <= cpu::INT4_Q8_GROUP_MAX)
+      for (const MatmulTarget& target : targets) {
+        if (!target.weight.is_int4()) break;
+        weights[count] = &target.weight.int4;
+        outs[count++] = target.out;
+      }
+    if (count == targets.size() && cpu::int4_q8_share_input({weights, count}))
+      return cpu::matmul_int4_q8_group(x, {weights, count}, {outs, count}, pool_, int4_scratch_,
+                                       q8_scratch_);
+    Backend::matmul_shared_input(x, targets);
+  }
   void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
                      const KvLayer& cache) override {
     const int64_t n = q.dim(0);

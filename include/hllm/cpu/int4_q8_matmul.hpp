@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "hllm/core/error.hpp"
@@ -448,27 +449,60 @@ inline void int4_q8_strip_tokens(CpuIsa isa, const Q8Activations& a, const Int4V
 
 }  // namespace detail
 
-// y[n, out] = x[n, in] · Wᵀ with int8 activations (see the header comment). `scratch` holds the
-// packed fp32 activations and `q8` the int8 ones between calls (grown on demand). `isa` picks the
-// kernel; at most cpu_isa_supported().
-inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, ThreadPool& pool,
-                           std::vector<float>& scratch, Q8Activations& q8, CpuIsa isa = cpu_isa()) {
-  check_matmul_operands("matmul_int4_q8", x, y, w.in, w.out);
-  if (w.device != Device::cpu || w.tiles == nullptr)
-    fail("matmul_int4_q8: the weight is not in host memory");
+// The most weights one matmul_int4_q8_group takes.
+inline constexpr size_t INT4_Q8_GROUP_MAX = 8;
+
+// Whether INT4 weights can share one rounding of their input (matmul_int4_q8_group): the same
+// input width and the same packed input order.
+inline bool int4_q8_share_input(std::span<const Int4View* const> weights) {
+  for (const Int4View* w : weights)
+    if (w->in != weights[0]->in || w->k_tiles != weights[0]->k_tiles ||
+        w->input_index != weights[0]->input_index)
+      return false;
+  return true;
+}
+
+// y_i[n, out_i] = x[n, in] · W_iᵀ for weights that read the same input (a layer's q/k/v or
+// gate/up) with int8 activations (see the header comment): the activations are rounded once and
+// one parallel loop runs the row strips of every weight, so a decode step pays one wake-up of the
+// pool where it would pay one per weight, and the small ones (k, v) share the threads with the
+// large. Each y_i gets the bits matmul_int4_q8 gives it. `scratch` holds the packed fp32
+// activations and `q8` the int8 ones between calls (grown on demand). `isa` picks the kernel; at
+// most cpu_isa_supported().
+inline void matmul_int4_q8_group(const Tensor& x, std::span<const Int4View* const> weights,
+                                 std::span<const Tensor> ys, ThreadPool& pool,
+                                 std::vector<float>& scratch, Q8Activations& q8,
+                                 CpuIsa isa = cpu_isa()) {
+  if (weights.empty() || weights.size() != ys.size() || weights.size() > INT4_Q8_GROUP_MAX)
+    fail("matmul_int4_q8: ", weights.size(), " weights for ", ys.size(), " outputs (1 to ",
+         INT4_Q8_GROUP_MAX, ")");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    check_matmul_operands("matmul_int4_q8", x, ys[i], weights[i]->in, weights[i]->out);
+    if (weights[i]->device != Device::cpu || weights[i]->tiles == nullptr)
+      fail("matmul_int4_q8: the weight is not in host memory");
+  }
+  if (!int4_q8_share_input(weights))
+    fail("matmul_int4_q8: weights of different input widths or input orders share an input");
   if (isa > cpu_isa_supported())
     fail("matmul_int4_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
-  quantize_q8_activations(int4_packed_activations(x, w, scratch, pool), n, w.k_tiles, q8, pool,
-                          isa);
-  float* out = y.as<float>();
-  const int64_t strips = w.strips();
-  const int64_t strip_tasks =
-      (strips + detail::Q8_STRIPS_PER_TASK - 1) / detail::Q8_STRIPS_PER_TASK;
+  quantize_q8_activations(int4_packed_activations(x, *weights[0], scratch, pool), n,
+                          weights[0]->k_tiles, q8, pool, isa);
+  // Tasks: (token tile, strip task), strip tasks numbered through the weights in turn.
+  int64_t first_task[INT4_Q8_GROUP_MAX + 1] = {0};
+  for (size_t i = 0; i < weights.size(); ++i)
+    first_task[i + 1] = first_task[i] + (weights[i]->strips() + detail::Q8_STRIPS_PER_TASK - 1) /
+                                            detail::Q8_STRIPS_PER_TASK;
+  const int64_t strip_tasks = first_task[weights.size()];
   const int64_t token_tiles = (n + detail::Q8_TOKEN_TILE - 1) / detail::Q8_TOKEN_TILE;
   pool.parallel_for(strip_tasks * token_tiles, [&](int64_t task) {
-    const int64_t strip_begin = (task % strip_tasks) * detail::Q8_STRIPS_PER_TASK;
-    const int64_t strip_end = std::min(strips, strip_begin + detail::Q8_STRIPS_PER_TASK);
+    const int64_t strip_task = task % strip_tasks;
+    size_t i = 0;
+    while (strip_task >= first_task[i + 1]) ++i;
+    const Int4View& w = *weights[i];
+    float* out = ys[i].as<float>();
+    const int64_t strip_begin = (strip_task - first_task[i]) * detail::Q8_STRIPS_PER_TASK;
+    const int64_t strip_end = std::min(w.strips(), strip_begin + detail::Q8_STRIPS_PER_TASK);
     const int64_t tok_begin = (task / strip_tasks) * detail::Q8_TOKEN_TILE;
     const int64_t tok_end = std::min(n, tok_begin + detail::Q8_TOKEN_TILE);
     for (int64_t s = strip_begin; s < strip_end; ++s) {
@@ -480,6 +514,14 @@ inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, 
                                                                  tok_end);
     }
   });
+}
+
+// y[n, out] = x[n, in] · Wᵀ with int8 activations (see the header comment and
+// matmul_int4_q8_group).
+inline void matmul_int4_q8(const Tensor& x, const Int4View& w, const Tensor& y, ThreadPool& pool,
+                           std::vector<float>& scratch, Q8Activations& q8, CpuIsa isa = cpu_isa()) {
+  const Int4View* weights[] = {&w};
+  matmul_int4_q8_group(x, weights, {&y, 1}, pool, scratch, q8, isa);
 }
 
 }  // namespace hllm::cpu

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -121,6 +122,15 @@ class Backend {
   // the fly);
   // out is activation_dtype() or f32.
   virtual void matmul(const Tensor& x, const Linear& weight, const Tensor& out) = 0;
+  // Several weights that read the same input (a layer's q/k/v, gate/up): each out = x · weightᵀ,
+  // the bits matmul gives it. A backend may run them as one op; this default runs them in turn.
+  struct MatmulTarget {
+    const Linear& weight;
+    Tensor out;
+  };
+  virtual void matmul_shared_input(const Tensor& x, std::initializer_list<MatmulTarget> targets) {
+    for (const MatmulTarget& target : targets) matmul(x, target.weight, target.out);
+  }
   // Rotates q [n, n_heads, head_dim] in place and k [n, n_kv_heads, head_dim] by the step's
   // positions, and writes k and v into the cache at each token's (sequence, position).
   virtual void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -190,15 +190,12 @@ class LlamaModel {
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = weights_.layers[l];
       const KvLayer kv = cache.layer(l);
-      b.matmul(h, w.wq, q);
-      b.matmul(h, w.wk, k);
-      b.matmul(h, w.wv, v);
+      b.matmul_shared_input(h, {{w.wq, q}, {w.wk, k}, {w.wv, v}});
       b.rope_store_kv(q_heads, k_heads, v_heads, kv);
       b.attention(q_heads, kv, scale, attn_heads);
       b.matmul(attn, w.wo, y);
       b.add_rmsnorm(x, y, w.mlp_norm, eps, h);
-      b.matmul(h, w.w_gate, gate);
-      b.matmul(h, w.w_up, up);
+      b.matmul_shared_input(h, {{w.w_gate, gate}, {w.w_up, up}});
       b.swiglu(gate, up, gate);
       b.matmul(gate, w.w_down, y);
       const bool last = l + 1 == c.n_layers;
