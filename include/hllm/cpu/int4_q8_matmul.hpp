@@ -24,7 +24,8 @@
 // of lane_scales), bytes 32..63 chunks 2 and 3 (lanes 8..15).
 //
 // Work split as in the fp32 path: tasks of row strips × token tiles. A strip's tiles stay in L1/L2
-// while the task runs its tokens, several tokens per load of the codes (Q8_TOKENS_PER_PASS).
+// while the task runs its tokens, several tokens per load of the codes (Q8_AVX2_TOKENS_PER_PASS,
+// Q8_AVX512_TOKENS_PER_PASS).
 //
 // AVX-512 passes of 2 or more tokens first transpose a tile's 4 rows into (chunk, row) lanes:
 // lane 4c + r holds row r's codes of chunk c, 4 at a time, and each token's activations of chunk
@@ -162,9 +163,10 @@ namespace detail {
 
 inline constexpr int64_t Q8_STRIPS_PER_TASK = 4;  // 16 output rows per task
 inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
-// Tokens per load of a tile's codes; AVX-512 transposes a tile once per pass.
+// Tokens per load of a tile's codes; AVX-512 transposes a tile once per pass. The portable path
+// runs the AVX2 passes one token at a time.
 inline constexpr int Q8_AVX512_TOKENS_PER_PASS = 4;
-inline constexpr int Q8_TOKENS_PER_PASS = 2;
+inline constexpr int Q8_AVX2_TOKENS_PER_PASS = 2;
 
 // A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's
 // tiles, then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of
@@ -341,29 +343,30 @@ template <bool STREAM>
   }
 }
 
+// Step m of transposed_tile_dot: the activations' dword m of each chunk (each 128-bit lane of
+// q_lo, q_hi) spread over that chunk's 4 row lanes by vpshufd (the immediate m·0x55 repeats the
+// 2-bit index m; it must be a constant, hence the template), against row dwords m (lo[m], hi[m]).
+template <int M>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transposed_dot_step(
+    const __m512i lo[4], const __m512i hi[4], __m512i q_lo, __m512i q_hi, __m512i& dot_lo,
+    __m512i& dot_hi) {
+  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_tile_codes
+  constexpr auto SPREAD = static_cast<_MM_PERM_ENUM>(M * 0x55);
+  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[M], _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, SPREAD));
+  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[M], _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, SPREAD));
+}
+
 // One token's integer dot products with a transposed tile: lane 4c + r = Σ over chunk c of row r.
-// The activations' dword (c, m) (positions 16c + 4m .., q8_position_input) is spread over the
-// chunk's 4 row lanes by vpshufd; two dependency chains of 4 vpdpbusd (low, high nibbles).
+// The activations' dword (c, m) (positions 16c + 4m .., q8_position_input) meets row dwords m;
+// two dependency chains of 4 vpdpbusd (low, high nibbles).
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m512i transposed_tile_dot(
     const __m512i lo[4], const __m512i hi[4], const int8_t* q) {
-  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_tile_codes
   const __m512i q_lo = _mm512_loadu_si512(q), q_hi = _mm512_loadu_si512(q + 64);
-  __m512i dot_lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0],
-                                       _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_AAAA));
-  __m512i dot_hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0],
-                                       _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_AAAA));
-  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[1],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_BBBB));
-  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[1],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_BBBB));
-  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[2],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_CCCC));
-  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[2],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_CCCC));
-  dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[3],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, _MM_PERM_DDDD));
-  dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[3],
-                               _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, _MM_PERM_DDDD));
+  __m512i dot_lo = _mm512_setzero_si512(), dot_hi = _mm512_setzero_si512();
+  transposed_dot_step<0>(lo, hi, q_lo, q_hi, dot_lo, dot_hi);
+  transposed_dot_step<1>(lo, hi, q_lo, q_hi, dot_lo, dot_hi);
+  transposed_dot_step<2>(lo, hi, q_lo, q_hi, dot_lo, dot_hi);
+  transposed_dot_step<3>(lo, hi, q_lo, q_hi, dot_lo, dot_hi);
   return _mm512_add_epi32(dot_lo, dot_hi);
 }
 
@@ -510,8 +513,8 @@ inline void matmul_int4_q8_group(const Tensor& x, std::span<const Int4View* cons
         detail::int4_q8_strip_tokens<detail::Q8_AVX512_TOKENS_PER_PASS>(isa, q8, w, out, s,
                                                                         tok_begin, tok_end);
       else
-        detail::int4_q8_strip_tokens<detail::Q8_TOKENS_PER_PASS>(isa, q8, w, out, s, tok_begin,
-                                                                 tok_end);
+        detail::int4_q8_strip_tokens<detail::Q8_AVX2_TOKENS_PER_PASS>(isa, q8, w, out, s, tok_begin,
+                                                                      tok_end);
     }
   });
 }
