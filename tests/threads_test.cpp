@@ -75,7 +75,8 @@ TEST(ThreadPool, TasksAreClaimedInRunsOfNeighbours) {
       busy_work(200);
     });
     int64_t runs = 1;
-    for (int64_t t = 1; t < n; ++t) runs += ran_on[static_cast<size_t>(t)] != ran_on[t - 1];
+    for (int64_t t = 1; t < n; ++t)
+      runs += ran_on[static_cast<size_t>(t)] != ran_on[static_cast<size_t>(t - 1)];
     const double share = 4.0 * threads;
     EXPECT_LT(static_cast<double>(runs), share * (std::log(n / share) + 1) + share)
         << threads << " threads";

@@ -52,23 +52,21 @@ inline void add_cpu_matmul_option(CLI::App& command, CpuMatmul& matmul, CpuMatmu
 
 // --lm-head auto|bf16|q8|q6|q4: the lm_head as stored or rounded at load (LmHead).
 inline void add_lm_head_option(CLI::App& command, LmHead& head, LmHead default_value) {
-  static const std::map<std::string, LmHead> names = {{"auto", LmHead::automatic},
-                                                      {"bf16", LmHead::stored},
-                                                      {"q8", LmHead::q8},
-                                                      {"q6", LmHead::q6},
-                                                      {"q4", LmHead::q4}};
+  static const std::map<std::string, LmHead> names = [] {
+    std::map<std::string, LmHead> by_name;
+    for (const LmHead h : {LmHead::automatic, LmHead::stored, LmHead::q8, LmHead::q6, LmHead::q4})
+      by_name[lm_head_name(h)] = h;
+    return by_name;
+  }();
   head = default_value;
-  std::string default_name;
-  for (const auto& [name, value] : names)
-    if (value == default_value) default_name = name;
   command
       .add_option_function<std::string>(
           "--lm-head", [&head](const std::string& name) { head = names.at(name); },
           "lm_head weights: bf16 (as stored), q8 (Q8_0 blocks made at load: ~1.9x fewer bytes "
           "per decode step, CPU only), q6 (Q6_K blocks: ~2.4x fewer, CPU only), q4 (INT4 tiles, "
           "groups of 128: ~3.8x fewer, coarser), or auto (q8 on the CPU, as stored on a GPU)")
-      ->check(CLI::IsMember({"auto", "bf16", "q8", "q6", "q4"}))
-      ->default_str(default_name);
+      ->check(CLI::IsMember(names))
+      ->default_str(lm_head_name(default_value));
 }
 
 struct ModelOptions {
