@@ -3,6 +3,9 @@
 // Reported: weight_GB/s (tile bytes incl. scales and zeros: 272 B per 4 x 128 weights) and % of
 // this machine's read bandwidth, measured first by BM_MemoryReadBandwidth (a threaded streaming
 // sum over 512 MiB); Gweights/s compares the two formats in work done (what tokens/s follows).
+// Several tokens per call (a batched decode, a prefill) are bound by int8 compute instead: the
+// W4A8 cases on AVX-512 also report %_of_int8_peak, against BM_Int8DotPeak (vpdpbusd on every
+// thread).
 // Weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
 //
 //   ./build/bench/cpu_int4_bench
@@ -27,6 +30,68 @@ namespace {
 
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->Iterations(10)->UseRealTime();
 
+#if defined(__x86_64__)
+// 12 independent chains of vpdpbusd (64 int8 multiply-adds each), `rounds` times; returns a sum
+// so the work cannot be dropped.
+[[gnu::target("avx512f,avx512bw,avx512vnni")]] int32_t vpdpbusd_chains(int64_t rounds,
+                                                                       int8_t seed) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i a = _mm512_set1_epi8(seed), b = _mm512_set1_epi8(static_cast<int8_t>(seed + 2));
+  for (int64_t r = 0; r < rounds; ++r)
+#pragma GCC unroll 12
+    for (__m512i& v : acc) {
+      v = _mm512_dpbusd_epi32(v, a, b);
+      asm volatile("" : "+v"(v));  // one vpdpbusd per chain and round, nothing hoisted
+    }
+  __m512i sum = acc[0];
+  for (int i = 1; i < 12; ++i) sum = _mm512_add_epi32(sum, acc[i]);
+  return _mm512_reduce_add_epi32(sum);
+}
+#endif
+
+// The int8 compute ceiling of the W4A8 kernels: G multiply-adds per second of vpdpbusd on every
+// pool thread (AVX-512 VNNI; 0 where the CPU lacks it), the best of 3 runs of ~0.1 s, measured on
+// first use. A batched decode or a prefill is bound by this, not by the read bandwidth.
+double int8_peak_gmacs() {
+  static const double peak = [] {
+    double best = 0.0;
+#if defined(__x86_64__)
+    if (hllm::cpu::cpu_isa_supported() < hllm::cpu::CpuIsa::avx512) return best;
+    constexpr int64_t ROUNDS = 25'000'000;
+    const int64_t threads = pool().size();
+    std::vector<int32_t> sums(static_cast<size_t>(threads));
+    for (int run = 0; run < 3; ++run) {
+      const auto start = std::chrono::steady_clock::now();
+      pool().parallel_for(threads, [&](int64_t t) {
+        sums[t] = vpdpbusd_chains(ROUNDS, static_cast<int8_t>(t + 1));
+      });
+      benchmark::DoNotOptimize(sums.data());
+      best = std::max(best, 12.0 * 64 * ROUNDS * threads / seconds_since(start) / 1e9);
+    }
+#endif
+    return best;
+  }();
+  return peak;
+}
+
+void BM_Int8DotPeak(benchmark::State& state) {
+  if (int8_peak_gmacs() == 0.0) return state.SkipWithError("no AVX-512 VNNI");
+  for (auto _ : state) benchmark::DoNotOptimize(int8_peak_gmacs());
+  state.counters["GMAC/s"] = int8_peak_gmacs();
+  state.counters["threads"] = pool().size();
+}
+BENCHMARK(BM_Int8DotPeak)->Iterations(1);
+
+// The share of int8_peak_gmacs a W4A8 call ran at (n tokens × in × out multiply-adds).
+void report_int8_peak(benchmark::State& state, double total_seconds, int64_t n, int64_t in,
+                      int64_t out) {
+  if (int8_peak_gmacs() == 0.0) return;
+  const double per_call = total_seconds / static_cast<double>(state.iterations());
+  state.counters["%_of_int8_peak"] =
+      100.0 * static_cast<double>(n * in * out) / per_call / 1e9 / int8_peak_gmacs();
+}
+
 // Random tiles (codes, fp16 scales, zeros); act_order adds a packed-input permutation so the
 // per-call activation gather is included.
 hllm::Int4Matrix random_int4(int64_t in, int64_t out, bool act_order, std::mt19937& rng) {
@@ -50,10 +115,11 @@ hllm::Int4Matrix random_int4(int64_t in, int64_t out, bool act_order, std::mt199
   return m;
 }
 
-// Times `multiply(x, w, y)` over weight copies rotated through ROTATION_BYTES, then reports.
+// Times `multiply(x, w, y)` over weight copies rotated through ROTATION_BYTES, then reports;
+// returns the seconds spent in the calls.
 // args: tokens, in_features, out_features, act_order.
 template <typename Multiply>
-void time_int4(benchmark::State& state, Multiply multiply) {
+double time_int4(benchmark::State& state, Multiply multiply) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const bool act_order = state.range(3) != 0;
   std::mt19937 rng(1);
@@ -76,6 +142,7 @@ void time_int4(benchmark::State& state, Multiply multiply) {
     benchmark::DoNotOptimize(y.data());
   }
   report(state, total_seconds, weight_bytes, n, in, out);
+  return total_seconds;
 }
 
 // W4A32 (cpu/int4_matmul.hpp).
@@ -92,15 +159,18 @@ void BM_Matmul_int4_q8(benchmark::State& state) {
   if (isa > hllm::cpu::cpu_isa_supported()) return state.SkipWithError("ISA not supported");
   std::vector<float> scratch;
   hllm::cpu::Q8Activations q8;
-  time_int4(state, [&](const hllm::Tensor& x, const hllm::Int4View& w, const hllm::Tensor& y) {
-    hllm::cpu::matmul_int4_q8(x, w, y, pool(), scratch, q8, isa);
-  });
+  const double seconds =
+      time_int4(state, [&](const hllm::Tensor& x, const hllm::Int4View& w, const hllm::Tensor& y) {
+        hllm::cpu::matmul_int4_q8(x, w, y, pool(), scratch, q8, isa);
+      });
+  if (isa == hllm::cpu::CpuIsa::avx512)
+    report_int8_peak(state, seconds, state.range(0), state.range(1), state.range(2));
 }
 
-// A decode step's weights that read one input, on Llama-3.2-1B's shapes (in 2048): q/k/v (out
-// 2048, 512, 512) or gate/up (8192, 8192). grouped = 1 runs them as one matmul_int4_q8_group
-// (what the CPU backend does), 0 one matmul_int4_q8 after another. args: tokens, sublayer
-// (0 = q/k/v, 1 = gate/up), grouped.
+// A decode step's weights that read one input, on Llama-3.2-1B's shapes (in 2048), for batches of
+// 1 to 16 sequences: q/k/v (out 2048, 512, 512) or gate/up (8192, 8192). grouped = 1 runs them as
+// one matmul_int4_q8_group (what the CPU backend does), 0 one matmul_int4_q8 after another.
+// args: tokens, sublayer (0 = q/k/v, 1 = gate/up), grouped.
 void BM_Matmul_int4_q8_shared_input(benchmark::State& state) {
   const int64_t n = state.range(0), in = 2048;
   const bool grouped = state.range(2) != 0;
@@ -147,6 +217,8 @@ void BM_Matmul_int4_q8_shared_input(benchmark::State& state) {
     for (auto& v : y) benchmark::DoNotOptimize(v.data());
   }
   report(state, total_seconds, set_bytes, n, in, total_out);
+  if (hllm::cpu::cpu_isa() == hllm::cpu::CpuIsa::avx512)
+    report_int8_peak(state, total_seconds, n, in, total_out);
 }
 
 // The same shapes with bf16 weights (cpu/matmul.hpp), for the side-by-side comparison.
@@ -188,7 +260,7 @@ BENCHMARK(BM_Matmul_int4_q8)->Apply([](auto* b) {
 });
 BENCHMARK(BM_Matmul_int4_q8_shared_input)
     ->ArgNames({"tokens", "sublayer", "grouped"})
-    ->ArgsProduct({{1, 4}, {0, 1}, {0, 1}})
+    ->ArgsProduct({{1, 4, 8, 16}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_Matmul_bf16)->Apply([](auto* b) { llama3_8b_shapes(b, false); });

@@ -523,9 +523,10 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
   constexpr int64_t ROWS_PER_TASK = 16;
   float* out = y.as<float>();
   // Tokens [0, n − n % 4) in passes of several tokens over one row (each block unpacked once for
-  // all of them: a batched decode's lm_head); 8 accumulators fit AVX-512's 32 registers, 4 AVX2's
-  // 16. The last n % 4 tokens one at a time, on AVX-512 over 4 rows at once (a decode GEMV).
-  constexpr int64_t WIDE_PASS = 8, PASS = 4;
+  // all of them: a batched decode's lm_head); AVX-512 passes of 16 (16 accumulators and a group's
+  // 8 transposed vectors fit its 32 registers), then 8, AVX2 passes of 4 (its 16 registers). The
+  // last n % 4 tokens one at a time, on AVX-512 over 4 rows at once (a decode GEMV).
+  constexpr int64_t WIDEST_PASS = 16, WIDE_PASS = 8, PASS = 4;
   const int64_t single_begin = isa >= CpuIsa::avx2 ? n - n % PASS : 0;
   pool.parallel_for((w.out + ROWS_PER_TASK - 1) / ROWS_PER_TASK, [&](int64_t task) {
     const int64_t row_begin = task * ROWS_PER_TASK;
@@ -533,9 +534,12 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
 #if defined(__x86_64__)
     for (int64_t r = row_begin; r < row_end; ++r) {
       int64_t t = 0;
-      if (isa == CpuIsa::avx512)
+      if (isa == CpuIsa::avx512) {
+        for (; t + WIDEST_PASS <= n; t += WIDEST_PASS)
+          detail::ggml_q8_rows<WIDEST_PASS>(isa, w.type, w.row(r), q8, t, out + r, w.out);
         for (; t + WIDE_PASS <= n; t += WIDE_PASS)
           detail::ggml_q8_rows<WIDE_PASS>(isa, w.type, w.row(r), q8, t, out + r, w.out);
+      }
       for (; t < single_begin; t += PASS)
         detail::ggml_q8_rows<PASS>(isa, w.type, w.row(r), q8, t, out + r, w.out);
     }

@@ -36,11 +36,16 @@
 // not vpdpbusd, bound the batched kernel, this was 1.1-1.3x faster in cache at 4 to 64 tokens
 // and 1.2-1.5x at 64 tokens from memory (one thread in cache, 2 in cpu_int4_bench, 2-core VM).
 // A single token (the decode GEMV, streaming its weights) keeps the per-row layout: no shuffles.
+//
+// Passes of 16 tokens (a batched decode, prefill) take a task's 16 rows at once instead
+// (int4_q8_block_avx512): the 4 tiles transposed so that each 32-bit lane is one row, every
+// activation dword then broadcast to all lanes, one accumulator per token for all 16 rows.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -167,6 +172,11 @@ inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
 // runs the AVX2 passes one token at a time.
 inline constexpr int Q8_AVX512_TOKENS_PER_PASS = 4;
 inline constexpr int Q8_AVX2_TOKENS_PER_PASS = 2;
+// AVX-512 passes of this many tokens run a task's 16 rows at once (int4_q8_block_avx512): at 16
+// tokens 1.0-1.2x the transposed kernel's speed and then at the machine's vpdpbusd peak, at 8
+// and 4 tokens 0.8x and 0.5x (cpu_int4_bench, 1B shapes, 2-core Zen 4 VM).
+inline constexpr int Q8_BLOCK_TOKENS = 16;
+static_assert(Q8_STRIPS_PER_TASK * INT4_TILE_ROWS == 16, "a task's strips are one 16-row block");
 
 // A decode GEMV reads each tile once: its tiles are then prefetched this far ahead (a strip's
 // tiles, then the next strip's, lie back to back). The hardware prefetcher alone left it at ~73% of
@@ -317,12 +327,11 @@ template <bool STREAM>
     y[t * w.out + strip * INT4_TILE_ROWS + r] = avx512::hsum(acc[r]) + zero[r];
 }
 
-// AVX-512: the tile's 4 rows transposed into (chunk, row) lanes, one int32 accumulator per token
-// for all 4 rows (see the header comment). v[m] lane 4c + r = dword m of row r's chunk c, i.e.
-// bytes 16c + 4m .. + 3: low nibbles are inputs 32c + 4m + 0..3, high nibbles 32c + 16 + 4m + 0..3.
-// A 4×4 dword transpose within each 128-bit lane (unpack 32, then 64).
-[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transpose_tile_codes(
-    const int4_tile& tile, __m512i lo[4], __m512i hi[4]) {
+// A tile's 4 rows transposed within each 128-bit lane (4×4 dwords: unpack 32, then 64): v[m] lane
+// 4c + r = dword m of row r's chunk c, i.e. bytes 16c + 4m .. + 3 (low nibbles: inputs
+// 32c + 4m + 0..3, high nibbles: 32c + 16 + 4m + 0..3).
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transpose_rows_in_lanes(
+    const int4_tile& tile, __m512i v[4]) {
   // The masked forms: GCC 12 warns (falsely) about the unmasked ones' undefined pass-through.
   constexpr __mmask16 ALL_DWORDS = 0xFFFF;
   constexpr __mmask8 ALL_QWORDS = 0xFF;
@@ -332,10 +341,18 @@ template <bool STREAM>
                 m23_r01 = _mm512_maskz_unpackhi_epi32(ALL_DWORDS, r0, r1);
   const __m512i m01_r23 = _mm512_maskz_unpacklo_epi32(ALL_DWORDS, r2, r3),
                 m23_r23 = _mm512_maskz_unpackhi_epi32(ALL_DWORDS, r2, r3);
-  const __m512i v[4] = {_mm512_maskz_unpacklo_epi64(ALL_QWORDS, m01_r01, m01_r23),
-                        _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m01_r01, m01_r23),
-                        _mm512_maskz_unpacklo_epi64(ALL_QWORDS, m23_r01, m23_r23),
-                        _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m23_r01, m23_r23)};
+  v[0] = _mm512_maskz_unpacklo_epi64(ALL_QWORDS, m01_r01, m01_r23);
+  v[1] = _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m01_r01, m01_r23);
+  v[2] = _mm512_maskz_unpacklo_epi64(ALL_QWORDS, m23_r01, m23_r23);
+  v[3] = _mm512_maskz_unpackhi_epi64(ALL_QWORDS, m23_r01, m23_r23);
+}
+
+// AVX-512: the tile's 4 rows transposed into (chunk, row) lanes (see the header comment), split
+// into low (lo[m]) and high (hi[m]) nibbles.
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transpose_tile_codes(
+    const int4_tile& tile, __m512i lo[4], __m512i hi[4]) {
+  __m512i v[4];
+  transpose_rows_in_lanes(tile, v);
   const __m512i mask = _mm512_set1_epi8(0x0F);
   for (int m = 0; m < 4; ++m) {
     lo[m] = _mm512_and_si512(v[m], mask);
@@ -411,6 +428,82 @@ template <int TOKENS, bool STREAM>
     for (int r = 0; r < rows; ++r) y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = row_sums[r];
   }
 }
+// 16 rows × 128 inputs (tile kt of strips strip .. strip + 3) transposed to dword columns:
+// cols[4c + m] lane 4g + r = dword m of chunk c of row r of strip g's tile (bytes 16c + 4m .. + 3:
+// the codes of inputs 32c + 4m + 0..3 in the low nibbles, 32c + 16 + 4m + 0..3 in the high ones).
+// Per tile the 4×4 dword transpose within 128-bit lanes (transpose_rows_in_lanes), then per m a
+// 4×4 transpose of 128-bit lanes across the 4 tiles (shuffle_i32x4: lanes 0,1 / 2,3 of two
+// vectors, then lanes 0,2 / 1,3 of those).
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transpose_block_codes(
+    const int4_tile* const tiles[4], __m512i cols[16]) {
+  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_rows_in_lanes
+  __m512i v[4][4];  // v[g][m] 128-bit lane c = rows 0..3 of tile g, dword m of chunk c
+  for (int g = 0; g < 4; ++g) transpose_rows_in_lanes(*tiles[g], v[g]);
+  for (int m = 0; m < 4; ++m) {
+    const __m512i g01_c01 = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, v[0][m], v[1][m], 0x44);
+    const __m512i g01_c23 = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, v[0][m], v[1][m], 0xEE);
+    const __m512i g23_c01 = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, v[2][m], v[3][m], 0x44);
+    const __m512i g23_c23 = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, v[2][m], v[3][m], 0xEE);
+    cols[0 + m] = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, g01_c01, g23_c01, 0x88);
+    cols[4 + m] = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, g01_c01, g23_c01, 0xDD);
+    cols[8 + m] = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, g01_c23, g23_c23, 0x88);
+    cols[12 + m] = _mm512_maskz_shuffle_i32x4(ALL_DWORDS, g01_c23, g23_c23, 0xDD);
+  }
+}
+
+// Q8_BLOCK_TOKENS tokens × 16 rows (4 strips from `strip`) with 512-bit vectors: a lane per row,
+// so each activation dword is broadcast to all lanes (no shuffles) and one fp32 accumulator per
+// token holds all 16 rows. Per token and chunk: 8 vpdpbusd, one convert, one multiply and one FMA
+// (s_r·d_c), where the transposed kernel adds a shuffle per vpdpbusd; the transpose costs 64
+// shuffles per 16 rows and tile, shared by the pass's tokens.
+// (The accumulators stay in memory, GCC's choice: unrolled into registers, 0.85-0.9x as fast.)
+template <bool STREAM>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_block_avx512(
+    const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
+  __m512 acc[Q8_BLOCK_TOKENS];  // lane 4g + r: row r of strip strip + g
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  constexpr __mmask16 ALL_LANES = 0xFFFF;  // the masked forms, as in transpose_rows_in_lanes
+  for (int64_t kt = 0; kt < w.k_tiles; ++kt) {
+    const int4_tile* tiles[4];
+    alignas(64) float scale[16], nzs[16];
+    for (int g = 0; g < 4; ++g) {
+      tiles[g] = &w.tile(strip + g, kt);
+      if constexpr (STREAM) prefetch_tile_ahead(*tiles[g]);
+      int4_tile_params(*tiles[g], scale + 4 * g, nzs + 4 * g);
+    }
+    const __m512 row_scale = _mm512_load_ps(scale), row_nzs = _mm512_load_ps(nzs);
+    alignas(64) __m512i cols[16];
+    transpose_block_codes(tiles, cols);
+    for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
+      __m512i lo[4], hi[4];
+      for (int m = 0; m < 4; ++m) {
+        lo[m] = _mm512_and_si512(cols[4 * c + m], mask);
+        hi[m] = _mm512_and_si512(_mm512_srli_epi16(cols[4 * c + m], 4), mask);
+      }
+      for (int j = 0; j < Q8_BLOCK_TOKENS; ++j) {
+        const int8_t* q = a.tile(t + j, kt) + 16 * c;  // chunk c: positions 16c .., 64 + 16c ..
+        __m512i dot = _mm512_setzero_si512();
+        for (int m = 0; m < 4; ++m) {
+          int32_t low, high;
+          std::memcpy(&low, q + 4 * m, 4);
+          std::memcpy(&high, q + 64 + 4 * m, 4);
+          dot = _mm512_dpbusd_epi32(dot, lo[m], _mm512_set1_epi32(low));
+          dot = _mm512_dpbusd_epi32(dot, hi[m], _mm512_set1_epi32(high));
+        }
+        acc[j] = _mm512_fmadd_ps(
+            _mm512_maskz_cvtepi32_ps(ALL_LANES, dot),
+            _mm512_mul_ps(row_scale, _mm512_set1_ps(a.chunk_scale(t + j, kt, c))), acc[j]);
+      }
+    }
+    for (int j = 0; j < Q8_BLOCK_TOKENS; ++j)
+      acc[j] = _mm512_fmadd_ps(row_nzs, _mm512_set1_ps(a.scaled_sum[a.at(t + j, kt)]), acc[j]);
+  }
+  const int64_t rows = std::min<int64_t>(16, w.out - strip * INT4_TILE_ROWS);
+  const auto row_mask = static_cast<__mmask16>((1u << rows) - 1);
+  for (int j = 0; j < Q8_BLOCK_TOKENS; ++j)
+    _mm512_mask_storeu_ps(y + (t + j) * w.out + strip * INT4_TILE_ROWS, row_mask, acc[j]);
+}
 #endif
 
 // Tokens [t, t + TOKENS) of one strip on the chosen instruction set; stream: the strip is read
@@ -449,6 +542,21 @@ inline void int4_q8_strip_tokens(CpuIsa isa, const Q8Activations& a, const Int4V
     }
   for (; t < end; ++t) int4_q8_strip<1>(isa, a, w, y, strip, t, t == begin);
 }
+
+#if defined(__x86_64__)
+// Tokens [begin, end) of the 16 rows of strips strip .. strip + 3 (AVX-512): passes of
+// Q8_BLOCK_TOKENS in int4_q8_block_avx512, the rest strip by strip. The first pass reads the
+// strips from memory (prefetch ahead), later ones from cache.
+inline void int4_q8_block_tokens(const Q8Activations& a, const Int4View& w, float* y, int64_t strip,
+                                 int64_t begin, int64_t end) {
+  int64_t t = begin;
+  for (; t + Q8_BLOCK_TOKENS <= end; t += Q8_BLOCK_TOKENS)
+    t == begin ? int4_q8_block_avx512<true>(a, w, y, strip, t)
+               : int4_q8_block_avx512<false>(a, w, y, strip, t);
+  for (int64_t s = strip; s < strip + Q8_STRIPS_PER_TASK; ++s)
+    int4_q8_strip_tokens<Q8_AVX512_TOKENS_PER_PASS>(CpuIsa::avx512, a, w, y, s, t, end);
+}
+#endif
 
 }  // namespace detail
 
@@ -508,6 +616,11 @@ inline void matmul_int4_q8_group(const Tensor& x, std::span<const Int4View* cons
     const int64_t strip_end = std::min(w.strips(), strip_begin + detail::Q8_STRIPS_PER_TASK);
     const int64_t tok_begin = (task / strip_tasks) * detail::Q8_TOKEN_TILE;
     const int64_t tok_end = std::min(n, tok_begin + detail::Q8_TOKEN_TILE);
+#if defined(__x86_64__)
+    if (isa == CpuIsa::avx512 && strip_end - strip_begin == detail::Q8_STRIPS_PER_TASK &&
+        tok_end - tok_begin >= detail::Q8_BLOCK_TOKENS)
+      return detail::int4_q8_block_tokens(q8, w, out, strip_begin, tok_begin, tok_end);
+#endif
     for (int64_t s = strip_begin; s < strip_end; ++s) {
       if (isa == CpuIsa::avx512)
         detail::int4_q8_strip_tokens<detail::Q8_AVX512_TOKENS_PER_PASS>(isa, q8, w, out, s,
