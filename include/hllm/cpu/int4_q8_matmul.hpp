@@ -173,7 +173,7 @@ inline constexpr int64_t Q8_TOKEN_TILE = 32;      // tokens per task
 inline constexpr int Q8_AVX512_TOKENS_PER_PASS = 4;
 inline constexpr int Q8_AVX2_TOKENS_PER_PASS = 2;
 // AVX-512 passes of this many tokens run a task's 16 rows at once (int4_q8_block_avx512): at 16
-// tokens 1.0-1.2x the transposed kernel's speed and then at the machine's vpdpbusd peak, at 8
+// tokens 1.0-1.2x the transposed kernel's speed, at 86-98% of the machine's vpdpbusd peak; at 8
 // and 4 tokens 0.8x and 0.5x (cpu_int4_bench, 1B shapes, 2-core Zen 4 VM).
 inline constexpr int Q8_BLOCK_TOKENS = 16;
 static_assert(Q8_STRIPS_PER_TASK * INT4_TILE_ROWS == 16, "a task's strips are one 16-row block");
@@ -428,6 +428,7 @@ template <int TOKENS, bool STREAM>
     for (int r = 0; r < rows; ++r) y[(t + j) * w.out + strip * INT4_TILE_ROWS + r] = row_sums[r];
   }
 }
+
 // 16 rows × 128 inputs (tile kt of strips strip .. strip + 3) transposed to dword columns:
 // cols[4c + m] lane 4g + r = dword m of chunk c of row r of strip g's tile (bytes 16c + 4m .. + 3:
 // the codes of inputs 32c + 4m + 0..3 in the low nibbles, 32c + 16 + 4m + 0..3 in the high ones).
@@ -456,7 +457,7 @@ template <int TOKENS, bool STREAM>
 // token holds all 16 rows. Per token and chunk: 8 vpdpbusd, one convert, one multiply and one FMA
 // (s_r·d_c), where the transposed kernel adds a shuffle per vpdpbusd; the transpose costs 64
 // shuffles per 16 rows and tile, shared by the pass's tokens.
-// (The accumulators stay in memory, GCC's choice: unrolled into registers, 0.85-0.9x as fast.)
+// (The accumulators stay in memory, GCC's choice: unrolled into registers, 0.7-0.9x as fast.)
 template <bool STREAM>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void int4_q8_block_avx512(
     const Q8Activations& a, const Int4View& w, float* y, int64_t strip, int64_t t) {
