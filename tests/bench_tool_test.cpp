@@ -83,17 +83,23 @@ TEST(BenchTool, SyntheticConfigsAreTheCheckpoints) {
 
 TEST(BenchTool, KvBytesAreTheCacheStorage) {
   const LlamaConfig c = synthetic_config("tiny");
-  CpuBackend cpu(1);
-  const KvCache cache(cpu, c, 64);
-  double bytes_per_position = 0;
-  for (int64_t l = 0; l < c.n_layers; ++l)
-    bytes_per_position +=
-        static_cast<double>(cache.layer(l).k.nbytes() + cache.layer(l).v.nbytes()) /
-        static_cast<double>(cache.rows());
-  const auto element = static_cast<double>(dtype_size(cpu.activation_dtype()));
-  // 3 sequences at the average decode length 10 + 4/2.
-  EXPECT_DOUBLE_EQ(bench_detail::decode_kv_bytes(c, 3, 10, 4, element),
-                   3 * 12 * bytes_per_position);
+  for (const CpuKvCache kv : {CpuKvCache::f32, CpuKvCache::f16}) {
+    CpuBackend cpu(1, CpuMatmul::exact, kv);
+    const KvCache cache(cpu, c, 64);
+    double bytes_per_position = 0;
+    for (int64_t l = 0; l < c.n_layers; ++l)
+      bytes_per_position +=
+          static_cast<double>(cache.layer(l).k.nbytes() + cache.layer(l).v.nbytes()) /
+          static_cast<double>(cache.rows());
+    const auto element = static_cast<double>(dtype_size(cpu.kv_dtype()));
+    EXPECT_EQ(element, kv == CpuKvCache::f16 ? 2 : 4);
+    // 3 sequences at the average decode length 10 + 4/2.
+    EXPECT_DOUBLE_EQ(bench_detail::decode_kv_bytes(c, 3, 10, 4, element),
+                     3 * 12 * bytes_per_position);
+  }
+  // auto: fp16 with int8 activations (llama.cpp's numerics), fp32 with the exact path.
+  EXPECT_EQ(CpuBackend(1, CpuMatmul::int8).kv_dtype(), DType::f16);
+  EXPECT_EQ(CpuBackend(1, CpuMatmul::exact).kv_dtype(), DType::f32);
 }
 
 TEST(BenchTool, CpuReadsBf16WeightsAsBf16) {
@@ -139,7 +145,7 @@ TEST(BenchTool, HelpShowsEveryOptionsDefault) {
     ++options;
     EXPECT_NE(spec.find('='), std::string::npos) << line;
   }
-  EXPECT_EQ(options, 11);
+  EXPECT_EQ(options, 12);
 }
 
 }  // namespace

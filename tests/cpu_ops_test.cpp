@@ -328,3 +328,24 @@ TEST(SoftmaxExp2, MatchesExp2AndSums) {
   }
   EXPECT_NEAR(sum, expected_sum, 1e-5 * expected_sum);
 }
+
+// store_f16 (the CPU's fp16 KV cache) gives f32_to_f16's bits on every path: ties to even at
+// every exponent, subnormals, the overflow threshold (65520: inf), signs and odd lengths (the
+// vector loop's scalar tail).
+TEST(StoreF16, EqualsTheScalarConversionBitForBit) {
+  std::vector<float> x;
+  for (int e = -26; e <= 16; ++e)
+    for (const float m :
+         {1.0f, 1.00048828125f, 1.0009765625f, 1.00146484375f, 1.5f, 1.99951171875f})
+      for (const float sign : {1.0f, -1.0f}) x.push_back(sign * std::ldexp(m, e));
+  for (const float v : {0.0f, -0.0f, 65504.0f, 65519.99f, 65520.0f, 1e30f, -1e30f, 5.96e-8f,
+                        2.98e-8f, 2.99e-8f, INFINITY, -INFINITY})
+    x.push_back(v);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  for (int i = 0; i < 1001; ++i) x.push_back(dist(rng));
+  std::vector<hllm::f16> got(x.size());
+  hllm::cpu::store_f16(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i)
+    ASSERT_EQ(got[i].bits, hllm::f32_to_f16(x[i]).bits) << "x " << x[i] << " at " << i;
+}

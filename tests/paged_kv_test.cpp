@@ -151,24 +151,22 @@ template <typename T>
 T store(float x) {
   if constexpr (std::is_same_v<T, float>) {
     return x;
+  } else if constexpr (std::is_same_v<T, hllm::f16>) {
+    return hllm::f32_to_f16(x);
   } else {
     return hllm::f32_to_bf16(x);
   }
 }
 
-template <typename T>
-float load(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return hllm::bf16_to_f32(x);
-  }
-}
+float load(float x) { return x; }
+float load(hllm::bf16 x) { return hllm::bf16_to_f32(x); }
+float load(hllm::f16 x) { return hllm::f16_to_f32(x); }
 
 // Checks attention_paged (every split length) for `n` queries of sequences whose positions are
 // cached in shuffled (or identity) blocks, against attention_causal on each sequence's contiguous
-// copy: query t of sequence s sees start[s] + t + 1 positions.
-template <typename T>
+// copy: query t of sequence s sees start[s] + t + 1 positions. Queries and outputs are T, the
+// pools KV (the reference reads the values KV holds).
+template <typename T, typename KV = T>
 void check_against_contiguous(const AttnShape& c, const std::vector<int>& seq_start, int n_new,
                               bool shuffled, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -186,8 +184,8 @@ void check_against_contiguous(const AttnShape& c, const std::vector<int>& seq_st
 
   // Contiguous per-sequence caches (values as T represents them) and the pools.
   std::vector<std::vector<float>> k_seq(n_seqs), v_seq(n_seqs);
-  std::vector<T> k_pool(size_t(n_blocks) * c.block_size * row_elems, store<T>(NAN));
-  std::vector<T> v_pool(k_pool.size(), store<T>(NAN));  // unused rows NaN: reading one shows
+  std::vector<KV> k_pool(size_t(n_blocks) * c.block_size * row_elems, store<KV>(NAN));
+  std::vector<KV> v_pool(k_pool.size(), store<KV>(NAN));  // unused rows NaN: reading one shows
   PagedKvView kv;
   kv.k = k_pool.data();
   kv.v = v_pool.data();
@@ -203,7 +201,7 @@ void check_against_contiguous(const AttnShape& c, const std::vector<int>& seq_st
     for (int pos = 0; pos < len; ++pos) {
       const int64_t row = hllm::paged_kv_row(kv, s, pos);
       for (int e = 0; e < row_elems; ++e) {
-        const T kx = store<T>(dist(rng)), vx = store<T>(dist(rng));
+        const KV kx = store<KV>(dist(rng)), vx = store<KV>(dist(rng));
         k_pool[row * row_elems + e] = kx;
         v_pool[row * row_elems + e] = vx;
         k_seq[s][size_t(pos) * row_elems + e] = load(kx);
@@ -242,11 +240,11 @@ void check_against_contiguous(const AttnShape& c, const std::vector<int>& seq_st
   for (const int32_t split_len : {1, 7, 16, 128, 1 << 30}) {
     std::vector<T> out(q_elems, store<T>(NAN));
     if (split_len == 1 << 30) {
-      hllm::cpu::attention_paged<T>(q.data(), kv, query_seq, query_kv_len, c.n_heads, scale,
-                                    out.data(), pool);
+      hllm::cpu::attention_paged<T, KV>(q.data(), kv, query_seq, query_kv_len, c.n_heads, scale,
+                                        out.data(), pool);
     } else {
-      hllm::cpu::attention_paged_split<T>(q.data(), kv, query_seq, query_kv_len, c.n_heads, scale,
-                                          split_len, out.data(), pool);
+      hllm::cpu::attention_paged_split<T, KV>(q.data(), kv, query_seq, query_kv_len, c.n_heads,
+                                              scale, split_len, out.data(), pool);
     }
     for (size_t i = 0; i < q_elems; ++i) {
       const double got = load(out[i]);
@@ -271,6 +269,15 @@ TEST(AttentionPaged, ShuffledTablesMatchContiguousFloat) {
   // head_dim not a multiple of 64: the AVX2 V sums' 8-wide remainder loop (96 = 64 + 32, 32 alone)
   check_against_contiguous<float>({4, 2, 96, 16}, {70}, 3, true, 10);
   check_against_contiguous<float>({4, 1, 32, 16}, {0}, 20, true, 11);
+}
+
+// The CPU's fp16 cache (CpuKvCache::f16): fp32 queries over fp16 pools, the AVX2 loops and the
+// portable ones (head_dim 36: not a multiple of 8).
+TEST(AttentionPaged, ShuffledTablesMatchContiguousF16Pools) {
+  check_against_contiguous<float, hllm::f16>({4, 1, 128, 16}, {0, 15, 16, 17, 300}, 1, true, 12);
+  check_against_contiguous<float, hllm::f16>({32, 8, 64, 16}, {13}, 3, true, 13);
+  check_against_contiguous<float, hllm::f16>({4, 2, 96, 16}, {70}, 3, true, 14);
+  check_against_contiguous<float, hllm::f16>({4, 2, 36, 16}, {20}, 2, true, 15);
 }
 
 TEST(AttentionPaged, ShuffledTablesMatchContiguousBf16) {

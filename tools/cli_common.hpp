@@ -50,6 +50,24 @@ inline void add_cpu_matmul_option(CLI::App& command, CpuMatmul& matmul, CpuMatmu
       ->default_str(cpu_matmul_name(default_value));
 }
 
+// --kv-cache-dtype auto|f32|f16: the CPU backend's KV cache type (CpuKvCache).
+inline void add_kv_cache_option(CLI::App& command, CpuKvCache& kv) {
+  kv = CpuKvCache::automatic;
+  command
+      .add_option_function<std::string>(
+          "--kv-cache-dtype",
+          [&kv](const std::string& name) {
+            kv = name == "f16"   ? CpuKvCache::f16
+                 : name == "f32" ? CpuKvCache::f32
+                                 : CpuKvCache::automatic;
+          },
+          "CPU KV cache: f16 (as llama.cpp: half the memory and the K/V bytes a decode step "
+          "reads), f32 (the reference), or auto (f16 with --cpu-matmul int8, f32 with exact); "
+          "a GPU keeps K/V in bf16")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}))
+      ->default_str(cpu_kv_cache_name(CpuKvCache::automatic));
+}
+
 // --lm-head auto|bf16|q8|q6|q4: the lm_head as stored or rounded at load (LmHead).
 inline void add_lm_head_option(CLI::App& command, LmHead& head, LmHead default_value) {
   static const std::map<std::string, LmHead> names = [] {
@@ -75,6 +93,7 @@ struct ModelOptions {
   int threads = 0;
   std::string device = "auto";
   CpuMatmul int4_matmul = CpuMatmul::exact;
+  CpuKvCache kv_cache = CpuKvCache::automatic;
   LmHead lm_head = LmHead::stored;
 };
 
@@ -88,6 +107,7 @@ inline void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-t,--threads", options.threads,
                      "CPU threads (default: all hardware threads)");
   add_cpu_matmul_option(command, options.int4_matmul, CpuMatmul::exact);
+  add_kv_cache_option(command, options.kv_cache);
   add_lm_head_option(command, options.lm_head, LmHead::stored);
   command
       .add_option("--device", options.device,
@@ -101,6 +121,7 @@ inline OpenOptions open_options(const ModelOptions& options) {
   open.device = options.device;
   open.threads = options.threads;
   open.int4_matmul = options.int4_matmul;
+  open.kv_cache = options.kv_cache;
   open.lm_head = options.lm_head;
   if (!options.config_override.empty()) open.config = options.config_override;
   open.load_tokenizer = false;  // these commands take and print token ids

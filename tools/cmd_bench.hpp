@@ -233,8 +233,8 @@ inline Row bench_case(LlamaModel& model, const Report& report, int64_t batch, in
       backend.device() == Device::cuda ? report.first_roof_gbps : roofline_gbps(backend, 3);
   Row row = measure(model, batch, prompt, steps, report.repetitions);
   row.threads = cpu_threads(backend);
-  // KvCache stores K/V in activation_dtype() (f32 on the CPU, bf16 on CUDA): that is their size.
-  const double kv_element_bytes = static_cast<double>(dtype_size(backend.activation_dtype()));
+  // KvCache stores K/V in kv_dtype() (f32 or f16 on the CPU, bf16 on CUDA): that is their size.
+  const double kv_element_bytes = static_cast<double>(dtype_size(backend.kv_dtype()));
   const double bytes =
       report.weight_bytes + decode_kv_bytes(model.config(), batch, prompt, steps, kv_element_bytes);
   row.gbps = bytes / (row.step_ms.median * 1e-3) * 1e-9;
@@ -322,6 +322,7 @@ inline void add_bench_command(CLI::App& app) {
     int repetitions = 3;
     bool json = false, markdown = false;
     CpuMatmul int4_matmul = CpuMatmul::int8;
+    CpuKvCache kv_cache = CpuKvCache::automatic;
     LmHead lm_head = LmHead::automatic;
   };
   auto options = std::make_shared<Options>();
@@ -352,6 +353,7 @@ inline void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 12))
       ->capture_default_str();
   add_cpu_matmul_option(*command, options->int4_matmul, CpuMatmul::int8);
+  add_kv_cache_option(*command, options->kv_cache);
   add_lm_head_option(*command, options->lm_head, LmHead::automatic);
   command->add_option("-p,--prompt", options->prompts, "prompt tokens per sequence, e.g. 512,2048")
       ->delimiter(',')
@@ -385,7 +387,7 @@ inline void add_bench_command(CLI::App& app) {
                    options->quant.c_str());
       synthetic_backend = make_backend(options->device, options->threads.front(),
                                        synthetic_model_config(options->synthetic, options->quant),
-                                       options->int4_matmul);
+                                       options->int4_matmul, options->kv_cache);
       synthetic = make_synthetic_model(options->synthetic, options->quant,
                                        synthetic_backend->device() == Device::cpu);
       apply_lm_head(synthetic->weights, options->lm_head, synthetic_backend->device(),
@@ -397,6 +399,7 @@ inline void add_bench_command(CLI::App& app) {
       open.device = options->device;
       open.threads = options->threads.front();
       open.int4_matmul = options->int4_matmul;
+      open.kv_cache = options->kv_cache;
       open.lm_head = options->lm_head;
       open.load_tokenizer = false;
       loaded = open_model(options->model_dir, open);
@@ -436,7 +439,8 @@ inline void add_bench_command(CLI::App& app) {
       std::unique_ptr<CpuBackend> cpu;
       std::unique_ptr<LlamaModel> cpu_model;
       if (i > 0) {
-        cpu = std::make_unique<CpuBackend>(options->threads[i], options->int4_matmul);
+        cpu = std::make_unique<CpuBackend>(options->threads[i], options->int4_matmul,
+                                           options->kv_cache);
         const bool on_cpu = model.backend().device() == Device::cpu;
         cpu_model = std::make_unique<LlamaModel>(config, on_cpu ? model.weights() : weights, *cpu);
       }

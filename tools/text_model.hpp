@@ -31,6 +31,7 @@ struct TextModelOptions {
   int threads = 0;
   std::string device = "auto";
   CpuMatmul int4_matmul = CpuMatmul::int8;
+  CpuKvCache kv_cache = CpuKvCache::automatic;
   LmHead lm_head = LmHead::automatic;
   int64_t context = 0;  // 0: max_position_embeddings
   // Sampling; unset ones come from generation_config.json, then the library defaults.
@@ -58,6 +59,7 @@ inline void add_text_model_options(CLI::App& command, TextModelOptions& o) {
   command.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the model folder's)");
   command.add_option("-t,--threads", o.threads, "CPU threads (default: all hardware threads)");
   add_cpu_matmul_option(command, o.int4_matmul, CpuMatmul::int8);
+  add_kv_cache_option(command, o.kv_cache);
   add_lm_head_option(command, o.lm_head, LmHead::automatic);
   command
       .add_option("--device", o.device,
@@ -128,6 +130,7 @@ inline TextModel load_text_model(const TextModelOptions& o) {
   open.device = o.device;
   open.threads = o.threads;
   open.int4_matmul = o.int4_matmul;
+  open.kv_cache = o.kv_cache;
   open.lm_head = o.lm_head;
   open.tokenizer = o.tokenizer;
   open.prefetch = true;

@@ -4,7 +4,8 @@
 //
 //   q      [n_queries, n_heads, head_dim]             T (float or bf16)
 //   kv     PagedKvView (layout/paged_kv.hpp)          pools [n_blocks, block_size, n_kv_heads,
-//                                                     head_dim] of T, block tables int32
+//                                                     head_dim] of KV (T, or f16 with float q:
+//                                                     the CPU's fp16 cache), block tables int32
 //   query_seq[i]     row of kv.block_tables that query i reads
 //   query_kv_len[i]  positions 0 .. query_kv_len[i] - 1 of that sequence are visible (>= 1)
 //   out    [n_queries, n_heads, head_dim]             T
@@ -64,19 +65,19 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
 }
 
 #if defined(__x86_64__)
-// range_scores / range_values for fp32 pools with head_dim % 8 == 0: one vectorized function each
+// range_scores / range_values for pools with head_dim % 8 == 0: one vectorized function each
 // (no call per row). Scores take 8 rows at a time (8 accumulators, one q load per 8 products, one
 // hsum8 per 8 scores); the V sums take blocks of V_BLOCK rows (16 KB of V at head_dim 64, 32 KB at
 // 128: mostly from L1/L2 while each query head of the group adds them up in registers, 64
 // dimensions at a time). The unroll pragmas keep the accumulator arrays in registers at -O2 too.
+template <typename KV>
 [[gnu::target("avx2,fma,f16c")]] inline void range_scores_avx2(const float* qf, int64_t group,
-                                                               int64_t head_dim,
-                                                               const float* k_pool,
+                                                               int64_t head_dim, const KV* k_pool,
                                                                const int64_t* offsets, int32_t len,
                                                                float* scores) {
   int32_t j = 0;
   for (; j + 8 <= len; j += 8) {
-    const float* k[8];
+    const KV* k[8];
     for (int p = 0; p < 8; ++p) k[p] = k_pool + offsets[j + p];
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = qf + g * head_dim;
@@ -85,25 +86,25 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
       for (int64_t c = 0; c < head_dim; c += 8) {
         const __m256 q = _mm256_loadu_ps(qg + c);
 #pragma GCC unroll 8
-        for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(q, _mm256_loadu_ps(k[p] + c), acc[p]);
+        for (int p = 0; p < 8; ++p) acc[p] = _mm256_fmadd_ps(q, avx2::load8_f32(k[p] + c), acc[p]);
       }
       _mm256_storeu_ps(scores + g * len + j, avx2::hsum8(acc));
     }
   }
   for (; j < len; ++j) {
-    const float* k = k_pool + offsets[j];
+    const KV* k = k_pool + offsets[j];
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = qf + g * head_dim;
       __m256 acc = _mm256_setzero_ps();
       for (int64_t c = 0; c < head_dim; c += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + c), _mm256_loadu_ps(k + c), acc);
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + c), avx2::load8_f32(k + c), acc);
       scores[g * len + j] = avx2::hsum(acc);
     }
   }
 }
+template <typename KV>
 [[gnu::target("avx2,fma,f16c")]] inline void range_values_avx2(const float* weights, int64_t group,
-                                                               int64_t head_dim,
-                                                               const float* v_pool,
+                                                               int64_t head_dim, const KV* v_pool,
                                                                const int64_t* offsets, int32_t len,
                                                                float* part) {
   constexpr int32_t V_BLOCK = 64;
@@ -119,10 +120,10 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
         for (int u = 0; u < 8; ++u) acc[u] = _mm256_loadu_ps(acc_g + c0 + 8 * u);
         for (int32_t j = 0; j < rows; ++j) {
           const __m256 wj = _mm256_set1_ps(w[j]);
-          const float* v = v_pool + offsets[begin + j] + c0;
+          const KV* v = v_pool + offsets[begin + j] + c0;
 #pragma GCC unroll 8
           for (int u = 0; u < 8; ++u)
-            acc[u] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(v + 8 * u), acc[u]);
+            acc[u] = _mm256_fmadd_ps(wj, avx2::load8_f32(v + 8 * u), acc[u]);
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; ++u) _mm256_storeu_ps(acc_g + c0 + 8 * u, acc[u]);
@@ -131,7 +132,7 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
         __m256 acc = _mm256_loadu_ps(acc_g + c0);
         for (int32_t j = 0; j < rows; ++j)
           acc = _mm256_fmadd_ps(_mm256_set1_ps(w[j]),
-                                _mm256_loadu_ps(v_pool + offsets[begin + j] + c0), acc);
+                                avx2::load8_f32(v_pool + offsets[begin + j] + c0), acc);
         _mm256_storeu_ps(acc_g + c0, acc);
       }
     }
@@ -140,26 +141,24 @@ inline void range_offsets(const PagedKvView& kv, const int32_t* table, int32_t k
 #endif
 
 // scores[g·len + j] = qf[g] · K row j, and part[g] += Σ_j weights[g·len + j] · V row j: the two
-// loops over a range's rows (the AVX2 functions for fp32 pools with head_dim % 8 == 0).
-template <typename T>
-void range_scores(const float* qf, int64_t group, int64_t head_dim, const T* k_pool,
+// loops over a range's rows (the AVX2 functions for head_dim % 8 == 0).
+template <typename KV>
+void range_scores(const float* qf, int64_t group, int64_t head_dim, const KV* k_pool,
                   const int64_t* offsets, int32_t len, float* scores) {
 #if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (head_dim % 8 == 0 && cpu_has_avx2())
-      return range_scores_avx2(qf, group, head_dim, k_pool, offsets, len, scores);
+  if (head_dim % 8 == 0 && cpu_has_avx2())
+    return range_scores_avx2(qf, group, head_dim, k_pool, offsets, len, scores);
 #endif
   for (int32_t j = 0; j < len; ++j)
     for (int64_t g = 0; g < group; ++g)
       scores[g * len + j] = dot(qf + g * head_dim, k_pool + offsets[j], head_dim);
 }
-template <typename T>
-void range_values(const float* weights, int64_t group, int64_t head_dim, const T* v_pool,
+template <typename KV>
+void range_values(const float* weights, int64_t group, int64_t head_dim, const KV* v_pool,
                   const int64_t* offsets, int32_t len, float* part) {
 #if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (head_dim % 8 == 0 && cpu_has_avx2())
-      return range_values_avx2(weights, group, head_dim, v_pool, offsets, len, part);
+  if (head_dim % 8 == 0 && cpu_has_avx2())
+    return range_values_avx2(weights, group, head_dim, v_pool, offsets, len, part);
 #endif
   std::vector<float> v_row(static_cast<size_t>(head_dim));
   for (int32_t j = 0; j < len; ++j) {
@@ -173,12 +172,14 @@ void range_values(const float* weights, int64_t group, int64_t head_dim, const T
 
 // attention_paged with ranges of `split_len` positions merged one after another (see the top of
 // the file); attention_paged is this with one range. Other split lengths exist for the tests.
-template <typename T>
+template <typename T, typename KV = T>
 void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const int32_t> query_seq,
                            std::span<const int32_t> query_kv_len, int n_heads, float scale,
                            int32_t split_len, T* out, ThreadPool& pool) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>,
                 "attention_paged: T must be float or hllm::bf16");
+  static_assert(std::is_same_v<KV, T> || (std::is_same_v<T, float> && std::is_same_v<KV, f16>),
+                "attention_paged: the pools hold T, or f16 with float queries");
   const int64_t n_queries = static_cast<int64_t>(query_seq.size());
   const int64_t n_kv_heads = kv.n_kv_heads, head_dim = kv.head_dim;
   if (query_kv_len.size() != query_seq.size())
@@ -201,8 +202,8 @@ void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const in
   }
   const int64_t group = n_heads / n_kv_heads;
   const float q_scale = scale * ATTN_LOG2E;  // scores in log2 units, as on the GPU
-  const T* k_pool = static_cast<const T*>(kv.k);
-  const T* v_pool = static_cast<const T*>(kv.v);
+  const KV* k_pool = static_cast<const KV*>(kv.k);
+  const KV* v_pool = static_cast<const KV*>(kv.v);
 
   // One task per (query, KV head): the `group` query heads of a KV head reuse each K/V row.
   pool.parallel_for(n_queries * n_kv_heads, [&](int64_t task) {
@@ -259,13 +260,13 @@ void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const in
 
 // out[i, h, :] = softmax(scale · q[i, h, :] · K[query_seq[i], 0 .. query_kv_len[i] - 1, kvh, :]ᵀ)
 //                · V[...],
-// fp32 math on T = float or bf16 storage (see the top of the file for the layouts).
-template <typename T>
+// fp32 math on T = float or bf16 storage, pools of KV = T or f16 (see the top of the file).
+template <typename T, typename KV = T>
 void attention_paged(const T* q, const PagedKvView& kv, std::span<const int32_t> query_seq,
                      std::span<const int32_t> query_kv_len, int n_heads, float scale, T* out,
                      ThreadPool& pool) {
-  attention_paged_split(q, kv, query_seq, query_kv_len, n_heads, scale,
-                        std::numeric_limits<int32_t>::max(), out, pool);
+  attention_paged_split<T, KV>(q, kv, query_seq, query_kv_len, n_heads, scale,
+                               std::numeric_limits<int32_t>::max(), out, pool);
 }
 
 }  // namespace cpu

@@ -208,6 +208,27 @@ inline float dot(const float* a, const T* b, int64_t n) {
   return sum;
 }
 
+#if defined(__x86_64__)
+namespace avx2 {
+// dst[i] = x[i] rounded to fp16 (vcvtps2ph, round to nearest even: f32_to_f16's bits, nan aside).
+[[gnu::target("avx2,fma,f16c")]] inline void store_f16(const float* x, f16* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = f32_to_f16(x[i]);
+}
+}  // namespace avx2
+#endif
+
+// dst[i] = x[i] rounded to fp16 (round to nearest even, overflow to inf).
+inline void store_f16(const float* x, f16* dst, int64_t n) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2()) return avx2::store_f16(x, dst, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16(x[i]);
+}
+
 // y += alpha * x
 inline void axpy(float alpha, const float* x, float* y, int64_t n) {
 #if defined(__x86_64__)

@@ -19,7 +19,7 @@ inline int64_t parameter_count(const LlamaConfig& c) {
   return embeddings + c.n_layers * per_layer + c.hidden_size;
 }
 
-// K and V of every layer for `tokens` positions, `bytes_per_value` each (4 on the CPU backend).
+// K and V of every layer for `tokens` positions, `bytes_per_value` each (Backend::kv_dtype()).
 // Rows are allocated in whole blocks of 16 positions (model/kv_cache.hpp).
 inline int64_t kv_cache_bytes(const LlamaConfig& c, int64_t tokens, int64_t bytes_per_value = 4) {
   const int64_t rows = (tokens + 15) / 16 * 16;

@@ -39,10 +39,12 @@ namespace hllm {
 
 // The backend for `device`: "cpu"; "cuda" (an error when this program has no CUDA, there is no
 // GPU, or cuda_supports() refuses the model); "auto" = cuda when all of that holds, else cpu.
-// threads: CPU threads (0 = one per hardware thread); int4_matmul: the CPU's INT4 arithmetic.
+// threads: CPU threads (0 = one per hardware thread); int4_matmul: the CPU's INT4 arithmetic;
+// kv_cache: the CPU's KV cache type (a GPU keeps K/V in its activation dtype, bf16).
 inline std::unique_ptr<Backend> make_backend(std::string_view device, int threads,
                                              const LlamaConfig& config,
-                                             CpuMatmul int4_matmul = CpuMatmul::exact) {
+                                             CpuMatmul int4_matmul = CpuMatmul::exact,
+                                             CpuKvCache kv_cache = CpuKvCache::automatic) {
   if (device == "cuda") {
     if (!cuda_supports(config))  // refused by name whatever the machine
       fail("device cuda: ", cuda_refusal(config), "; use device cpu");
@@ -54,14 +56,15 @@ inline std::unique_ptr<Backend> make_backend(std::string_view device, int thread
     return make_cuda_backend();
   if (device != "cpu" && device != "auto")
     fail("device must be cpu, cuda or auto (got \"", device, "\")");
-  return std::make_unique<CpuBackend>(threads, int4_matmul);
+  return std::make_unique<CpuBackend>(threads, int4_matmul, kv_cache);
 }
 
-// "cpu, 8 threads" or "cuda (NVIDIA H200)".
+// "cpu, 8 threads, avx512, int4 int8, kv f16" or "cuda (NVIDIA H200)".
 inline std::string describe_backend(const Backend& backend) {
   if (const auto* cpu = dynamic_cast<const CpuBackend*>(&backend))
     return "cpu, " + std::to_string(cpu->n_threads()) + " threads, " +
-           cpu::isa_name(cpu::cpu_isa()) + ", int4 " + cpu_matmul_name(cpu->int4_matmul());
+           cpu::isa_name(cpu::cpu_isa()) + ", int4 " + cpu_matmul_name(cpu->int4_matmul()) +
+           ", kv " + std::string(dtype_name(cpu->kv_dtype()));
   return backend.name();
 }
 
@@ -144,6 +147,7 @@ struct OpenOptions {
   std::string device = "auto";                  // cpu | cuda | auto (make_backend)
   int threads = 0;                              // CPU threads, 0 = one per hardware thread
   CpuMatmul int4_matmul = CpuMatmul::exact;     // the CPU's INT4 arithmetic (CpuMatmul)
+  CpuKvCache kv_cache = CpuKvCache::automatic;  // the CPU's KV cache type (CpuKvCache)
   LmHead lm_head = LmHead::stored;              // quantize a dense lm_head at load (LmHead)
   std::optional<std::filesystem::path> config;  // a config.json to use instead of the folder's
   std::filesystem::path tokenizer;  // tokenizer.json (or its folder); empty = the model folder's
@@ -196,8 +200,8 @@ struct LoadedModel {
   static std::unique_ptr<Backend> prepared_backend(ModelFolder& folder,
                                                    const OpenOptions& options) {
     if (options.prefetch) prefetch_weights(folder, options.progress);
-    std::unique_ptr<Backend> backend =
-        make_backend(options.device, options.threads, folder.config, options.int4_matmul);
+    std::unique_ptr<Backend> backend = make_backend(options.device, options.threads, folder.config,
+                                                    options.int4_matmul, options.kv_cache);
     apply_lm_head(folder.weights, options.lm_head, backend->device(), options.threads);
     return backend;
   }

@@ -66,6 +66,7 @@ class HessianRecorder final : public Backend {
   std::string name() const override { return inner_.name(); }
   Device device() const override { return inner_.device(); }
   DType activation_dtype() const override { return inner_.activation_dtype(); }
+  DType kv_dtype() const override { return inner_.kv_dtype(); }
   Buffer allocate(DType dtype, Shape shape) override { return inner_.allocate(dtype, shape); }
   Tensor upload_weight(const Tensor& host) override { return inner_.upload_weight(host); }
   // The inner backend may copy a weight (the CPU backend's row panels): its Hessian is then found

@@ -37,8 +37,8 @@ struct Buffer {
 };
 
 // One layer of the KV cache, paged (layout/paged_kv.hpp): rows are (block, slot) pairs,
-// [n_blocks * block_size, n_kv_heads, head_dim]; K is stored after RoPE. Which rows belong to which
-// sequence is the step's block table (Step below).
+// [n_blocks * block_size, n_kv_heads, head_dim] of Backend::kv_dtype(); K is stored after RoPE.
+// Which rows belong to which sequence is the step's block table (Step below).
 struct KvLayer {
   Tensor k;
   Tensor v;
@@ -88,6 +88,9 @@ class Backend {
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
   virtual DType activation_dtype() const = 0;
+  // The element type of KV caches (KvCache): activation_dtype() unless the backend says otherwise
+  // (the CPU's fp16 cache, cpu/backend.hpp).
+  virtual DType kv_dtype() const { return activation_dtype(); }
 
   virtual Buffer allocate(DType dtype, Shape shape) = 0;
   // A view of the host weight that this backend's ops can read (CPU: the same memory; a GPU backend

@@ -27,8 +27,8 @@ class KvCache {
     block_table_.resize(static_cast<size_t>(blocks));
     for (int64_t b = 0; b < blocks; ++b) block_table_[b] = static_cast<int32_t>(b);
     for (int64_t l = 0; l < config.n_layers; ++l) {
-      keys_.push_back(backend.allocate(backend.activation_dtype(), shape));
-      values_.push_back(backend.allocate(backend.activation_dtype(), shape));
+      keys_.push_back(backend.allocate(backend.kv_dtype(), shape));
+      values_.push_back(backend.allocate(backend.kv_dtype(), shape));
     }
   }
 
