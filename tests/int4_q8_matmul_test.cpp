@@ -133,18 +133,24 @@ TEST_P(Int4Q8Matmul, VectorPathsEqualThePortableOneWithinTheRoundingBound) {
   hllm::cpu::Q8Activations q8;
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  // AVX-512 runs passes of 16 tokens over a task's 16 rows, the rest strip by strip: 20 = 16 + 4,
-  // 33 = 16 + 16 and 1 (token tiles of 32 and 1).
+  // AVX-512 runs passes of 16 tokens over a task's 16 rows, the rest strip by strip: 16 alone,
+  // 20 = 16 + 4, 23 = 16 + 4 + 2 + 1, 33 = 16 + 16 and 1 (token tiles of 32 and 1).
   for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{6}, int64_t{7},
-                          int64_t{20}, int64_t{33}}) {
+                          int64_t{16}, int64_t{20}, int64_t{23}, int64_t{33}}) {
     std::vector<float> x(static_cast<size_t>(n * s.in));
     for (float& v : x) v = dist(rng);
     const Tensor xt(x.data(), DType::f32, {n, s.in});
     std::vector<std::vector<float>> results;
     for (CpuIsa isa : runnable_isas()) {
+      // 16 floats past the output: a 16-row store of the last rows must not reach them.
+      constexpr float SENTINEL = -1234.5f;
       std::vector<float> y(static_cast<size_t>(n * s.out), NAN);
+      y.resize(y.size() + 16, SENTINEL);
       hllm::cpu::matmul_int4_q8(xt, w, Tensor(y.data(), DType::f32, {n, s.out}), pool, scratch, q8,
                                 isa);
+      for (size_t i = static_cast<size_t>(n * s.out); i < y.size(); ++i)
+        ASSERT_EQ(y[i], SENTINEL) << hllm::cpu::isa_name(isa) << " n " << n << " wrote past y";
+      y.resize(static_cast<size_t>(n * s.out));
       results.push_back(std::move(y));
     }
     const hllm::cpu::Q8Activations rounded = q8;  // for the bound against the exact product

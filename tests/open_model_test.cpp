@@ -66,6 +66,32 @@ TEST(OpenModel, IdsOnlyWithoutTokenizer) {
             std::string::npos);
 }
 
+// --kv-cache-dtype reaches the CPU backend and the caches it allocates: auto follows --cpu-matmul
+// (f16 with int8, f32 with exact), f16 and f32 are taken as given.
+TEST(OpenModel, KvCacheDtypeReachesTheBackendAndItsCaches) {
+  const std::string dir = std::string(HLLM_TEST_DATA) + "/llama3-tiny-h512-l2-v512";
+  struct Case {
+    hllm::CpuMatmul matmul;
+    hllm::CpuKvCache kv;
+    hllm::DType expected;
+  };
+  for (const Case c : {Case{hllm::CpuMatmul::int8, hllm::CpuKvCache::automatic, hllm::DType::f16},
+                       Case{hllm::CpuMatmul::exact, hllm::CpuKvCache::automatic, hllm::DType::f32},
+                       Case{hllm::CpuMatmul::int8, hllm::CpuKvCache::f32, hllm::DType::f32},
+                       Case{hllm::CpuMatmul::exact, hllm::CpuKvCache::f16, hllm::DType::f16}}) {
+    hllm::OpenOptions options = on_cpu();
+    options.load_tokenizer = false;
+    options.int4_matmul = c.matmul;
+    options.kv_cache = c.kv;
+    const auto m = hllm::open_model(dir, options);
+    SCOPED_TRACE(hllm::describe_backend(*m->backend));
+    EXPECT_EQ(m->backend->kv_dtype(), c.expected);
+    const hllm::KvCache cache = m->model.new_cache(16);
+    EXPECT_EQ(cache.layer(0).k.dtype, c.expected);
+    EXPECT_EQ(cache.layer(0).v.dtype, c.expected);
+  }
+}
+
 // --lm-head: q4 makes the head the INT4 tiles of RTN-quantizing the stored matrix, q8 (and auto on
 // the CPU) its Q8_0 blocks, q6 its Q6_K blocks, byte for byte what the quantizers give the stored
 // matrix; the embedding keeps the stored rows, and a forward pass runs through the new head.

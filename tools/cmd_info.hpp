@@ -123,7 +123,7 @@ inline void add_info_command(CLI::App& app) {
     const LlamaConfig& c = m.config;
     const int64_t ctx = options->context > 0 ? options->context : c.max_position_embeddings;
     const double weights = m.weight_bytes;  // GGUF copies replace mapped pages that are not read
-    // run, chat and serve cache K/V as fp16 on the CPU by default (CpuKvCache::automatic).
+    // run, chat, serve and bench cache K/V as fp16 on the CPU by default (CpuKvCache::automatic).
     const double kv = static_cast<double>(kv_cache_bytes(c, ctx, dtype_size(DType::f16)));
     const double activations =
         static_cast<double>(activation_bytes(c, std::min<int64_t>(ctx, 512)));
@@ -143,8 +143,8 @@ inline void add_info_command(CLI::App& app) {
     if (!m.quantization.empty()) std::printf("quantization   %s\n", m.quantization.c_str());
     if (!m.chat_format.empty()) std::printf("chat format    %s\n", m.chat_format.c_str());
     std::printf(
-        "memory (cpu)   at ctx %lld: weights %s (mmap'd%s) + KV cache %s (fp16; twice that "
-        "with --kv-cache-dtype f32) + activations %s (per 512 prompt tokens) = %s\n",
+        "memory (cpu)   at ctx %lld: weights %s (mmap'd%s) + KV cache %s (fp16, as run, chat and "
+        "serve keep it; twice that in fp32) + activations %s (per 512 prompt tokens) = %s\n",
         static_cast<long long>(ctx), human_bytes(weights).c_str(),
         m.copied_bytes > 0 ? (", of which " + human_bytes(m.copied_bytes) +
                               " Q/K rows copied and "

@@ -103,6 +103,9 @@ inline void add_serve_command(CLI::App& app) {
                       "tokenizer.json (default: the model folder's)");
   command->add_option("-t,--threads", o->model.threads,
                       "CPU threads (default: all hardware threads)");
+  add_cpu_matmul_option(*command, o->model.int4_matmul, CpuMatmul::int8);
+  add_kv_cache_option(*command, o->model.kv_cache);
+  add_lm_head_option(*command, o->model.lm_head, LmHead::automatic);
   command
       ->add_option("--device", o->model.device,
                    "cuda, cpu, or auto (cuda when a GPU is present and this build has CUDA)")

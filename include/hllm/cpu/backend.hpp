@@ -213,7 +213,7 @@ class CpuBackend final : public Backend {
     const PagedKvView view = paged_view(cache);
     const int64_t rows = cache.k.dim(0);
     const int64_t row_values = k.numel() / n;
-    const bool half = cache.k.dtype == DType::f16;
+    const bool half = kv_pool_is_f16(cache);
     for (int64_t t = 0; t < n; ++t) {
       const int64_t row = paged_kv_row(view, seq_[t], positions_[t]);
       if (row < 0 || row >= rows) fail("rope_store_kv: cache row ", row, " outside ", rows);
@@ -232,7 +232,7 @@ class CpuBackend final : public Backend {
     kv_len_.resize(positions_.size());
     for (size_t t = 0; t < positions_.size(); ++t) kv_len_[t] = positions_[t] + 1;
     const int n_heads = static_cast<int>(q.dim(1));
-    if (cache.k.dtype == DType::f16)
+    if (kv_pool_is_f16(cache))
       return cpu::attention_paged<float, f16>(q.as<float>(), paged_view(cache), seq_, kv_len_,
                                               n_heads, scale, out.as<float>(), pool_);
     cpu::attention_paged(q.as<float>(), paged_view(cache), seq_, kv_len_, n_heads, scale,
@@ -259,6 +259,15 @@ class CpuBackend final : public Backend {
     if (panels) return unpack_dense_panel_row(table, dim, id, dst, widen);
     const T* src = table + id * dim;
     for (int64_t i = 0; i < dim; ++i) dst[i] = widen(src[i]);
+  }
+
+  // Whether a cache layer's pools are f16 (else f32); anything else is an error.
+  static bool kv_pool_is_f16(const KvLayer& cache) {
+    const DType t = cache.k.dtype;
+    if (cache.v.dtype != t || (t != DType::f16 && t != DType::f32))
+      fail("CPU KV cache: K ", dtype_name(t), " and V ", dtype_name(cache.v.dtype),
+           " (f32 or f16, both the same)");
+    return t == DType::f16;
   }
 
   PagedKvView paged_view(const KvLayer& cache) const {

@@ -367,7 +367,7 @@ template <int M>
 [[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline void transposed_dot_step(
     const __m512i lo[4], const __m512i hi[4], __m512i q_lo, __m512i q_hi, __m512i& dot_lo,
     __m512i& dot_hi) {
-  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_tile_codes
+  constexpr __mmask16 ALL_DWORDS = 0xFFFF;  // the masked forms, as in transpose_rows_in_lanes
   constexpr auto SPREAD = static_cast<_MM_PERM_ENUM>(M * 0x55);
   dot_lo = _mm512_dpbusd_epi32(dot_lo, lo[M], _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_lo, SPREAD));
   dot_hi = _mm512_dpbusd_epi32(dot_hi, hi[M], _mm512_maskz_shuffle_epi32(ALL_DWORDS, q_hi, SPREAD));
@@ -474,7 +474,7 @@ template <bool STREAM>
       int4_tile_params(*tiles[g], scale + 4 * g, nzs + 4 * g);
     }
     const __m512 row_scale = _mm512_load_ps(scale), row_nzs = _mm512_load_ps(nzs);
-    alignas(64) __m512i cols[16];
+    __m512i cols[16];
     transpose_block_codes(tiles, cols);
     for (int c = 0; c < Q8Activations::CHUNKS; ++c) {
       __m512i lo[4], hi[4];
@@ -530,18 +530,19 @@ inline void int4_q8_strip(CpuIsa isa, const Q8Activations& a, const Int4View& w,
 }
 
 // Tokens [begin, end) of one strip: passes of PASS tokens, then of 2 and 1. The first pass reads
-// the strip from memory (prefetch ahead), later ones from cache.
+// the strip from memory (prefetch ahead) unless `in_cache`, later ones from cache.
 template <int PASS>
 inline void int4_q8_strip_tokens(CpuIsa isa, const Q8Activations& a, const Int4View& w, float* y,
-                                 int64_t strip, int64_t begin, int64_t end) {
+                                 int64_t strip, int64_t begin, int64_t end, bool in_cache = false) {
   int64_t t = begin;
-  for (; t + PASS <= end; t += PASS) int4_q8_strip<PASS>(isa, a, w, y, strip, t, t == begin);
+  const auto stream = [&] { return t == begin && !in_cache; };
+  for (; t + PASS <= end; t += PASS) int4_q8_strip<PASS>(isa, a, w, y, strip, t, stream());
   if constexpr (PASS > 2)
     if (t + 2 <= end) {
-      int4_q8_strip<2>(isa, a, w, y, strip, t, t == begin);
+      int4_q8_strip<2>(isa, a, w, y, strip, t, stream());
       t += 2;
     }
-  for (; t < end; ++t) int4_q8_strip<1>(isa, a, w, y, strip, t, t == begin);
+  for (; t < end; ++t) int4_q8_strip<1>(isa, a, w, y, strip, t, stream());
 }
 
 #if defined(__x86_64__)
@@ -555,7 +556,7 @@ inline void int4_q8_block_tokens(const Q8Activations& a, const Int4View& w, floa
     t == begin ? int4_q8_block_avx512<true>(a, w, y, strip, t)
                : int4_q8_block_avx512<false>(a, w, y, strip, t);
   for (int64_t s = strip; s < strip + Q8_STRIPS_PER_TASK; ++s)
-    int4_q8_strip_tokens<Q8_AVX512_TOKENS_PER_PASS>(CpuIsa::avx512, a, w, y, s, t, end);
+    int4_q8_strip_tokens<Q8_AVX512_TOKENS_PER_PASS>(CpuIsa::avx512, a, w, y, s, t, end, t > begin);
 }
 #endif
 

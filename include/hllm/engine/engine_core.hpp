@@ -26,11 +26,12 @@
 // pool runs out the newest sequence is preempted and later recomputed. Requests longer than the
 // context are refused at add().
 //
-// Batch invariance (CPU backend): every op computes each token's row the same way whatever else
-// is in the step, chunking included, and each request samples from its own seeded generator, so a
-// request's output depends neither on what runs beside it nor on preemption and prefix-cache hits.
-// The CUDA backend picks its attention split and GEMV/GEMM path by batch size, so there the same
-// holds only up to rounding. Dynamic NTK RoPE is an exception everywhere: its frequencies follow
+// Batch invariance (CPU backend, CpuMatmul::exact): every op computes each token's row the same
+// way whatever else is in the step, chunking included, and each request samples from its own
+// seeded generator, so a request's output depends neither on what runs beside it nor on
+// preemption and prefix-cache hits. With CpuMatmul::int8 the INT4 and GGUF kernels sum a token's
+// rows in an order that depends on how many tokens share the call, and the CUDA backend picks its
+// attention split and GEMV/GEMM path by batch size, so there the same holds only up to rounding. Dynamic NTK RoPE is an exception everywhere: its frequencies follow
 // the longest sequence of a step, so prefix caching is off for it, and a preempted sequence's
 // recomputed K/V can differ from those it had.
 #pragma once

@@ -64,7 +64,7 @@ inline std::string describe_backend(const Backend& backend) {
   if (const auto* cpu = dynamic_cast<const CpuBackend*>(&backend))
     return "cpu, " + std::to_string(cpu->n_threads()) + " threads, " +
            cpu::isa_name(cpu::cpu_isa()) + ", int4 " + cpu_matmul_name(cpu->int4_matmul()) +
-           ", kv " + std::string(dtype_name(cpu->kv_dtype()));
+           ", kv " + (cpu->kv_dtype() == DType::f16 ? "f16" : "f32");
   return backend.name();
 }
 
