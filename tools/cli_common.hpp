@@ -52,19 +52,20 @@ inline void add_cpu_matmul_option(CLI::App& command, CpuMatmul& matmul, CpuMatmu
 
 // --kv-cache-dtype auto|f32|f16: the CPU backend's KV cache type (CpuKvCache).
 inline void add_kv_cache_option(CLI::App& command, CpuKvCache& kv) {
+  static const std::map<std::string, CpuKvCache> names = [] {
+    std::map<std::string, CpuKvCache> by_name;
+    for (const CpuKvCache c : {CpuKvCache::automatic, CpuKvCache::f32, CpuKvCache::f16})
+      by_name[cpu_kv_cache_name(c)] = c;
+    return by_name;
+  }();
   kv = CpuKvCache::automatic;
   command
       .add_option_function<std::string>(
-          "--kv-cache-dtype",
-          [&kv](const std::string& name) {
-            kv = name == "f16"   ? CpuKvCache::f16
-                 : name == "f32" ? CpuKvCache::f32
-                                 : CpuKvCache::automatic;
-          },
+          "--kv-cache-dtype", [&kv](const std::string& name) { kv = names.at(name); },
           "CPU KV cache: f16 (as llama.cpp: half the memory and the K/V bytes a decode step "
           "reads), f32 (the reference), or auto (f16 with --cpu-matmul int8, f32 with exact); "
           "a GPU keeps K/V in bf16")
-      ->check(CLI::IsMember({"auto", "f32", "f16"}))
+      ->check(CLI::IsMember(names))
       ->default_str(cpu_kv_cache_name(CpuKvCache::automatic));
 }
 
