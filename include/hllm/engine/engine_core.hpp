@@ -31,9 +31,10 @@
 // seeded generator, so a request's output depends neither on what runs beside it nor on
 // preemption and prefix-cache hits. With CpuMatmul::int8 the INT4 and GGUF kernels sum a token's
 // rows in an order that depends on how many tokens share the call, and the CUDA backend picks its
-// attention split and GEMV/GEMM path by batch size, so there the same holds only up to rounding. Dynamic NTK RoPE is an exception everywhere: its frequencies follow
-// the longest sequence of a step, so prefix caching is off for it, and a preempted sequence's
-// recomputed K/V can differ from those it had.
+// attention split and GEMV/GEMM path by batch size, so there the same holds only up to rounding.
+// Dynamic NTK RoPE is an exception everywhere: its frequencies follow the longest sequence of a
+// step, so prefix caching is off for it, and a preempted sequence's recomputed K/V can differ
+// from those it had.
 #pragma once
 
 #include <algorithm>
