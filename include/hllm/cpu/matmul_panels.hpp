@@ -11,7 +11,8 @@
 // whole gives the bits of the same prompt run token by token. Inputs are processed in blocks of
 // PANEL_K; a block continues the chain from the partial sums the previous one left in y.
 //
-// Two AVX2 kernels, picked by the number of tokens n:
+// Two kernels, picked by the number of tokens n (AVX2; on AVX-512 machines prompts go through the
+// twice as wide kernel of cpu/matmul_panels_avx512.hpp):
 // - Few tokens (decode, n < PROMPT_MIN_TOKENS): bound by reading W once. P panels × T tokens per
 //   micro-kernel (P·T·2 accumulators): 4 × 1 for one token (8 independent chains hide the FMA
 //   latency), 2 × 2 for more. Each task owns 4 panels (64 rows) and runs all tokens over each
@@ -30,6 +31,7 @@
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
 #include "hllm/cpu/matmul_operands.hpp"
+#include "hllm/cpu/matmul_panels_avx512.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/layout/dense_panels.hpp"
 
@@ -255,10 +257,14 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
   // Token tiles: at most PROMPT_TOKEN_TILE tokens (each widened block serves all of a task's
   // tokens), but enough tiles for ~4 tasks per thread while a tile keeps
   // PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the micro-kernel's 6.
-  const int64_t tiles_for_threads = ceil_div(4 * int64_t{pool.size()}, panels);
+  const bool avx512 = cpu_isa() >= CpuIsa::avx512;
+  const int64_t task_panels = avx512 ? ceil_div(panels, PROMPT_TASK_PANELS) : panels;
+  const int64_t tiles_for_threads = ceil_div(4 * int64_t{pool.size()}, task_panels);
   const int64_t wanted_tiles =
       std::max(ceil_div(n, PROMPT_TOKEN_TILE),
                std::min(tiles_for_threads, ceil_div(n, PROMPT_MIN_TOKENS_PER_TASK)));
+  if (avx512)
+    return matmul_panels_prompt_avx512(x, w, y, n, in, out, ceil_div(n, wanted_tiles), pool);
   const int64_t tile = ceil_div(ceil_div(n, wanted_tiles), 6) * 6;
   pool.parallel_for(panels * ceil_div(n, tile), [&](int64_t task) {
     alignas(64) float wide[PANEL_K * DENSE_PANEL_ROWS];  // 64 KiB on the worker's stack
