@@ -349,3 +349,36 @@ TEST(StoreF16, EqualsTheScalarConversionBitForBit) {
   for (size_t i = 0; i < x.size(); ++i)
     ASSERT_EQ(got[i].bits, hllm::f32_to_f16(x[i]).bits) << "x " << x[i] << " at " << i;
 }
+
+#if defined(__x86_64__)
+// avx512::hsum16 puts Σ v[i] in lane i (the attention scores' order depends on it), and
+// load16_f32 widens every storage dtype as the scalar conversions do. Integer values: exact sums.
+TEST(Avx512Simd, Hsum16LaneIIsTheSumOfVectorIAndLoadsWiden) {
+  if (hllm::cpu::cpu_isa() < hllm::cpu::CpuIsa::avx512) GTEST_SKIP() << "no AVX-512 here";
+  [&]() __attribute__((target("avx512f,avx2,fma,f16c"))) {
+    alignas(64) float lanes[16][16], sums[16];
+    __m512 v[16];
+    for (int i = 0; i < 16; ++i) {
+      for (int l = 0; l < 16; ++l) lanes[i][l] = static_cast<float>(100 * i + l * (i + 1));
+      v[i] = _mm512_load_ps(lanes[i]);
+    }
+    _mm512_store_ps(sums, hllm::cpu::avx512::hsum16(v));
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(sums[i], 1600.0f * i + 120.0f * (i + 1)) << "lane " << i;
+
+    std::vector<hllm::bf16> b(16);
+    std::vector<hllm::f16> h(16);
+    for (int l = 0; l < 16; ++l) {
+      b[l] = hllm::f32_to_bf16(0.3f * l - 2.0f);
+      h[l] = hllm::f32_to_f16(0.3f * l - 2.0f);
+    }
+    alignas(64) float wide_b[16], wide_h[16];
+    _mm512_store_ps(wide_b, hllm::cpu::avx512::load16_f32(b.data()));
+    _mm512_store_ps(wide_h, hllm::cpu::avx512::load16_f32(h.data()));
+    for (int l = 0; l < 16; ++l) {
+      EXPECT_EQ(wide_b[l], hllm::bf16_to_f32(b[l])) << l;
+      EXPECT_EQ(wide_h[l], hllm::f16_to_f32(h[l])) << l;
+    }
+  }
+  ();
+}
+#endif

@@ -278,6 +278,9 @@ TEST(AttentionPaged, ShuffledTablesMatchContiguousF16Pools) {
   check_against_contiguous<float, hllm::f16>({32, 8, 64, 16}, {13}, 3, true, 13);
   check_against_contiguous<float, hllm::f16>({4, 2, 96, 16}, {70}, 3, true, 14);
   check_against_contiguous<float, hllm::f16>({4, 2, 36, 16}, {20}, 2, true, 15);
+  // Groups of 3 (Llama-3.2-3B) and 6 (a chunk of 4 heads and one of 2 on AVX-512), odd lengths.
+  check_against_contiguous<float, hllm::f16>({24, 8, 128, 16}, {41}, 2, true, 16);
+  check_against_contiguous<float, hllm::f16>({12, 2, 64, 16}, {6}, 3, true, 17);
 }
 
 TEST(AttentionPaged, ShuffledTablesMatchContiguousBf16) {

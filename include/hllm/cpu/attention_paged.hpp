@@ -30,6 +30,7 @@
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/error.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/attention_ranges_avx512.hpp"
 #include "hllm/cpu/simd.hpp"
 #include "hllm/layout/attn_split.hpp"
 #include "hllm/layout/paged_kv.hpp"
@@ -141,11 +142,14 @@ template <typename KV>
 #endif
 
 // scores[g·len + j] = qf[g] · K row j, and part[g] += Σ_j weights[g·len + j] · V row j: the two
-// loops over a range's rows (the AVX2 functions for head_dim % 8 == 0).
+// loops over a range's rows (cpu/attention_ranges_avx512.hpp for head_dim % 16 == 0 on AVX-512,
+// the AVX2 functions for head_dim % 8 == 0).
 template <typename KV>
 void range_scores(const float* qf, int64_t group, int64_t head_dim, const KV* k_pool,
                   const int64_t* offsets, int32_t len, float* scores) {
 #if defined(__x86_64__)
+  if (head_dim % 16 == 0 && cpu_isa() >= CpuIsa::avx512)
+    return range_scores_avx512(qf, group, head_dim, k_pool, offsets, len, scores);
   if (head_dim % 8 == 0 && cpu_has_avx2())
     return range_scores_avx2(qf, group, head_dim, k_pool, offsets, len, scores);
 #endif
@@ -157,6 +161,8 @@ template <typename KV>
 void range_values(const float* weights, int64_t group, int64_t head_dim, const KV* v_pool,
                   const int64_t* offsets, int32_t len, float* part) {
 #if defined(__x86_64__)
+  if (head_dim % 16 == 0 && cpu_isa() >= CpuIsa::avx512)
+    return range_values_avx512(weights, group, head_dim, v_pool, offsets, len, part);
   if (head_dim % 8 == 0 && cpu_has_avx2())
     return range_values_avx2(weights, group, head_dim, v_pool, offsets, len, part);
 #endif
@@ -205,9 +211,11 @@ void attention_paged_split(const T* q, const PagedKvView& kv, std::span<const in
   const KV* k_pool = static_cast<const KV*>(kv.k);
   const KV* v_pool = static_cast<const KV*>(kv.v);
 
-  // One task per (query, KV head): the `group` query heads of a KV head reuse each K/V row.
+  // One task per (query, KV head): the `group` query heads of a KV head reuse each K/V row. Tasks
+  // are numbered KV head first, so the neighbours a thread claims (the queries of a prompt) read
+  // the same K/V rows, from L2.
   pool.parallel_for(n_queries * n_kv_heads, [&](int64_t task) {
-    const int64_t i = task / n_kv_heads, kv_head = task % n_kv_heads;
+    const int64_t i = task % n_queries, kv_head = task / n_queries;
     const int32_t seq = query_seq[i], kv_len = query_kv_len[i];
     const int32_t* table = kv.block_tables + static_cast<int64_t>(seq) * kv.max_blocks_per_seq;
     thread_local std::vector<float> qf, total, part, scores, m_total, d_total, m_part, d_part;

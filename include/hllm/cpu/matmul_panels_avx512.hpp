@@ -22,13 +22,11 @@
 
 #include "hllm/core/dtype.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/simd.hpp"
 #include "hllm/layout/dense_panels.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-
-// (The masked forms with an all-ones mask below are the plain instructions: GCC 12 warns, falsely,
-// that the unmasked intrinsics read an uninitialized pass-through.)
 
 namespace hllm::cpu::detail {
 
@@ -54,18 +52,6 @@ inline void group_prompt_tokens(const float* x, int64_t n, int64_t in, float* gr
   });
 }
 
-[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const float* p) {
-  return _mm512_loadu_ps(p);
-}
-[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const bf16* p) {
-  const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m512i words = _mm512_maskz_cvtepu16_epi32(0xFFFF, halves);
-  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, words, 16));
-}
-[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const f16* p) {
-  return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
 // Widens inputs [k0, k0 + k_len) of PANELS consecutive panels to fp32, interleaved:
 // wide[k][16 p + i] = W[16 (panel + p) + i, k0 + k].
 template <int PANELS, typename W>
@@ -77,7 +63,7 @@ template <int PANELS, typename W>
     const W* src = w + (panel + p) * DENSE_PANEL_ROWS * in + k0 * DENSE_PANEL_ROWS;
     for (int64_t k = 0; k < k_len; ++k)
       _mm512_store_ps(wide + (k * PANELS + p) * DENSE_PANEL_ROWS,
-                      load16_f32(src + k * DENSE_PANEL_ROWS));
+                      avx512::load16_f32(src + k * DENSE_PANEL_ROWS));
   }
 }
 

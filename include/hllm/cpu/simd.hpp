@@ -171,6 +171,50 @@ template <typename T>
 
 namespace avx512 {
 
+// (The masked forms with an all-ones mask below are the plain instructions: GCC 12 warns, falsely,
+// that the unmasked intrinsics read an uninitialized pass-through.)
+
+// 16 consecutive values of any storage dtype widened to fp32 (as avx2::load8_f32).
+[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const bf16* p) {
+  const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m512i words = _mm512_maskz_cvtepu16_epi32(0xFFFF, halves);
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, words, 16));
+}
+[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 load16_f32(const f16* p) {
+  return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// The 16 horizontal sums of v[0..15] as one vector: lane i = Σ v[i]. Four rounds, each adding
+// two shuffles of a pair: 256-bit halves (v[m] with v[m+4], v[m+8] with v[m+12]), then 128-bit
+// quarters, then within quarters (as avx2::hsum8), so quarter k of the result holds v[4k .. 4k+3].
+[[gnu::target("avx512f,avx2,fma,f16c")]] inline __m512 hsum16(const __m512 v[16]) {
+  __m512 halves[8], quarters[4];
+  for (int m = 0; m < 4; ++m)
+    for (int h = 0; h < 2; ++h) {
+      const __m512 a = v[m + 8 * h], b = v[m + 8 * h + 4];
+      halves[m + 4 * h] =
+          _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, a, b, 0x44),   // a.q0 a.q1 b.q0 b.q1
+                        _mm512_maskz_shuffle_f32x4(0xFFFF, a, b, 0xEE));  // a.q2 a.q3 b.q2 b.q3
+    }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 a = halves[m], b = halves[m + 4];
+    quarters[m] =
+        _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, a, b, 0x88),   // a.q0 a.q2 b.q0 b.q2
+                      _mm512_maskz_shuffle_f32x4(0xFFFF, a, b, 0xDD));  // a.q1 a.q3 b.q1 b.q3
+  }
+  // quarters[m], quarter k: 4 partial sums of v[4k + m]. Pairs of lanes, then pairs of pairs.
+  const __m512 p01 = _mm512_add_ps(_mm512_maskz_unpacklo_ps(0xFFFF, quarters[0], quarters[1]),
+                                   _mm512_maskz_unpackhi_ps(0xFFFF, quarters[0], quarters[1]));
+  const __m512 p23 = _mm512_add_ps(_mm512_maskz_unpacklo_ps(0xFFFF, quarters[2], quarters[3]),
+                                   _mm512_maskz_unpackhi_ps(0xFFFF, quarters[2], quarters[3]));
+  const __m512d d01 = _mm512_castps_pd(p01), d23 = _mm512_castps_pd(p23);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, d01, d23)),
+                       _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, d01, d23)));
+}
+
 // Σ of the 16 lanes: the two 256-bit halves added, then avx2::hsum. (Through memory: GCC 12 warns,
 // falsely, that the extract intrinsics' undefined pass-through is used uninitialized.)
 [[gnu::target("avx512f,avx2,fma,f16c")]] inline float hsum(__m512 v) {
