@@ -61,6 +61,9 @@ BENCHMARK(BM_Matmul_bf16)
     ->Args({128, 2048, 512})
     ->Args({128, 2048, 8192})
     ->Args({128, 8192, 2048})
+    // ... and of a 512-token prompt (the activations outgrow L2): gate/up, down.
+    ->Args({512, 2048, 8192})
+    ->Args({512, 8192, 2048})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_Matmul_bf16_rows)

@@ -254,14 +254,15 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
     return;
   }
 #if defined(__x86_64__)
-  // Token tiles: at most PROMPT_TOKEN_TILE tokens (each widened block serves all of a task's
-  // tokens), but enough tiles for ~4 tasks per thread while a tile keeps
-  // PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the micro-kernel's 6.
+  // Token tiles: at most PROMPT_TOKEN_TILE tokens (AVX-512: prompt_token_tile_avx512; each
+  // widened block serves all of a task's tokens), but enough tiles for ~4 tasks per thread while a
+  // tile keeps PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the micro-kernel's
+  // tokens (6; AVX-512: 12, rounded up there).
   const bool avx512 = cpu_isa() >= CpuIsa::avx512;
   const int64_t task_panels = avx512 ? ceil_div(panels, PROMPT_TASK_PANELS) : panels;
   const int64_t tiles_for_threads = ceil_div(4 * int64_t{pool.size()}, task_panels);
   const int64_t wanted_tiles =
-      std::max(ceil_div(n, PROMPT_TOKEN_TILE),
+      std::max(ceil_div(n, avx512 ? prompt_token_tile_avx512(in) : PROMPT_TOKEN_TILE),
                std::min(tiles_for_threads, ceil_div(n, PROMPT_MIN_TOKENS_PER_TASK)));
   if (avx512)
     return matmul_panels_prompt_avx512(x, w, y, n, in, out, ceil_div(n, wanted_tiles), pool);
