@@ -141,8 +141,9 @@ inline float* widened_block_buffer() {
   return static_cast<float*>(std::align(64, bytes, start, space));
 }
 
-// y[n, out] = x · Wᵀ for n prompt tokens: tasks of a panel pair × a token tile of at most
-// `max_tile` tokens (rounded to the group size).
+// y[n, out] = x · Wᵀ for n prompt tokens: tasks of a panel pair × a tile of `tile` tokens (rounded
+// up to the group size). x is regrouped into a buffer of this thread (n × in floats, rounded up to
+// whole groups), kept for the next call.
 template <typename W>
 void matmul_panels_prompt_avx512(const float* x, const W* w, float* y, int64_t n, int64_t in,
                                  int64_t out, int64_t tile, ThreadPool& pool) {
