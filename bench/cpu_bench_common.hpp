@@ -116,6 +116,7 @@ inline double time_bf16_matmul(benchmark::State& state, int64_t n, int64_t in, i
     for (auto& v : w) v = hllm::f32_to_bf16(dist(rng));  // random either way: no packing needed
   std::vector<float> x(static_cast<size_t>(n * in)), y(static_cast<size_t>(n * out));
   for (float& v : x) v = dist(rng);
+  std::vector<float> scratch;  // the prompt kernel's regrouped x, kept between calls
   size_t next = 0;
   double total_seconds = 0.0;
   for (auto _ : state) {
@@ -123,8 +124,9 @@ inline double time_bf16_matmul(benchmark::State& state, int64_t n, int64_t in, i
     const hllm::Tensor yt(y.data(), hllm::DType::f32, {n, out});
     const auto start = std::chrono::steady_clock::now();
     if (layout == DenseLayout::panels)
-      hllm::cpu::matmul_panels(
-          xt, hllm::Tensor(weights[next].data(), hllm::DType::bf16, {elements}), out, yt, pool());
+      hllm::cpu::matmul_panels(xt,
+                               hllm::Tensor(weights[next].data(), hllm::DType::bf16, {elements}),
+                               out, yt, pool(), scratch);
     else
       hllm::cpu::matmul(xt, hllm::Tensor(weights[next].data(), hllm::DType::bf16, {out, in}), yt,
                         pool());

@@ -134,8 +134,9 @@ TEST_P(MatmulTest, PanelsEqualOneFmaChainPerOutput) {
   const Tensor panels = pack_panels(w, c.dtype, c.out, c.in, half, full);
   std::vector<float> y(c.n * c.out, std::nanf(""));
   hllm::ThreadPool pool(c.threads);
+  std::vector<float> scratch;
   hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()), DType::f32, {c.n, c.in}), panels,
-                           c.out, Tensor(y.data(), DType::f32, {c.n, c.out}), pool);
+                           c.out, Tensor(y.data(), DType::f32, {c.n, c.out}), pool, scratch);
   for (int64_t t = 0; t < c.n; ++t) {
     for (int64_t r = 0; r < c.out; ++r) {
       float chain = 0.0f;
@@ -164,17 +165,44 @@ TEST(MatmulPanels, PromptRowsEqualTheTokensRunAlone) {
   std::vector<float> full;
   const Tensor panels = pack_panels(w, DType::bf16, out, in, half, full);
   hllm::ThreadPool pool(2);
-  std::vector<float> whole(n * out), alone(out);
+  std::vector<float> whole(n * out), alone(out), scratch;
   hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()), DType::f32, {n, in}), panels, out,
-                           Tensor(whole.data(), DType::f32, {n, out}), pool);
+                           Tensor(whole.data(), DType::f32, {n, out}), pool, scratch);
   for (int64_t t = 0; t < n; t += 37) {
     hllm::cpu::matmul_panels(Tensor(const_cast<float*>(x.data()) + t * in, DType::f32, {1, in}),
-                             panels, out, Tensor(alone.data(), DType::f32, {1, out}), pool);
+                             panels, out, Tensor(alone.data(), DType::f32, {1, out}), pool,
+                             scratch);
     for (int64_t r = 0; r < out; ++r)
       ASSERT_EQ(std::bit_cast<uint32_t>(whole[t * out + r]), std::bit_cast<uint32_t>(alone[r]))
           << "token " << t << " row " << r;
   }
 }
+
+#if defined(__x86_64__)
+// The prompt kernels' token tiles: whole micro-kernel groups (12 tokens on AVX-512, 6 on AVX2), no
+// more tiles than needed to keep every thread busy, and on AVX-512 a tile's x within the cache cap
+// (PROMPT_TILE_X_BYTES) unless the tile is already at its floor.
+TEST(MatmulPanels, PromptTokenTilesAreWholeGroupsWithinTheCacheCap) {
+  using namespace hllm::cpu::detail;
+  for (const bool avx512 : {false, true})
+    for (const int64_t n : {16, 17, 100, 128, 600, 2048})
+      for (const int64_t in : {64, 2048, 8192, 14336})
+        for (const int64_t panels : {1, 4, 128, 1024}) {
+          const int64_t tile = prompt_token_tile(n, in, panels, 2, avx512);
+          const int64_t group = avx512 ? PROMPT_GROUP_TOKENS : PROMPT_AVX2_GROUP_TOKENS;
+          SCOPED_TRACE(testing::Message() << "avx512 " << avx512 << " n " << n << " in " << in
+                                          << " panels " << panels << " tile " << tile);
+          EXPECT_EQ(tile % group, 0);
+          EXPECT_GT(tile, 0);
+          EXPECT_LT(tile, n + group);  // never a whole group past the prompt
+          const int64_t cap = avx512 ? prompt_token_tile_avx512(in) : PROMPT_TOKEN_TILE;
+          EXPECT_LT(tile, cap + group);  // the cap, rounded up to whole groups
+          if (avx512 && tile > 4 * PROMPT_GROUP_TOKENS) {
+            EXPECT_LE((tile - group) * in * 4, PROMPT_TILE_X_BYTES);
+          }
+        }
+}
+#endif
 
 TEST(DensePanels, PackedWeightsSitWhereTheIndexSaysAndUnpackToTheRows) {
   const int64_t out = 37, in = 11;  // a last panel of 5 rows and 11 of padding
@@ -200,9 +228,10 @@ TEST(DensePanels, PackedWeightsSitWhereTheIndexSaysAndUnpackToTheRows) {
 TEST(MatmulErrors, PanelsTooShortForTheShapeIsAnError) {
   std::vector<float> x(6), w(16 * 3 - 1), y(2);
   hllm::ThreadPool pool(1);
+  std::vector<float> scratch;
   EXPECT_THROW(hllm::cpu::matmul_panels(Tensor(x.data(), DType::f32, {2, 3}),
                                         Tensor(w.data(), DType::f32, {16 * 3 - 1}), 1,
-                                        Tensor(y.data(), DType::f32, {2, 1}), pool),
+                                        Tensor(y.data(), DType::f32, {2, 1}), pool, scratch),
                hllm::Error);
 }
 

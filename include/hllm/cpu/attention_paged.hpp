@@ -148,7 +148,7 @@ template <typename KV>
 void range_scores(const float* qf, int64_t group, int64_t head_dim, const KV* k_pool,
                   const int64_t* offsets, int32_t len, float* scores) {
 #if defined(__x86_64__)
-  if (head_dim % 16 == 0 && cpu_isa() >= CpuIsa::avx512)
+  if (head_dim % 16 == 0 && cpu_has_avx512())
     return range_scores_avx512(qf, group, head_dim, k_pool, offsets, len, scores);
   if (head_dim % 8 == 0 && cpu_has_avx2())
     return range_scores_avx2(qf, group, head_dim, k_pool, offsets, len, scores);
@@ -161,7 +161,7 @@ template <typename KV>
 void range_values(const float* weights, int64_t group, int64_t head_dim, const KV* v_pool,
                   const int64_t* offsets, int32_t len, float* part) {
 #if defined(__x86_64__)
-  if (head_dim % 16 == 0 && cpu_isa() >= CpuIsa::avx512)
+  if (head_dim % 16 == 0 && cpu_has_avx512())
     return range_values_avx512(weights, group, head_dim, v_pool, offsets, len, part);
   if (head_dim % 8 == 0 && cpu_has_avx2())
     return range_values_avx2(weights, group, head_dim, v_pool, offsets, len, part);

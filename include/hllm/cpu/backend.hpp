@@ -167,8 +167,8 @@ class CpuBackend final : public Backend {
   }
   void matmul(const Tensor& x, const Linear& weight, const Tensor& out) override {
     if (weight.is_int4() && int4_matmul_ == CpuMatmul::int8)
-      return cpu::matmul_int4_q8(x, weight.int4, out, pool_, int4_scratch_, q8_scratch_);
-    if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, int4_scratch_);
+      return cpu::matmul_int4_q8(x, weight.int4, out, pool_, activation_scratch_, q8_scratch_);
+    if (weight.is_int4()) return cpu::matmul_int4(x, weight.int4, out, pool_, activation_scratch_);
     if (weight.is_ggml() && int4_matmul_ == CpuMatmul::int8 &&
         cpu::ggml_q8_path_supports(weight.ggml.type))
       return cpu::matmul_ggml_q8(x, weight.ggml, out, pool_, q8_blocks_);
@@ -180,7 +180,7 @@ class CpuBackend final : public Backend {
       const int64_t rows = weight.out_features(), cols = weight.in_features();
       const Tensor panels(weight.dense.data, weight.dense.dtype,
                           {dense_panels_elements(rows, cols)});
-      return cpu::matmul_panels(x, panels, rows, out, pool_);
+      return cpu::matmul_panels(x, panels, rows, out, pool_, activation_scratch_);
     }
     cpu::matmul(x, weight.dense, out, pool_);
   }
@@ -197,8 +197,8 @@ class CpuBackend final : public Backend {
         outs[count++] = target.out;
       }
     if (count == targets.size() && cpu::int4_q8_share_input({weights, count}))
-      return cpu::matmul_int4_q8_group(x, {weights, count}, {outs, count}, pool_, int4_scratch_,
-                                       q8_scratch_);
+      return cpu::matmul_int4_q8_group(x, {weights, count}, {outs, count}, pool_,
+                                       activation_scratch_, q8_scratch_);
     Backend::matmul_shared_input(x, targets);
   }
   void rope_store_kv(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -284,11 +284,13 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   CpuMatmul int4_matmul_;
-  DType kv_dtype_;                   // f32 or f16 (CpuKvCache)
-  std::vector<float> int4_scratch_;  // activations in an INT4 weight's packed input order
-  cpu::Q8Activations q8_scratch_;    // the same rounded to int8 (CpuMatmul::int8)
-  cpu::Q8Blocks q8_blocks_;          // activations rounded to int8 for Q4_0 / Q8_0 weights
-  cpu::Q8KBlocks q8k_blocks_;        // and for Q4_K / Q6_K (per 256 inputs)
+  DType kv_dtype_;  // f32 or f16 (CpuKvCache)
+  // Activations rearranged for the kernel at hand: an INT4 weight's packed input order, the
+  // AVX-512 dense prompt kernel's token groups.
+  std::vector<float> activation_scratch_;
+  cpu::Q8Activations q8_scratch_;  // the same rounded to int8 (CpuMatmul::int8)
+  cpu::Q8Blocks q8_blocks_;        // activations rounded to int8 for Q4_0 / Q8_0 weights
+  cpu::Q8KBlocks q8k_blocks_;      // and for Q4_K / Q6_K (per 256 inputs)
   // The step inputs (begin_step).
   std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;
   std::vector<int64_t> positions64_;

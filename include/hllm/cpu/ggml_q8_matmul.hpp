@@ -485,15 +485,16 @@ inline void ggml_q4_0_rows4(const GgmlView& w, int64_t row, const Q8Blocks& a, i
                 : ggml_q4_0_rows4_avx512<false>(w, row, a, t, y, y_stride);
 }
 
-// Tokens [t, t + TOKENS) of one row on the chosen instruction set (avx2 or avx512). The first
-// pass over a row (t = 0) streams it from memory.
+// Tokens [t, t + TOKENS) of one row on the chosen instruction set (avx2 or avx512; passes of more
+// than 4 tokens are AVX-512 only). The first pass over a row (t = 0) streams it from memory.
 template <int TOKENS>
 inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8Blocks& a,
                          int64_t t, float* y, int64_t y_stride) {
   const auto run = [&]<GgmlType TYPE, bool PREFETCH>() {
-    if (isa == CpuIsa::avx512)
-      return ggml_q8_row_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
-    return ggml_q8_row_avx2<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
+    if constexpr (TOKENS <= 4)
+      if (isa != CpuIsa::avx512)
+        return ggml_q8_row_avx2<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
+    return ggml_q8_row_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
   };
   if (type == GgmlType::Q8_0)
     return t == 0 ? run.template operator()<GgmlType::Q8_0, true>()

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
@@ -46,6 +47,7 @@ inline constexpr int64_t DECODE_TASK_PANELS = 4;
 inline constexpr int64_t PROMPT_MIN_TOKENS = 16;
 inline constexpr int64_t PROMPT_TOKEN_TILE = 512;  // at most this many tokens per prompt task
 inline constexpr int64_t PROMPT_MIN_TOKENS_PER_TASK = 48;
+inline constexpr int64_t PROMPT_AVX2_GROUP_TOKENS = 6;  // tokens per AVX2 prompt micro-kernel
 
 inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -227,16 +229,30 @@ template <typename W>
     const int64_t k_len = std::min(PANEL_K, in - k0);
     widen_panel_block_avx2(panel_w, k0, k_len, wide);
     int64_t t = t0;
-    for (; t + 6 <= t1; t += 6)
-      panel_prompt_micro_avx2<6>(x, wide, y, in, out, panel, t, k0, k_len);
+    for (; t + PROMPT_AVX2_GROUP_TOKENS <= t1; t += PROMPT_AVX2_GROUP_TOKENS)
+      panel_prompt_micro_avx2<PROMPT_AVX2_GROUP_TOKENS>(x, wide, y, in, out, panel, t, k0, k_len);
     if (t < t1) panel_prompt_rest_avx2(t1 - t, x, wide, y, in, out, panel, t, k0, k_len);
   }
+}
+
+// Tokens per prompt task for n tokens × `panels` panels: at most PROMPT_TOKEN_TILE (AVX-512:
+// prompt_token_tile_avx512, which keeps a tile's x in the last-level cache; each widened block
+// serves all of a task's tokens), but enough tiles for ~4 tasks per thread while a tile keeps
+// PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, rounded up to whole micro-kernel groups.
+inline int64_t prompt_token_tile(int64_t n, int64_t in, int64_t panels, int threads, bool avx512) {
+  const int64_t task_panels = avx512 ? ceil_div(panels, PROMPT_TASK_PANELS) : panels;
+  const int64_t tiles_for_threads = ceil_div(4 * int64_t{threads}, task_panels);
+  const int64_t tiles =
+      std::max(ceil_div(n, avx512 ? prompt_token_tile_avx512(in) : PROMPT_TOKEN_TILE),
+               std::min(tiles_for_threads, ceil_div(n, PROMPT_MIN_TOKENS_PER_TASK)));
+  const int64_t group = avx512 ? PROMPT_GROUP_TOKENS : PROMPT_AVX2_GROUP_TOKENS;
+  return ceil_div(ceil_div(n, tiles), group) * group;
 }
 #endif
 
 template <typename W>
 void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_t in, int64_t out,
-                         ThreadPool& pool) {
+                         ThreadPool& pool, std::vector<float>& scratch) {
   const int64_t panels = dense_panel_count(out);
   const bool vector_path = cpu_has_avx2();
   if (n == 0 || out == 0) return;
@@ -254,24 +270,16 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
     return;
   }
 #if defined(__x86_64__)
-  // Token tiles: at most PROMPT_TOKEN_TILE tokens (AVX-512: prompt_token_tile_avx512; each
-  // widened block serves all of a task's tokens), but enough tiles for ~4 tasks per thread while a
-  // tile keeps PROMPT_MIN_TOKENS_PER_TASK; then equal tiles, each a multiple of the micro-kernel's
-  // tokens (6; AVX-512: 12, rounded up there).
-  const bool avx512 = cpu_isa() >= CpuIsa::avx512;
-  const int64_t task_panels = avx512 ? ceil_div(panels, PROMPT_TASK_PANELS) : panels;
-  const int64_t tiles_for_threads = ceil_div(4 * int64_t{pool.size()}, task_panels);
-  const int64_t wanted_tiles =
-      std::max(ceil_div(n, avx512 ? prompt_token_tile_avx512(in) : PROMPT_TOKEN_TILE),
-               std::min(tiles_for_threads, ceil_div(n, PROMPT_MIN_TOKENS_PER_TASK)));
-  if (avx512)
-    return matmul_panels_prompt_avx512(x, w, y, n, in, out, ceil_div(n, wanted_tiles), pool);
-  const int64_t tile = ceil_div(ceil_div(n, wanted_tiles), 6) * 6;
+  const bool avx512 = cpu_has_avx512();
+  const int64_t tile = prompt_token_tile(n, in, panels, pool.size(), avx512);
+  if (avx512) return matmul_panels_prompt_avx512(x, w, y, n, in, out, tile, pool, scratch);
   pool.parallel_for(panels * ceil_div(n, tile), [&](int64_t task) {
     alignas(64) float wide[PANEL_K * DENSE_PANEL_ROWS];  // 64 KiB on the worker's stack
     const int64_t panel = task % panels, t0 = (task / panels) * tile;
     panel_prompt_task_avx2(x, w, y, in, out, panel, t0, std::min(n, t0 + tile), wide);
   });
+#else
+  (void)scratch;  // (only the x86 prompt kernel rearranges x)
 #endif
 }
 
@@ -279,16 +287,18 @@ void matmul_panels_typed(const float* x, const W* w, float* y, int64_t n, int64_
 
 // y[n, out] = x[n, in] · Wᵀ for W[out, in] stored as panels (layout/dense_panels.hpp) in
 // `panels`, whose dtype is bf16 / f16 / f32 and which holds dense_panels_elements(out, in)
-// elements. x and y fp32 contiguous.
+// elements. x and y fp32 contiguous. `scratch` holds x rearranged for the AVX-512 prompt kernel
+// between calls (grown on demand, up to n × in floats).
 inline void matmul_panels(const Tensor& x, const Tensor& panels, int64_t out, const Tensor& y,
-                          ThreadPool& pool) {
+                          ThreadPool& pool, std::vector<float>& scratch) {
   const int64_t in = x.rank() == 2 ? x.dim(1) : 0;
   check_matmul_operands("matmul_panels", x, y, in, out);
   if (panels.numel() < dense_panels_elements(out, in))
     fail("matmul_panels: ", panels.numel(), " weights do not hold ", out, " x ", in, " in panels");
   const int64_t n = x.dim(0);
   visit_float_dtype(panels.dtype, "matmul: weight", [&]<typename T>(std::type_identity<T>) {
-    detail::matmul_panels_typed(x.as<float>(), panels.as<T>(), y.as<float>(), n, in, out, pool);
+    detail::matmul_panels_typed(x.as<float>(), panels.as<T>(), y.as<float>(), n, in, out, pool,
+                                scratch);
   });
 }
 

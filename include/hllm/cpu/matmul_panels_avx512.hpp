@@ -141,17 +141,16 @@ inline float* widened_block_buffer() {
   return static_cast<float*>(std::align(64, bytes, start, space));
 }
 
-// y[n, out] = x · Wᵀ for n prompt tokens: tasks of a panel pair × a tile of `tile` tokens (rounded
-// up to the group size). x is regrouped into a buffer of this thread (n × in floats, rounded up to
-// whole groups), kept for the next call.
+// y[n, out] = x · Wᵀ for n prompt tokens: tasks of a panel pair × a tile of `tile` tokens (a
+// multiple of the group size). x is regrouped into the caller's `grouped` (grown to n × in floats,
+// rounded up to whole groups).
 template <typename W>
 void matmul_panels_prompt_avx512(const float* x, const W* w, float* y, int64_t n, int64_t in,
-                                 int64_t out, int64_t tile, ThreadPool& pool) {
-  thread_local std::vector<float> grouped;
+                                 int64_t out, int64_t tile, ThreadPool& pool,
+                                 std::vector<float>& grouped) {
   const int64_t groups = (n + PROMPT_GROUP_TOKENS - 1) / PROMPT_GROUP_TOKENS;
   grouped.resize(static_cast<size_t>(groups * PROMPT_GROUP_TOKENS * in));
   group_prompt_tokens(x, n, in, grouped.data(), pool);
-  tile = (tile + PROMPT_GROUP_TOKENS - 1) / PROMPT_GROUP_TOKENS * PROMPT_GROUP_TOKENS;
   const int64_t panels = dense_panel_count(out);
   const int64_t pairs = (panels + PROMPT_TASK_PANELS - 1) / PROMPT_TASK_PANELS;
   const float* xg = grouped.data();

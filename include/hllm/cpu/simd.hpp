@@ -31,6 +31,8 @@ inline float to_f32(f16 x) { return f16_to_f32(x); }
 
 // True when the AVX2 paths may run (cpu/isa.hpp: the CPU supports them and HLLM_CPU_ISA allows).
 inline bool cpu_has_avx2() { return cpu_isa() >= CpuIsa::avx2; }
+// True when the AVX-512 (F, BW, VNNI) paths may run.
+inline bool cpu_has_avx512() { return cpu_isa() >= CpuIsa::avx512; }
 
 #if defined(__x86_64__)
 namespace avx2 {
