@@ -1,6 +1,7 @@
 // CPU matmul against weights in GGUF's ggml blocks, read in place (cpu/ggml_matmul.hpp,
-// matmul_ggml) for Q4_0, Q4_K, Q6_K and Q8_0; also with int8 activations, their default path
-// (cpu/ggml_q8_matmul.hpp: BM_Matmul_Q4_0_a8, BM_Matmul_Q8_0_a8, the latter the Q8_0 lm_head's;
+// matmul_ggml) for Q4_0, Q5_0, Q4_K, Q6_K and Q8_0; also with int8 activations, their default
+// path (cpu/ggml_q8_matmul.hpp: BM_Matmul_Q4_0_a8, BM_Matmul_Q5_0_a8, BM_Matmul_Q8_0_a8, the last
+// the Q8_0 lm_head's;
 // on AVX2 and AVX-512 VNNI cpu/ggml_kq8_matmul.hpp: BM_Matmul_Q4_K_a8, BM_Matmul_Q6_K_a8); beside hllm's
 // own INT4 tiles (cpu/int4_matmul.hpp) as the reference, on the
 // Llama-3-8B and Llama-3.2-1B projection shapes: decode GEMV (tokens = 1, bound by reading the
@@ -12,7 +13,7 @@
 // size per weight. Weights come from ggml_quantize_row on random fp32 rows (a pool of rows, tiled),
 // and weight sets are rotated through at least 256 MiB so every call reads from DRAM, not cache.
 // All hardware threads are used. Benchmarks are named BM_Matmul_<type>/tokens:N/in:I/out:O/...
-// (type Q4_0, Q4_K, Q6_K, Q8_0, their _a8 forms where the machine has them, or int4) and run
+// (type Q4_0, Q5_0, Q4_K, Q6_K, Q8_0, their _a8 forms where the machine has them, or int4) and run
 // shape by shape, side by side.
 //
 //   ./build/bench/cpu_ggml_bench
@@ -120,7 +121,7 @@ const GgmlWeights& ggml_weights(hllm::GgmlType type, int64_t in, int64_t out) {
 
 // args: tokens, in_features, out_features
 // int8_activations: the same weights times int8 activations (rounded inside each call, as in
-// decode: per 32 inputs for Q4_0 / Q8_0, per 256 for Q4_K / Q6_K) instead of fp32 ones.
+// decode: per 32 inputs for Q4_0 / Q5_0 / Q8_0, per 256 for Q4_K / Q6_K) instead of fp32 ones.
 void BM_Matmul_ggml(benchmark::State& state, hllm::GgmlType type, bool int8_activations) {
   const int64_t n = state.range(0), in = state.range(1), out = state.range(2);
   const GgmlWeights& w = ggml_weights(type, in, out);
@@ -193,12 +194,13 @@ constexpr std::pair<int64_t, int64_t> SHAPES[] = {{4096, 4096},  {4096, 1024}, {
                                                   {14336, 4096}, {2048, 2048}, {2048, 512},
                                                   {2048, 8192},  {8192, 2048}, {2048, 128256}};
 
-// Shape by shape, Q4_0 / Q4_K / Q6_K / Q8_0, their _a8 forms, INT4, tokens 1, 4 and 16 (same
+// Shape by shape, Q4_0 / Q5_0 / Q4_K / Q6_K / Q8_0, their _a8 forms, INT4, tokens 1, 4 and 16 (same
 // weight sets).
 // MinTime 0.3 s: the whole default run takes a few minutes on a 2-core VM (a decode call reads
 // 1-280 MB; a 16-token call of the 1B lm_head is 8.4 GFLOP, ~0.1 s there).
 [[maybe_unused]] const bool registered = [] {
   constexpr std::pair<hllm::GgmlType, const char*> TYPES[] = {{hllm::GgmlType::Q4_0, "Q4_0"},
+                                                              {hllm::GgmlType::Q5_0, "Q5_0"},
                                                               {hllm::GgmlType::Q4_K, "Q4_K"},
                                                               {hllm::GgmlType::Q6_K, "Q6_K"},
                                                               {hllm::GgmlType::Q8_0, "Q8_0"}};

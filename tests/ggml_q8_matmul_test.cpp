@@ -1,4 +1,4 @@
-// cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 weights (made by quant/ggml_quantize.hpp) times int8
+// cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 / Q5_0 weights (made by quant/ggml_quantize.hpp) times int8
 // activations. The AVX2 and AVX-512 paths equal the portable one (the same integer dots, fp32 sums
 // in another order), and the portable path is within the activation rounding bound
 // Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights (and that product
@@ -38,9 +38,9 @@ void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
       [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32] * q8.row(t)[k]; });
 }
 
-TEST(GgmlQ8Matmul, Q8_0AndQ4_0WithinTheRoundingBoundOnEveryPath) {
+TEST(GgmlQ8Matmul, Q8_0Q4_0AndQ5_0WithinTheRoundingBoundOnEveryPath) {
   std::mt19937 rng(3);
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0}) {
     for (const int64_t in : {int64_t{256}, int64_t{96}, int64_t{1120}}) {
       const GgmlWeight w = random_ggml_weight(type, 37, in, rng);
       for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}, int64_t{17}}) {
@@ -93,7 +93,7 @@ TEST(GgmlQ8Matmul, RefusesOtherBlockTypes) {
                               Tensor(y.data(), DType::f32, {1, 4}), pool, q8);
     FAIL() << "no error";
   } catch (const hllm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Q8_0 or Q4_0 only"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Q8_0, Q4_0 or Q5_0 only"), std::string::npos) << e.what();
   }
 }
 

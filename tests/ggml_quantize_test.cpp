@@ -21,7 +21,8 @@ namespace {
 
 using hllm::GgmlType;
 
-constexpr GgmlType TYPES[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
+constexpr GgmlType TYPES[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_K,
+                              GgmlType::Q6_K};
 constexpr float SUBNORMAL = 5.9604645e-8f;          // the smallest fp16 step (2⁻²⁴)
 constexpr float F16_ROUNDING = 1.0f + 1.0f / 1024;  // a covering fp16 is at most this much larger
 
@@ -55,6 +56,7 @@ Step step_of(GgmlType t, const uint8_t* row, int64_t e) {
   switch (t) {
     case GgmlType::Q8_0:
     case GgmlType::Q4_0:
+    case GgmlType::Q5_0:
       return {std::fabs(f16_at(b)), 0, 0};
     case GgmlType::Q4_K: {
       int sc, m;
@@ -87,6 +89,8 @@ float needed_step(GgmlType t, const std::vector<float>& x, int64_t e) {
       return abs_max(range(32)) / 127 * F16_ROUNDING + SUBNORMAL;
     case GgmlType::Q4_0:
       return abs_max(range(32)) / 8 * F16_ROUNDING + SUBNORMAL;
+    case GgmlType::Q5_0:
+      return abs_max(range(32)) / 16 * F16_ROUNDING + SUBNORMAL;
     case GgmlType::Q6_K: {
       const float d = abs_max(range(256)) / 31 / 127 * F16_ROUNDING + SUBNORMAL;
       return abs_max(range(16)) / 31 + d;
@@ -126,9 +130,11 @@ std::vector<float> check_round_trip(GgmlType t, const std::vector<float>& x,
     for (int64_t i = begin; i < begin + super; ++i)
       block_max = std::max(block_max, std::fabs(x[i]));
     const float slack = 4e-6f * block_max;
-    // Q4_0's positive end: codes reach +7 while the block's extreme sits at −8 steps.
+    // Q4_0's (Q5_0's) positive end: codes reach +7 (+15) while the extreme sits at −8 (−16) steps.
+    const float top = t == GgmlType::Q4_0 ? 7.5f : 15.5f;
     const bool clamped_end =
-        t == GgmlType::Q4_0 && s.step > 0 && x[e] / f16_at(row.data() + e / 32 * 18) > 7.5f;
+        (t == GgmlType::Q4_0 || t == GgmlType::Q5_0) && s.step > 0 &&
+        x[e] / f16_at(row.data() + e / 32 * hllm::ggml_type_info(t).block_bytes) > top;
     const float bound = (clamped_end ? 1.0f : 0.5f) * s.step + slack;
     const float err = std::fabs(y[e] - x[e]);
     const float needed = needed_step(t, x, static_cast<int64_t>(e));
@@ -169,9 +175,11 @@ TEST(GgmlQuantize, RandomRowsStayWithinHalfAStep) {
 
 TEST(GgmlQuantize, ErrorIsSmallOnGaussianWeights) {
   // Relative RMS error on N(0, 1) rows, about 25% above what this quantizer reaches (0.0053,
-  // 0.086, 0.080, 0.0195): a wasteful scale choice would show here, not in the bounds above.
+  // 0.086, 0.043, 0.080, 0.0195): a wasteful scale choice would show here, not in the bounds
+  // above.
   const std::pair<GgmlType, double> limits[] = {{GgmlType::Q8_0, 0.007},
                                                 {GgmlType::Q4_0, 0.11},
+                                                {GgmlType::Q5_0, 0.054},
                                                 {GgmlType::Q4_K, 0.10},
                                                 {GgmlType::Q6_K, 0.025}};
   std::mt19937 rng(2);
@@ -263,6 +271,13 @@ std::vector<float> grid_row(GgmlType t, std::mt19937& rng, int64_t n) {
                         std::ldexp(1.0f + static_cast<float>(code(rng) % 1024) / 1024, -7);
         for (int i = 0; i < 32; ++i) b[i] = d * static_cast<float>(code(rng) % 16 - 8);
         b[code(rng) % 32] = -8.0f * d;
+        break;
+      }
+      case GgmlType::Q5_0: {  // d·(q − 16), q in 0..31, one 0 (the extreme)
+        const float d = (code(rng) % 2 ? 1 : -1) *
+                        std::ldexp(1.0f + static_cast<float>(code(rng) % 1024) / 1024, -8);
+        for (int i = 0; i < 32; ++i) b[i] = d * static_cast<float>(code(rng) % 32 - 16);
+        b[code(rng) % 32] = -16.0f * d;
         break;
       }
       case GgmlType::Q4_K: {  // d·sc·q − dmin·m, codes 0 and 15 in every sub-block, 63s present

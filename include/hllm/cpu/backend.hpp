@@ -31,13 +31,13 @@
 
 namespace hllm {
 
-// How quantized weights (INT4 tiles; GGUF's Q4_0 and Q8_0 blocks) meet the activations:
+// How quantized weights (INT4 tiles; GGUF's blocks) meet the activations:
 //   exact  fp32 activations (cpu/int4_matmul.hpp, cpu/ggml_matmul.hpp): the reference, equal to
 //          the dequantized fp32 product up to fp32 rounding (what the golden tests check).
 //   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
 //          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
 //          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
-//          chunk. Q4_K / Q5_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
+//          chunk (Q8_0, Q4_0, Q5_0 and INT4). Q4_K / Q5_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
 //          (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI); other GGUF block types keep the
 //          fp32 path.
 enum class CpuMatmul { exact, int8 };

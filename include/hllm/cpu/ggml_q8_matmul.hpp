@@ -1,8 +1,10 @@
-// CPU matmul against Q8_0 or Q4_0 ggml blocks (layout/ggml_blocks.hpp) with int8 activations:
-// llama.cpp's own arithmetic for these formats (vec_dot_q8_0_q8_0 / vec_dot_q4_0_q8_0). The
-// activations are rounded per 32 inputs, the block size of both formats, in natural order:
+// CPU matmul against Q8_0, Q4_0 or Q5_0 ggml blocks (layout/ggml_blocks.hpp) with int8
+// activations: llama.cpp's own arithmetic for these formats (vec_dot_q8_0_q8_0, vec_dot_q4_0_q8_0,
+// vec_dot_q5_0_q8_0). The activations are rounded per 32 inputs, the block size of all three, in
+// natural order:
 //
-//   y = Σ_blocks d_w·d_x·Σ_k w_k·a_k       w_k ∈ [−128, 127] (Q8_0: q; Q4_0: q − 8), a_k ∈ [−127, 127]
+//   y = Σ_blocks d_w·d_x·Σ_k w_k·a_k       a_k ∈ [−127, 127], w_k ∈ [−128, 127]
+//                                          (Q8_0: q; Q4_0: q − 8; Q5_0: q − 16)
 //
 // Σ w·a is exact in int32 on every path. AVX2: vpmaddubsw multiplies unsigned by signed bytes, so
 // each block is multiplied as |w| · (a with w's sign) (vpsignb), two products per int16 lane
@@ -21,6 +23,7 @@
 #include "hllm/core/error.hpp"
 #include "hllm/core/tensor.hpp"
 #include "hllm/core/threads.hpp"
+#include "hllm/cpu/ggml_matmul.hpp"
 #include "hllm/cpu/isa.hpp"
 #include "hllm/cpu/matmul_operands.hpp"
 #include "hllm/cpu/simd.hpp"
@@ -118,12 +121,12 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
 
 // The types this path reads (32-weight blocks of signed integers after a fixed offset).
 inline bool ggml_q8_path_supports(GgmlType type) {
-  return type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
+  return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q5_0;
 }
 
-// Bytes per block of the two types (an fp16 scale, then 32 int8 or 16 bytes of nibbles).
+// Bytes per block (an fp16 scale, then 32 int8; 16 bytes of nibbles; 4 of fifth bits and 16).
 template <GgmlType TYPE>
-inline constexpr int64_t GGML_Q8_BLOCK_BYTES = TYPE == GgmlType::Q8_0 ? 34 : 18;
+inline constexpr int64_t GGML_Q8_BLOCK_BYTES = ggml_type_info(TYPE).block_bytes;
 
 namespace detail {
 
@@ -135,10 +138,15 @@ inline uint16_t ggml_scale_bits(const uint8_t* block) {
 // Block b of a row as 32 signed weights (natural order) and its fp16 scale.
 inline void ggml_signed_block(GgmlType type, const uint8_t* block, int8_t w[32], float& d) {
   d = f16_to_f32(f16{ggml_scale_bits(block)});
-  for (int k = 0; k < 32; ++k)
-    w[k] = type == GgmlType::Q8_0
-               ? static_cast<int8_t>(block[2 + k])
-               : static_cast<int8_t>(((block[2 + k % 16] >> (k < 16 ? 0 : 4)) & 0xF) - 8);
+  const uint8_t* nibbles = block + (type == GgmlType::Q5_0 ? 6 : 2);
+  const uint32_t fifth_bits = type == GgmlType::Q5_0 ? ggml_detail::load_u32(block + 2) : 0;
+  for (int k = 0; k < 32; ++k) {
+    const int nibble = (nibbles[k % 16] >> (k < 16 ? 0 : 4)) & 0xF;
+    w[k] = type == GgmlType::Q8_0 ? static_cast<int8_t>(block[2 + k])
+           : type == GgmlType::Q4_0
+               ? static_cast<int8_t>(nibble - 8)
+               : static_cast<int8_t>((nibble | ((fifth_bits >> k) & 1) << 4) - 16);
+  }
 }
 
 inline float ggml_q8_row_scalar(GgmlType type, const uint8_t* row, const Q8Blocks& a, int64_t t) {
@@ -168,6 +176,10 @@ template <GgmlType TYPE>
 [[gnu::target("avx2,fma,f16c")]] inline __m256i ggml_signed_block_avx2(const uint8_t* block) {
   if constexpr (TYPE == GgmlType::Q8_0) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  } else if constexpr (TYPE == GgmlType::Q5_0) {
+    const __m256i codes =
+        _mm256_or_si256(split_nibbles(block + 6), fifth_bits(ggml_detail::load_u32(block + 2)));
+    return _mm256_sub_epi8(codes, _mm256_set1_epi8(16));
   } else {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
     const __m128i mask = _mm_set1_epi8(0x0F);
@@ -499,6 +511,9 @@ inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8
   if (type == GgmlType::Q8_0)
     return t == 0 ? run.template operator()<GgmlType::Q8_0, true>()
                   : run.template operator()<GgmlType::Q8_0, false>();
+  if (type == GgmlType::Q5_0)
+    return t == 0 ? run.template operator()<GgmlType::Q5_0, true>()
+                  : run.template operator()<GgmlType::Q5_0, false>();
   return t == 0 ? run.template operator()<GgmlType::Q4_0, true>()
                 : run.template operator()<GgmlType::Q4_0, false>();
 }
@@ -506,7 +521,7 @@ inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8
 
 }  // namespace detail
 
-// y[n, out] = x[n, in] · Wᵀ for a Q8_0 / Q4_0 weight, with int8 activations (`q8` holds them
+// y[n, out] = x[n, in] · Wᵀ for a Q8_0 / Q4_0 / Q5_0 weight, with int8 activations (`q8` holds them
 // between calls). isa: scalar, avx2 or avx512 (the same integer dots, fp32 sums in another order).
 inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, ThreadPool& pool,
                            Q8Blocks& q8, CpuIsa isa = cpu_isa()) {
@@ -515,7 +530,7 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
     fail("matmul_ggml_q8: the weight is not in host memory");
   if (!ggml_q8_path_supports(w.type) || w.in % 32 != 0)
     fail("matmul_ggml_q8: ", ggml_type_info(w.type).name, " weight [", w.out, ", ", w.in,
-         "] (Q8_0 or Q4_0 only)");
+         "] (Q8_0, Q4_0 or Q5_0 only)");
   if (isa > cpu_isa_supported())
     fail("matmul_ggml_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);

@@ -1,11 +1,12 @@
 // Quantizing fp32 rows into ggml blocks (layout/ggml_blocks.hpp has the formats): Q8_0, Q4_0,
-// Q4_K and Q6_K, the types llama.cpp's common presets are made of. Written from the format
+// Q5_0, Q4_K and Q6_K, the types llama.cpp's common presets are made of. Written from the format
 // definitions; a straightforward round-to-nearest quantizer, no search for better scales.
 //
 //   Q8_0  per 32: d = max|x| / 127, q = round(x / d) in −127..127
 //   Q4_0  per 32: d = m / −8 where m is the element of largest magnitude (sign kept, as ggml's
 //         reference does), q = round(x / d) + 8 clamped to 0..15: m itself is code 0 exactly,
 //         values of the other sign reach +8 and clamp to +7
+//   Q5_0  per 32: as Q4_0 with d = m / −16 and q in 0..31 (the fifth bits apart, in qh)
 //   Q4_K  per 32 (sub-block j of a 256 super-block): the offset max(0, −min x) is stored as
 //         M_j = dmin·mq_j (6-bit mq_j, fp16 super-block dmin), then max(x) + M_j is split into 15
 //         steps d·sc_j (6-bit sc_j, fp16 d): weight = d·sc_j·q − dmin·mq_j, q in 0..15
@@ -14,8 +15,8 @@
 //
 // Every scale is stored rounded away from zero (the fp16 value, and the 6/8-bit sub-block factor,
 // are at least what was asked for), so the grid always covers the block: the round-trip error of
-// an element is at most half the step its block dequantizes with (Q4_0: a whole step for the
-// clamped +8), up to fp32 rounding, and values on the grid come back exactly. Codes are computed
+// an element is at most half the step its block dequantizes with (Q4_0, Q5_0: a whole step for
+// the clamped positive end), up to fp32 rounding, and values on the grid come back exactly. Codes are computed
 // against the stored scales, as the dequantizer will use them. Scales beyond fp16 saturate at
 // 65504: blocks of |x| above 65504 × the largest code (Q4_0: ~5·10⁵, Q8_0: ~8·10⁶) come back
 // clipped. Non-finite inputs are not supported.
@@ -38,7 +39,8 @@ namespace hllm {
 
 // The types ggml_quantize_row writes.
 inline bool ggml_can_quantize(GgmlType t) {
-  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q4_K ||
+         t == GgmlType::Q6_K;
 }
 
 namespace ggml_quant_detail {
@@ -102,6 +104,23 @@ inline void block_q4_0(const float* x, uint8_t* b) {
   int q[32];
   codes(x, 32, 0.0f, f16_to_f32(d), 8, 0, 15, q);
   for (int i = 0; i < 16; ++i) b[2 + i] = static_cast<uint8_t>(q[i] | q[i + 16] << 4);
+}
+
+// Q5_0: d:f16, qh:u32 (bit i = the fifth bit of element i's code), qs[16] (element i < 16 in the
+// low nibble of byte i, element i + 16 in its high nibble).
+inline void block_q5_0(const float* x, uint8_t* b) {
+  float extreme = 0.0f;
+  for (int i = 0; i < 32; ++i)
+    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
+  const f16 d = f16_covering(extreme == 0.0f ? 0.0f : extreme / -16.0f);  // +0 for a zero block
+  store_f16(b, d);
+  int q[32];
+  codes(x, 32, 0.0f, f16_to_f32(d), 16, 0, 31, q);
+  uint32_t qh = 0;
+  for (int i = 0; i < 32; ++i) qh |= static_cast<uint32_t>(q[i] >> 4) << i;
+  std::memcpy(b + 2, &qh, 4);  // little-endian, as GGUF stores it (x86, arm64)
+  for (int i = 0; i < 16; ++i)
+    b[6 + i] = static_cast<uint8_t>((q[i] & 0x0F) | (q[i + 16] & 0x0F) << 4);
 }
 
 // Q4_K's 12 scale bytes from 8 six-bit scales and mins (the inverse of ggml_detail::k_scale_min):
@@ -188,6 +207,8 @@ inline void ggml_quantize_block(GgmlType type, const float* x, uint8_t* out) {
       return block_q8_0(x, out);
     case GgmlType::Q4_0:
       return block_q4_0(x, out);
+    case GgmlType::Q5_0:
+      return block_q5_0(x, out);
     case GgmlType::Q4_K:
       return block_q4_k(x, out);
     case GgmlType::Q6_K:
