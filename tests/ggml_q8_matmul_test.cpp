@@ -1,4 +1,5 @@
-// cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 / Q5_0 weights (made by quant/ggml_quantize.hpp) times int8
+// cpu/ggml_q8_matmul.hpp: Q8_0 / Q4_0 / Q5_0 weights (made by quant/ggml_quantize.hpp; Q4_1 / Q5_1
+// of random blocks, with their minima) times int8
 // activations. The AVX2 and AVX-512 paths equal the portable one (the same integer dots, fp32 sums
 // in another order), and the portable path is within the activation rounding bound
 // Σ_k |w_k|·d_x/2 of the exact product with the reference-dequantized weights (and that product
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -38,11 +40,33 @@ void expect_close_to_exact(const GgmlWeight& w, int64_t n, std::mt19937& rng) {
       [&](int64_t t, int64_t k) { return q8.scales(t)[k / 32] * q8.row(t)[k]; });
 }
 
-TEST(GgmlQ8Matmul, Q8_0Q4_0AndQ5_0WithinTheRoundingBoundOnEveryPath) {
+// Random codes, with fp16 scales and minima of a trained layer's size (d in [0.001, 0.01), m in
+// (−0.1, 0]), for the types quant/ggml_quantize.hpp does not write.
+GgmlWeight random_min_blocks(GgmlType type, int64_t out, int64_t in, std::mt19937& rng) {
+  GgmlWeight w;
+  w.view = {type, nullptr, out, in};
+  w.bytes.resize(static_cast<size_t>(out * w.view.row_bytes()));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.01f), minimum(-0.1f, 0.0f);
+  for (uint8_t& b : w.bytes) b = static_cast<uint8_t>(byte(rng));
+  const int64_t block_bytes = hllm::ggml_type_info(type).block_bytes;
+  for (size_t at = 0; at < w.bytes.size(); at += static_cast<size_t>(block_bytes)) {
+    const uint16_t d = hllm::f32_to_f16(scale(rng)).bits, m = hllm::f32_to_f16(minimum(rng)).bits;
+    std::memcpy(&w.bytes[at], &d, 2);
+    std::memcpy(&w.bytes[at + 2], &m, 2);
+  }
+  w.view.data = w.bytes.data();
+  return w;
+}
+
+TEST(GgmlQ8Matmul, EveryTypeWithinTheRoundingBoundOnEveryPath) {
   std::mt19937 rng(3);
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0}) {
+  for (GgmlType type :
+       {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1}) {
     for (const int64_t in : {int64_t{256}, int64_t{96}, int64_t{1120}}) {
-      const GgmlWeight w = random_ggml_weight(type, 37, in, rng);
+      const bool has_min = type == GgmlType::Q4_1 || type == GgmlType::Q5_1;
+      const GgmlWeight w =
+          has_min ? random_min_blocks(type, 37, in, rng) : random_ggml_weight(type, 37, in, rng);
       for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}, int64_t{17}}) {
         SCOPED_TRACE(testing::Message()
                      << hllm::ggml_type_info(type).name << " in " << in << " n " << n);
@@ -93,7 +117,8 @@ TEST(GgmlQ8Matmul, RefusesOtherBlockTypes) {
                               Tensor(y.data(), DType::f32, {1, 4}), pool, q8);
     FAIL() << "no error";
   } catch (const hllm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Q8_0, Q4_0 or Q5_0 only"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Q8_0, Q4_0, Q5_0, Q4_1 or Q5_1 only"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -37,9 +37,9 @@ namespace hllm {
 //   int8   activations rounded to int8 per 32 inputs, integer dot products (VNNI / AVX2,
 //          cpu/int4_q8_matmul.hpp, cpu/ggml_q8_matmul.hpp): llama.cpp's numerics and several times
 //          less compute; each 32-input chunk's error is at most Σ|w|·d/2, d = max|x|/127 of the
-//          chunk (Q8_0, Q4_0, Q5_0 and INT4). Q4_K / Q5_K / Q6_K take it too, rounded per 256 inputs as llama.cpp's Q8_K
-//          (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI); other GGUF block types keep the
-//          fp32 path.
+//          chunk (INT4, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1). Q4_K / Q5_K / Q6_K take it too, rounded
+//          per 256 inputs as llama.cpp's Q8_K (cpu/ggml_kq8_matmul.hpp, AVX2 or AVX-512 VNNI;
+//          the fp32 path on a CPU without AVX2).
 enum class CpuMatmul { exact, int8 };
 
 inline const char* cpu_matmul_name(CpuMatmul matmul) {
@@ -289,7 +289,7 @@ class CpuBackend final : public Backend {
   // AVX-512 dense prompt kernel's token groups.
   std::vector<float> activation_scratch_;
   cpu::Q8Activations q8_scratch_;  // the same rounded to int8 (CpuMatmul::int8)
-  cpu::Q8Blocks q8_blocks_;        // activations rounded to int8 for Q4_0 / Q8_0 weights
+  cpu::Q8Blocks q8_blocks_;        // activations rounded to int8 for 32-weight GGUF blocks
   cpu::Q8KBlocks q8k_blocks_;      // and for Q4_K / Q6_K (per 256 inputs)
   // The step inputs (begin_step).
   std::vector<int32_t> ids_, seq_, positions_, block_tables_, kv_len_;

@@ -1,10 +1,13 @@
-// CPU matmul against Q8_0, Q4_0 or Q5_0 ggml blocks (layout/ggml_blocks.hpp) with int8
-// activations: llama.cpp's own arithmetic for these formats (vec_dot_q8_0_q8_0, vec_dot_q4_0_q8_0,
-// vec_dot_q5_0_q8_0). The activations are rounded per 32 inputs, the block size of all three, in
-// natural order:
+// CPU matmul against the 32-weight ggml blocks Q8_0, Q4_0, Q5_0, Q4_1 and Q5_1
+// (layout/ggml_blocks.hpp) with int8 activations: llama.cpp's own arithmetic for these formats
+// (vec_dot_q8_0_q8_0, vec_dot_q4_0_q8_0, ..., vec_dot_q5_1_q8_1). The activations are rounded
+// per 32 inputs, the block size of all five, in natural order:
 //
-//   y = Σ_blocks d_w·d_x·Σ_k w_k·a_k       a_k ∈ [−127, 127], w_k ∈ [−128, 127]
-//                                          (Q8_0: q; Q4_0: q − 8; Q5_0: q − 16)
+//   y = Σ_blocks d_w·d_x·Σ_k w_k·a_k + m_w·(d_x·Σ_k a_k)
+//
+// a_k ∈ [−127, 127]; w_k ∈ [−128, 127] (Q8_0: q; Q4_0: q − 8; Q5_0: q − 16; Q4_1, Q5_1: q) and the
+// block minimum m_w of Q4_1 / Q5_1 (0 for the others), which meets the block's d_x·Σa (Q8Blocks::
+// sum, llama.cpp's q8_1 s).
 //
 // Σ w·a is exact in int32 on every path. AVX2: vpmaddubsw multiplies unsigned by signed bytes, so
 // each block is multiplied as |w| · (a with w's sign) (vpsignb), two products per int16 lane
@@ -50,10 +53,12 @@ struct Q8Blocks {
   int64_t n = 0, in = 0;
   std::vector<int8_t> q;         // [n][in]
   std::vector<float> scale;      // [n][in / 32]: x ≈ scale · q
+  std::vector<float> sum;        // [n][in / 32]: scale · Σ q of each block
   std::vector<uint8_t> grouped;  // [n][in / 512 * 512] when quantized with grouped = true
 
   const int8_t* row(int64_t t) const { return q.data() + t * in; }
   const float* scales(int64_t t) const { return scale.data() + t * (in / 32); }
+  const float* sums(int64_t t) const { return sum.data() + t * (in / 32); }
   const uint8_t* group(int64_t t, int64_t g) const {
     return grouped.data() + (t * (in / Q8_GROUP_INPUTS) + g) * Q8_GROUP_INPUTS;
   }
@@ -97,6 +102,7 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
   out.in = in;
   out.q.resize(static_cast<size_t>(n * in));
   out.scale.resize(static_cast<size_t>(n * (in / 32)));
+  out.sum.resize(static_cast<size_t>(n * (in / 32)));
   const int64_t grouped_inputs = grouped ? in / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS : 0;
   out.grouped.resize(static_cast<size_t>(n * grouped_inputs));
   pool.parallel_for(n, [&](int64_t t) {
@@ -105,12 +111,14 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
       int8_t* q = out.q.data() + t * in + b * 32;
       float& d = out.scale[t * (in / 32) + b];
 #if defined(__x86_64__)
-      if (isa >= CpuIsa::avx2) {
+      if (isa >= CpuIsa::avx2)
         detail::quantize_q8_block_avx2(xb, q, d);
-        continue;
-      }
+      else
 #endif
-      detail::quantize_q8_block_scalar(xb, q, d);
+        detail::quantize_q8_block_scalar(xb, q, d);
+      int32_t total = 0;
+      for (int k = 0; k < 32; ++k) total += q[k];
+      out.sum[t * (in / 32) + b] = d * static_cast<float>(total);
     }
     for (int64_t k = 0; k < grouped_inputs; ++k)
       out.grouped[t * grouped_inputs + k / Q8_GROUP_INPUTS * Q8_GROUP_INPUTS +
@@ -119,14 +127,21 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
   });
 }
 
-// The types this path reads (32-weight blocks of signed integers after a fixed offset).
+// The types this path reads (32 integer weights per block, a scale and a fixed offset or a
+// minimum).
 inline bool ggml_q8_path_supports(GgmlType type) {
-  return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q5_0;
+  return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q5_0 ||
+         type == GgmlType::Q4_1 || type == GgmlType::Q5_1;
 }
 
-// Bytes per block (an fp16 scale, then 32 int8; 16 bytes of nibbles; 4 of fifth bits and 16).
+// Bytes per block (fp16 d, [fp16 m,] then 32 int8 or 16 bytes of nibbles [after 4 of fifth bits]).
 template <GgmlType TYPE>
 inline constexpr int64_t GGML_Q8_BLOCK_BYTES = ggml_type_info(TYPE).block_bytes;
+
+// Whether blocks of the type carry a minimum m (weight = d·q + m).
+inline constexpr bool ggml_has_min(GgmlType type) {
+  return type == GgmlType::Q4_1 || type == GgmlType::Q5_1;
+}
 
 namespace detail {
 
@@ -135,17 +150,27 @@ inline uint16_t ggml_scale_bits(const uint8_t* block) {
   return static_cast<uint16_t>(block[0] | block[1] << 8);
 }
 
-// Block b of a row as 32 signed weights (natural order) and its fp16 scale.
-inline void ggml_signed_block(GgmlType type, const uint8_t* block, int8_t w[32], float& d) {
+// The bits of a Q4_1 / Q5_1 block's fp16 minimum (bytes 2-3).
+inline uint16_t ggml_min_bits(const uint8_t* block) {
+  return static_cast<uint16_t>(block[2] | block[3] << 8);
+}
+
+// Block b of a row as 32 integer weights (natural order, the type's offset applied), its fp16
+// scale and its minimum (0 without one).
+inline void ggml_signed_block(GgmlType type, const uint8_t* block, int8_t w[32], float& d,
+                              float& m) {
   d = f16_to_f32(f16{ggml_scale_bits(block)});
-  const uint8_t* nibbles = block + (type == GgmlType::Q5_0 ? 6 : 2);
-  const uint32_t fifth_bits = type == GgmlType::Q5_0 ? ggml_detail::load_u32(block + 2) : 0;
+  m = ggml_has_min(type) ? f16_to_f32(f16{ggml_min_bits(block)}) : 0.0f;
+  const int64_t head = ggml_has_min(type) ? 4 : 2;  // the bytes before qh / qs
+  const bool five = type == GgmlType::Q5_0 || type == GgmlType::Q5_1;
+  const uint8_t* nibbles = block + head + (five ? 4 : 0);
+  const uint32_t fifth_bits = five ? ggml_detail::load_u32(block + head) : 0;
+  const int offset = type == GgmlType::Q4_0 ? 8 : type == GgmlType::Q5_0 ? 16 : 0;
   for (int k = 0; k < 32; ++k) {
     const int nibble = (nibbles[k % 16] >> (k < 16 ? 0 : 4)) & 0xF;
-    w[k] = type == GgmlType::Q8_0 ? static_cast<int8_t>(block[2 + k])
-           : type == GgmlType::Q4_0
-               ? static_cast<int8_t>(nibble - 8)
-               : static_cast<int8_t>((nibble | ((fifth_bits >> k) & 1) << 4) - 16);
+    w[k] = type == GgmlType::Q8_0
+               ? static_cast<int8_t>(block[2 + k])
+               : static_cast<int8_t>((nibble | ((fifth_bits >> k) & 1) << 4) - offset);
   }
 }
 
@@ -154,11 +179,12 @@ inline float ggml_q8_row_scalar(GgmlType type, const uint8_t* row, const Q8Block
   float sum = 0.0f;
   for (int64_t b = 0; b < a.in / 32; ++b) {
     int8_t w[32];
-    float d = 0.0f;
-    ggml_signed_block(type, row + b * block_bytes, w, d);
+    float d = 0.0f, m = 0.0f;
+    ggml_signed_block(type, row + b * block_bytes, w, d, m);
     int32_t dot = 0;
     for (int k = 0; k < 32; ++k) dot += int32_t{w[k]} * a.row(t)[b * 32 + k];
     sum += d * a.scales(t)[b] * static_cast<float>(dot);
+    if (ggml_has_min(type)) sum += m * a.sums(t)[b];
   }
   return sum;
 }
@@ -171,6 +197,10 @@ inline constexpr int64_t GGML_Q8_PREFETCH_BYTES = 2048;
 [[gnu::target("avx2,fma,f16c")]] inline float ggml_block_scale(const uint8_t* block) {
   return _cvtsh_ss(ggml_scale_bits(block));
 }
+template <GgmlType TYPE>
+[[gnu::target("avx2,fma,f16c")]] inline float ggml_block_min(const uint8_t* block) {
+  return ggml_has_min(TYPE) ? _cvtsh_ss(ggml_min_bits(block)) : 0.0f;
+}
 
 template <GgmlType TYPE>
 [[gnu::target("avx2,fma,f16c")]] inline __m256i ggml_signed_block_avx2(const uint8_t* block) {
@@ -180,6 +210,10 @@ template <GgmlType TYPE>
     const __m256i codes =
         _mm256_or_si256(split_nibbles(block + 6), fifth_bits(ggml_detail::load_u32(block + 2)));
     return _mm256_sub_epi8(codes, _mm256_set1_epi8(16));
+  } else if constexpr (TYPE == GgmlType::Q4_1) {
+    return split_nibbles(block + 4);
+  } else if constexpr (TYPE == GgmlType::Q5_1) {
+    return _mm256_or_si256(split_nibbles(block + 8), fifth_bits(ggml_detail::load_u32(block + 4)));
   } else {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
     const __m128i mask = _mm_set1_epi8(0x0F);
@@ -199,6 +233,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
   constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[TOKENS];
+  float min_terms[TOKENS] = {};  // Σ_b m_w·(d_x·Σa) (Q4_1, Q5_1)
   for (__m256& v : acc) v = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.in / 32; ++b) {  // (the unroll pragma keeps acc in registers at -O2)
     const uint8_t* block = row + b * BLOCK_BYTES;
@@ -206,7 +241,7 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       _mm_prefetch(reinterpret_cast<const char*>(block) + GGML_Q8_PREFETCH_BYTES, _MM_HINT_T0);
     const __m256i w = ggml_signed_block_avx2<TYPE>(block);
     const __m256i w_abs = _mm256_abs_epi8(w);
-    const float d_w = ggml_block_scale(block);
+    const float d_w = ggml_block_scale(block), m_w = ggml_block_min<TYPE>(block);
 #pragma GCC unroll 4
     for (int j = 0; j < TOKENS; ++j) {
       const __m256i xv =
@@ -215,14 +250,54 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
           _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xv, w)), ones);
       acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d_w * a.scales(t + j)[b]),
                                acc[j]);
+      if constexpr (ggml_has_min(TYPE)) min_terms[j] += m_w * a.sums(t + j)[b];
     }
   }
-  for (int j = 0; j < TOKENS; ++j) y[(t + j) * y_stride] = avx2::hsum(acc[j]);
+  for (int j = 0; j < TOKENS; ++j) y[(t + j) * y_stride] = avx2::hsum(acc[j]) + min_terms[j];
 }
 
 // Masked forms with every lane set: GCC 12 warns (falsely) on the unmasked ones' undefined
 // pass-through.
 inline constexpr __mmask16 GGML_Q8_ALL_LANES = 0xFFFF;
+
+// Blocks b (lanes 0-7) and b + 1 (lanes 8-15; zeros unless `pair`) as 64 integer weights, each
+// block in natural order (ggml_signed_block_avx2's). Q5_0 / Q5_1 with AVX-512BW: the pair's 64
+// fifth bits are a byte mask (a masked move: bit k -> 0x10 in byte k), one instruction where the
+// AVX2 unpack takes five per block: decode 1.15x (Q5_0) and 1.2x (Q5_1) faster (hllm bench, 1B
+// GGUFs, 2-core Zen 5).
+template <GgmlType TYPE>
+[[gnu::target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]] inline __m512i ggml_signed_pair_avx512(
+    const uint8_t* block, bool pair) {
+  constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
+  if constexpr (TYPE == GgmlType::Q5_0 || TYPE == GgmlType::Q5_1) {
+    constexpr int64_t HEAD = TYPE == GgmlType::Q5_1 ? 4 : 2;  // bytes before qh
+    const __m128i low = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + HEAD + 4));
+    const __m128i high =
+        pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + BLOCK_BYTES + HEAD + 4))
+             : _mm_setzero_si128();
+    const __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
+    const __m512i mask = _mm512_set1_epi8(0x0F);
+    // [b lo | b + 1 lo | b hi | b + 1 hi] nibbles, then 128-bit lanes 0, 2, 1, 3: natural order
+    const __m512i split = _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(bytes),
+                                                   _mm256_srli_epi16(bytes, 4), 1);
+    const __m512i nibbles = _mm512_and_si512(
+        _mm512_maskz_shuffle_i32x4(0xFFFF, split, split, _MM_SHUFFLE(3, 1, 2, 0)), mask);
+    const uint64_t fifth =
+        ggml_detail::load_u32(block + HEAD) |
+        (pair ? uint64_t{ggml_detail::load_u32(block + BLOCK_BYTES + HEAD)} << 32 : 0);
+    const __m512i codes =
+        _mm512_or_si512(nibbles, _mm512_maskz_mov_epi8(fifth, _mm512_set1_epi8(0x10)));
+    if constexpr (TYPE == GgmlType::Q5_1) return codes;
+    const __m512i offset =
+        _mm512_maskz_mov_epi8(pair ? ~__mmask64{0} : __mmask64{0xFFFFFFFF}, _mm512_set1_epi8(16));
+    return _mm512_sub_epi8(codes, offset);
+  } else {
+    const __m256i w_hi =
+        pair ? ggml_signed_block_avx2<TYPE>(block + BLOCK_BYTES) : _mm256_setzero_si256();
+    return _mm512_maskz_inserti64x4(
+        0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(block)), w_hi, 1);
+  }
+}
 
 // With 512-bit vectors, blocks [first, in / 32) of one row into acc[j] (16 fp32 lanes per
 // token): two blocks per register, lanes 0-7 block b and 8-15 block b + 1 (a row with an odd
@@ -243,15 +318,17 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
     const uint8_t* block = row + b * BLOCK_BYTES;
     if constexpr (PREFETCH)
       _mm_prefetch(reinterpret_cast<const char*>(block) + GGML_Q8_PREFETCH_BYTES, _MM_HINT_T0);
-    const __m256i w_hi =
-        pair ? ggml_signed_block_avx2<TYPE>(block + BLOCK_BYTES) : _mm256_setzero_si256();
-    const __m512i w = _mm512_maskz_inserti64x4(
-        0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(block)), w_hi, 1);
+    const __m512i w = ggml_signed_pair_avx512<TYPE>(block, pair);
     const __m512i bias = _mm512_sub_epi32(_mm512_setzero_si512(),
                                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), sign_bit, w));
     const __m512 d_w =
         _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(ggml_block_scale(block)),
                              _mm512_set1_ps(pair ? ggml_block_scale(block + BLOCK_BYTES) : 0.0f));
+    // Q4_1 / Q5_1: the pair's minima in lanes 0 and 8 only (each block's term is added once).
+    const __m512 m_w = _mm512_maskz_mov_ps(
+        0x0101, _mm512_mask_blend_ps(
+                    0xFF00, _mm512_set1_ps(ggml_block_min<TYPE>(block)),
+                    _mm512_set1_ps(pair ? ggml_block_min<TYPE>(block + BLOCK_BYTES) : 0.0f)));
 #pragma GCC unroll 8
     for (int j = 0; j < TOKENS; ++j) {
       const int8_t* q = a.row(t + j) + b * 32;
@@ -266,6 +343,15 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       const __m512i dot = _mm512_dpbusd_epi32(bias, x, w);
       acc[j] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(GGML_Q8_ALL_LANES, dot),
                                _mm512_mul_ps(d_w, d_x_pair), acc[j]);
+      if constexpr (ggml_has_min(TYPE)) {
+        const float* s_x = a.sums(t + j) + b;
+        const __m512 s_x_pair = _mm512_maskz_permutexvar_ps(
+            GGML_Q8_ALL_LANES, pair_index,
+            _mm512_zextps128_ps512(
+                pair ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s_x)))
+                     : _mm_set_ss(s_x[0])));
+        acc[j] = _mm512_fmadd_ps(m_w, s_x_pair, acc[j]);
+      }
     }
   }
 }
@@ -301,9 +387,7 @@ template <GgmlType TYPE>
     const uint8_t* group, __m512i w[8]) {
   constexpr int64_t BLOCK_BYTES = GGML_Q8_BLOCK_BYTES<TYPE>;
   for (int i = 0; i < 8; ++i)
-    w[i] = _mm512_maskz_inserti64x4(
-        0xFF, _mm512_castsi256_si512(ggml_signed_block_avx2<TYPE>(group + 2 * i * BLOCK_BYTES)),
-        ggml_signed_block_avx2<TYPE>(group + (2 * i + 1) * BLOCK_BYTES), 1);
+    w[i] = ggml_signed_pair_avx512<TYPE>(group + 2 * i * BLOCK_BYTES, true);
   for (int stage = 1; stage <= 3; ++stage) {
     const int bit = 1 << (stage - 1);  // of the register index: pairs i, i | bit
     const __m512i low_index = _mm512_loadu_si512(GGML_Q8_TRANSPOSE[stage - 1][0].data());
@@ -343,6 +427,14 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       scale_bits[j] = ggml_scale_bits(group + j * BLOCK_BYTES);
     const __m512 d_w = _mm512_maskz_cvtph_ps(
         GGML_Q8_ALL_LANES, _mm256_load_si256(reinterpret_cast<const __m256i*>(scale_bits)));
+    __m512 m_w = _mm512_setzero_ps();  // Q4_1 / Q5_1: lane j = block j's minimum
+    if constexpr (ggml_has_min(TYPE)) {
+      alignas(32) uint16_t min_bits[Q8_GROUP_BLOCKS];
+      for (int64_t j = 0; j < Q8_GROUP_BLOCKS; ++j)
+        min_bits[j] = ggml_min_bits(group + j * BLOCK_BYTES);
+      m_w = _mm512_maskz_cvtph_ps(GGML_Q8_ALL_LANES,
+                                  _mm256_load_si256(reinterpret_cast<const __m256i*>(min_bits)));
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < TOKENS; ++j) {
       const uint8_t* x = a.group(t + j, g);
@@ -352,6 +444,8 @@ template <GgmlType TYPE, int TOKENS, bool PREFETCH>
       acc[j] = _mm512_fmadd_ps(
           _mm512_maskz_cvtepi32_ps(GGML_Q8_ALL_LANES, dot),
           _mm512_mul_ps(d_w, _mm512_loadu_ps(a.scales(t + j) + g * Q8_GROUP_BLOCKS)), acc[j]);
+      if constexpr (ggml_has_min(TYPE))
+        acc[j] = _mm512_fmadd_ps(m_w, _mm512_loadu_ps(a.sums(t + j) + g * Q8_GROUP_BLOCKS), acc[j]);
     }
   }
 }
@@ -514,6 +608,12 @@ inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8
   if (type == GgmlType::Q5_0)
     return t == 0 ? run.template operator()<GgmlType::Q5_0, true>()
                   : run.template operator()<GgmlType::Q5_0, false>();
+  if (type == GgmlType::Q4_1)
+    return t == 0 ? run.template operator()<GgmlType::Q4_1, true>()
+                  : run.template operator()<GgmlType::Q4_1, false>();
+  if (type == GgmlType::Q5_1)
+    return t == 0 ? run.template operator()<GgmlType::Q5_1, true>()
+                  : run.template operator()<GgmlType::Q5_1, false>();
   return t == 0 ? run.template operator()<GgmlType::Q4_0, true>()
                 : run.template operator()<GgmlType::Q4_0, false>();
 }
@@ -521,7 +621,7 @@ inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8
 
 }  // namespace detail
 
-// y[n, out] = x[n, in] · Wᵀ for a Q8_0 / Q4_0 / Q5_0 weight, with int8 activations (`q8` holds them
+// y[n, out] = x[n, in] · Wᵀ for a Q8_0 / Q4_0 / Q5_0 / Q4_1 / Q5_1 weight, with int8 activations (`q8` holds them
 // between calls). isa: scalar, avx2 or avx512 (the same integer dots, fp32 sums in another order).
 inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, ThreadPool& pool,
                            Q8Blocks& q8, CpuIsa isa = cpu_isa()) {
@@ -530,7 +630,7 @@ inline void matmul_ggml_q8(const Tensor& x, const GgmlView& w, const Tensor& y, 
     fail("matmul_ggml_q8: the weight is not in host memory");
   if (!ggml_q8_path_supports(w.type) || w.in % 32 != 0)
     fail("matmul_ggml_q8: ", ggml_type_info(w.type).name, " weight [", w.out, ", ", w.in,
-         "] (Q8_0, Q4_0 or Q5_0 only)");
+         "] (Q8_0, Q4_0, Q5_0, Q4_1 or Q5_1 only)");
   if (isa > cpu_isa_supported())
     fail("matmul_ggml_q8: ", isa_name(isa), " is not supported by this CPU");
   const int64_t n = x.dim(0);
