@@ -58,8 +58,8 @@ TEST_P(GgufGolden, LogitsMatchAtEveryPosition) {
   EXPECT_GE(hllm::test::argmax_agreement(logits.data(), expected), n * 95 / 100);
 }
 
-// With int8 activations (CpuMatmul::int8, the runner's default: Q4_0 / Q8_0 everywhere, Q4_K /
-// Q5_K / Q6_K rounded per 256 inputs on AVX2 and AVX-512 VNNI; the other types stay fp32) each
+// With int8 activations (CpuMatmul::int8, the runner's default: rounded per 32 inputs for the
+// 32-weight block types everywhere, per 256 for Q4_K / Q5_K / Q6_K on AVX2 and AVX-512 VNNI) each
 // file is held to the tolerance documented for that path: median per-position relative L2 error
 // <= 3% and the argmax equal at >= 90% of the positions.
 TEST_P(GgufGolden, Int8ActivationsStayWithinTheirTolerance) {
