@@ -466,14 +466,10 @@ inline void ggml_kq8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q
       return ggml_kq8_row_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
     return ggml_kq8_row_avx2<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
   };
-  if (type == GgmlType::Q6_K)
-    return t == 0 ? run.template operator()<GgmlType::Q6_K, true>()
-                  : run.template operator()<GgmlType::Q6_K, false>();
-  if (type == GgmlType::Q5_K)
-    return t == 0 ? run.template operator()<GgmlType::Q5_K, true>()
-                  : run.template operator()<GgmlType::Q5_K, false>();
-  return t == 0 ? run.template operator()<GgmlType::Q4_K, true>()
-                : run.template operator()<GgmlType::Q4_K, false>();
+  dispatch_block_type(type, [&]<GgmlType TYPE>() {
+    if constexpr (TYPE == GgmlType::Q4_K || TYPE == GgmlType::Q5_K || TYPE == GgmlType::Q6_K)
+      t == 0 ? run.template operator()<TYPE, true>() : run.template operator()<TYPE, false>();
+  });
 }
 #endif
 

@@ -129,7 +129,7 @@ inline void quantize_q8_blocks(const float* x, int64_t n, int64_t in, Q8Blocks& 
 
 // The types this path reads (32 integer weights per block, a scale and a fixed offset or a
 // minimum).
-inline bool ggml_q8_path_supports(GgmlType type) {
+inline constexpr bool ggml_q8_path_supports(GgmlType type) {
   return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q5_0 ||
          type == GgmlType::Q4_1 || type == GgmlType::Q5_1;
 }
@@ -602,20 +602,10 @@ inline void ggml_q8_rows(CpuIsa isa, GgmlType type, const uint8_t* row, const Q8
         return ggml_q8_row_avx2<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
     return ggml_q8_row_avx512<TYPE, TOKENS, PREFETCH>(row, a, t, y, y_stride);
   };
-  if (type == GgmlType::Q8_0)
-    return t == 0 ? run.template operator()<GgmlType::Q8_0, true>()
-                  : run.template operator()<GgmlType::Q8_0, false>();
-  if (type == GgmlType::Q5_0)
-    return t == 0 ? run.template operator()<GgmlType::Q5_0, true>()
-                  : run.template operator()<GgmlType::Q5_0, false>();
-  if (type == GgmlType::Q4_1)
-    return t == 0 ? run.template operator()<GgmlType::Q4_1, true>()
-                  : run.template operator()<GgmlType::Q4_1, false>();
-  if (type == GgmlType::Q5_1)
-    return t == 0 ? run.template operator()<GgmlType::Q5_1, true>()
-                  : run.template operator()<GgmlType::Q5_1, false>();
-  return t == 0 ? run.template operator()<GgmlType::Q4_0, true>()
-                : run.template operator()<GgmlType::Q4_0, false>();
+  dispatch_block_type(type, [&]<GgmlType TYPE>() {
+    if constexpr (ggml_q8_path_supports(TYPE))
+      t == 0 ? run.template operator()<TYPE, true>() : run.template operator()<TYPE, false>();
+  });
 }
 #endif
 

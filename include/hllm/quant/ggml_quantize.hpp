@@ -94,28 +94,29 @@ inline void block_q8_0(const float* x, uint8_t* b) {
   for (int i = 0; i < 32; ++i) b[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(q[i]));
 }
 
-// Q4_0: d:f16, qs[16] with element i in the low nibble of byte i and element i + 16 in the high.
-inline void block_q4_0(const float* x, uint8_t* b) {
+// Q4_0 / Q5_0's scale and codes: d = m / −half (m the element of largest magnitude, sign kept),
+// stored at b; q = round(x / d) + half within 0 .. 2·half − 1.
+inline void offset_codes(const float* x, int half, uint8_t* b, int q[32]) {
   float extreme = 0.0f;
   for (int i = 0; i < 32; ++i)
     if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
-  const f16 d = f16_covering(extreme == 0.0f ? 0.0f : extreme / -8.0f);  // +0 for a zero block
-  store_f16(b, d);
+  const f16 d = f16_covering(extreme == 0.0f ? 0.0f : extreme / static_cast<float>(-half));
+  store_f16(b, d);  // +0 for a zero block
+  codes(x, 32, 0.0f, f16_to_f32(d), half, 0, 2 * half - 1, q);
+}
+
+// Q4_0: d:f16, qs[16] with element i in the low nibble of byte i and element i + 16 in the high.
+inline void block_q4_0(const float* x, uint8_t* b) {
   int q[32];
-  codes(x, 32, 0.0f, f16_to_f32(d), 8, 0, 15, q);
+  offset_codes(x, 8, b, q);
   for (int i = 0; i < 16; ++i) b[2 + i] = static_cast<uint8_t>(q[i] | q[i + 16] << 4);
 }
 
 // Q5_0: d:f16, qh:u32 (bit i = the fifth bit of element i's code), qs[16] (element i < 16 in the
 // low nibble of byte i, element i + 16 in its high nibble).
 inline void block_q5_0(const float* x, uint8_t* b) {
-  float extreme = 0.0f;
-  for (int i = 0; i < 32; ++i)
-    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
-  const f16 d = f16_covering(extreme == 0.0f ? 0.0f : extreme / -16.0f);  // +0 for a zero block
-  store_f16(b, d);
   int q[32];
-  codes(x, 32, 0.0f, f16_to_f32(d), 16, 0, 31, q);
+  offset_codes(x, 16, b, q);
   uint32_t qh = 0;
   for (int i = 0; i < 32; ++i) qh |= static_cast<uint32_t>(q[i] >> 4) << i;
   std::memcpy(b + 2, &qh, 4);  // little-endian, as GGUF stores it (x86, arm64)
